@@ -1,0 +1,526 @@
+//! Newtypes that parse at the edge: once a value is one of these, it is valid.
+//! Secrets (`SessionToken`, `OneTimeLink`, `ApiKey`) never print themselves.
+
+use std::fmt;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Why a raw value was refused, in words an operator can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+fn refuse(msg: impl Into<String>) -> ParseError {
+    ParseError(msg.into())
+}
+
+macro_rules! text_newtype {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ParseError;
+            fn try_from(s: String) -> Result<Self, ParseError> {
+                Self::parse(&s)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = ParseError;
+            fn from_str(s: &str) -> Result<Self, ParseError> {
+                Self::parse(s)
+            }
+        }
+    };
+}
+
+text_newtype!(
+    /// The application's user id (`users.id`), e.g. `usr_ABC123`. Never sent to Persona.
+    UserId
+);
+text_newtype!(
+    /// An e-mail address that passed a conservative syntax check.
+    Email
+);
+text_newtype!(
+    /// The opaque, random, stable id the daemon gives a user towards Persona (`ref_…`).
+    ReferenceId
+);
+text_newtype!(
+    /// A Persona inquiry id (`inq_…`).
+    InquiryId
+);
+text_newtype!(
+    /// A Persona inquiry template id (`itmpl_…`).
+    TemplateId
+);
+text_newtype!(
+    /// A Persona inquiry template version id (`itmplv_…`).
+    TemplateVersionId
+);
+text_newtype!(
+    /// A Persona environment id (`env_…`).
+    EnvironmentId
+);
+
+fn check_token_chars(kind: &str, s: &str) -> Result<(), ParseError> {
+    if s.is_empty() {
+        return Err(refuse(format!("{kind} is empty")));
+    }
+    if s.len() > 200 {
+        return Err(refuse(format!("{kind} is longer than 200 characters")));
+    }
+    if let Some(c) = s
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(refuse(format!("{kind} {s:?} contains {c:?}")));
+    }
+    Ok(())
+}
+
+fn check_prefixed(kind: &str, prefix: &str, s: &str) -> Result<(), ParseError> {
+    check_token_chars(kind, s)?;
+    if !s.starts_with(prefix) || s.len() == prefix.len() {
+        return Err(refuse(format!("{kind} {s:?} does not start with {prefix:?}")));
+    }
+    Ok(())
+}
+
+impl UserId {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(refuse("user id is empty"));
+        }
+        if t.len() > 200 {
+            return Err(refuse("user id is longer than 200 characters"));
+        }
+        if t.chars().any(char::is_control) {
+            return Err(refuse(format!("user id {t:?} contains a control character")));
+        }
+        Ok(Self(t.to_owned()))
+    }
+}
+
+impl Email {
+    /// A deliberately plain check: one `@`, a non-empty local part, a dotted domain of
+    /// letters, digits and hyphens, no spaces or control characters, at most 254 bytes.
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let t = s.trim();
+        let bad = |why: &str| refuse(format!("e-mail {t:?} is not valid: {why}"));
+        if t.is_empty() {
+            return Err(refuse("e-mail is empty"));
+        }
+        if t.len() > 254 {
+            return Err(bad("longer than 254 characters"));
+        }
+        if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("contains white space"));
+        }
+        let Some((local, domain)) = t.rsplit_once('@') else {
+            return Err(bad("no @"));
+        };
+        if local.is_empty() || local.contains('@') || local.len() > 64 {
+            return Err(bad("the part before @ is empty, too long or has another @"));
+        }
+        if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+            return Err(bad("misplaced dot before @"));
+        }
+        if local.chars().any(|c| "<>()[]\\,;:\"".contains(c)) {
+            return Err(bad("a character that needs quoting before @"));
+        }
+        let labels: Vec<&str> = domain.split('.').collect();
+        if labels.len() < 2 {
+            return Err(bad("the domain has no dot"));
+        }
+        for label in &labels {
+            let ok = !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '-');
+            if !ok {
+                return Err(bad("the domain is malformed"));
+            }
+        }
+        Ok(Self(t.to_owned()))
+    }
+}
+
+impl ReferenceId {
+    pub const PREFIX: &'static str = "ref_";
+
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        check_prefixed("reference id", Self::PREFIX, s)?;
+        Ok(Self(s.to_owned()))
+    }
+
+    /// A fresh random reference id: 128 bits, so it reveals nothing and never collides.
+    pub fn generate() -> Self {
+        Self(format!("{}{}", Self::PREFIX, random_alnum(24)))
+    }
+}
+
+impl InquiryId {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        check_prefixed("inquiry id", "inq_", s)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl TemplateId {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        check_prefixed("inquiry template id", "itmpl_", s)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl TemplateVersionId {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        check_prefixed("inquiry template version id", "itmplv_", s)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl EnvironmentId {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        check_prefixed("environment id", "env_", s)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Random letters and digits, for ids, codes and idempotency keys.
+pub fn random_alnum(len: usize) -> String {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+/// A calendar date of birth, `YYYY-MM-DD`, that exists and is not in the future.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Birthdate(chrono::NaiveDate);
+
+impl Birthdate {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        Self::parse_at(s, chrono::Utc::now().date_naive())
+    }
+
+    /// Parses against a given "today", so a simulated clock can be honoured.
+    pub fn parse_at(s: &str, today: chrono::NaiveDate) -> Result<Self, ParseError> {
+        let t = s.trim();
+        let shape_ok = t.len() == 10
+            && t.as_bytes()[4] == b'-'
+            && t.as_bytes()[7] == b'-'
+            && t.chars().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        if !shape_ok {
+            return Err(refuse(format!("birthdate {t:?} is not YYYY-MM-DD")));
+        }
+        let date = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d")
+            .map_err(|_| refuse(format!("birthdate {t:?} is not a real date")))?;
+        if date > today {
+            return Err(refuse(format!("birthdate {t:?} is in the future")));
+        }
+        if date < chrono::NaiveDate::from_ymd_opt(1900, 1, 1).expect("valid") {
+            return Err(refuse(format!("birthdate {t:?} is before 1900")));
+        }
+        Ok(Self(date))
+    }
+
+    pub fn date(&self) -> chrono::NaiveDate {
+        self.0
+    }
+}
+
+impl fmt::Display for Birthdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%d"))
+    }
+}
+
+/// A phone number as the application stored it: digits with an optional leading `+` and the
+/// usual separators, 7 to 15 digits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let t = s.trim();
+        let digits = t.chars().filter(char::is_ascii_digit).count();
+        let allowed = t
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c.is_ascii_digit() || " -().".contains(c) || (c == '+' && i == 0));
+        if !allowed || !(7..=15).contains(&digits) {
+            return Err(refuse(format!(
+                "phone number {t:?} is not 7 to 15 digits with an optional leading +"
+            )));
+        }
+        Ok(Self(t.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A name part (first or last), trimmed, non-empty, at most 100 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonName(String);
+
+impl PersonName {
+    pub fn parse(field: &str, s: &str) -> Result<Self, ParseError> {
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(refuse(format!("{field} is empty")));
+        }
+        if t.chars().count() > 100 {
+            return Err(refuse(format!("{field} is longer than 100 characters")));
+        }
+        if t.chars().any(char::is_control) {
+            return Err(refuse(format!("{field} contains a control character")));
+        }
+        Ok(Self(t.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+macro_rules! secret_newtype {
+    ($(#[$m:meta])* $name:ident, $label:literal) => {
+        $(#[$m])*
+        #[derive(Clone, PartialEq, Eq)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn new(s: impl Into<String>) -> Self {
+                Self(s.into())
+            }
+
+            /// The secret itself: only for the one place that must send or render it.
+            pub fn expose(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!($label, "([redacted])"))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("[redacted]")
+            }
+        }
+    };
+}
+
+secret_newtype!(
+    /// A Persona inquiry session token (a JWT). Grants access to the inquiry's PII.
+    SessionToken,
+    "SessionToken"
+);
+secret_newtype!(
+    /// A Persona one-time link (`https://…/verify?code=…`). Single use, but a secret until used.
+    OneTimeLink,
+    "OneTimeLink"
+);
+secret_newtype!(
+    /// A Persona API key.
+    ApiKey,
+    "ApiKey"
+);
+secret_newtype!(
+    /// Any other secret from config: SMTP password, webhook secret.
+    SecretText,
+    "SecretText"
+);
+
+/// The three kinds of link the daemon mails (SPEC: `[links] kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkKind {
+    Static,
+    Session,
+    OneTime,
+}
+
+impl LinkKind {
+    pub const ALL: [LinkKind; 3] = [LinkKind::Session, LinkKind::OneTime, LinkKind::Static];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkKind::Static => "static",
+            LinkKind::Session => "session",
+            LinkKind::OneTime => "one-time",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| refuse(format!("{s:?} is not one of session, one-time, static")))
+    }
+
+    /// Whether this kind pre-creates an inquiry per user.
+    pub fn precreates(self) -> bool {
+        !matches!(self, LinkKind::Static)
+    }
+}
+
+impl fmt::Display for LinkKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A Persona inquiry status. Persona says statuses are not a closed set: unknown ones are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum InquiryStatus {
+    Created,
+    Pending,
+    Completed,
+    Failed,
+    Expired,
+    NeedsReview,
+    Approved,
+    Declined,
+    Other(String),
+}
+
+impl InquiryStatus {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "created" => Self::Created,
+            "pending" => Self::Pending,
+            "completed" => Self::Completed,
+            "failed" => Self::Failed,
+            "expired" => Self::Expired,
+            "needs_review" => Self::NeedsReview,
+            "approved" => Self::Approved,
+            "declined" => Self::Declined,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Created => "created",
+            Self::Pending => "pending",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::NeedsReview => "needs_review",
+            Self::Approved => "approved",
+            Self::Declined => "declined",
+            Self::Other(s) => s,
+        }
+    }
+
+    /// Live: the user can still go through it (possibly after a resume for `expired`).
+    /// Everything else, including statuses Persona adds later, counts as finished.
+    pub fn is_finished(&self) -> bool {
+        !matches!(self, Self::Created | Self::Pending | Self::Expired)
+    }
+
+    /// Open right now without a resume.
+    pub fn is_open(&self) -> bool {
+        matches!(self, Self::Created | Self::Pending)
+    }
+}
+
+impl fmt::Display for InquiryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for InquiryStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for InquiryStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(Self::parse(&s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_accepts_plain_addresses_and_refuses_broken_ones() {
+        assert!(Email::parse("alex.sample+x@example.co.uk").is_ok());
+        for bad in ["", "no-at", "a@b", "a b@example.com", "@example.com", "a@-x.com", "a@@x.com"] {
+            assert!(Email::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn birthdate_refuses_impossible_dates() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        assert!(Birthdate::parse_at("1977-08-31", today).is_ok());
+        assert!(Birthdate::parse_at("1977-02-30", today).is_err());
+        assert!(Birthdate::parse_at("31/08/1977", today).is_err());
+        assert!(Birthdate::parse_at("2030-01-01", today).is_err());
+    }
+
+    #[test]
+    fn secrets_never_print_themselves() {
+        let t = SessionToken::new("eyJhbGciOi.secret.value");
+        assert!(!format!("{t:?} {t}").contains("secret"));
+        let k = ApiKey::new("key-that-must-not-leak");
+        assert!(!format!("{k:?} {k}").contains("leak"));
+    }
+
+    #[test]
+    fn reference_ids_are_random_and_prefixed() {
+        let a = ReferenceId::generate();
+        let b = ReferenceId::generate();
+        assert_ne!(a, b);
+        assert!(ReferenceId::parse(a.as_str()).is_ok());
+    }
+
+    #[test]
+    fn unknown_statuses_are_kept_and_count_as_finished() {
+        let s = InquiryStatus::parse("transmogrified");
+        assert_eq!(s.as_str(), "transmogrified");
+        assert!(s.is_finished());
+        assert!(!InquiryStatus::Expired.is_finished());
+    }
+}

@@ -1,0 +1,7 @@
+//! inquiry-mailer: gets an application's users through Persona identity verification by e-mail.
+//!
+//! The modules follow a user row through the pipeline: `store` reads it, `jobs` provision and
+//! refresh it through `persona`, `links` and `mail`; `daemon` runs the jobs on a schedule.
+
+pub mod clock;
+pub mod domain;
