@@ -104,7 +104,9 @@ fn check_token_chars(kind: &str, s: &str) -> Result<(), ParseError> {
 fn check_prefixed(kind: &str, prefix: &str, s: &str) -> Result<(), ParseError> {
     check_token_chars(kind, s)?;
     if !s.starts_with(prefix) || s.len() == prefix.len() {
-        return Err(refuse(format!("{kind} {s:?} does not start with {prefix:?}")));
+        return Err(refuse(format!(
+            "{kind} {s:?} does not start with {prefix:?}"
+        )));
     }
     Ok(())
 }
@@ -119,7 +121,9 @@ impl UserId {
             return Err(refuse("user id is longer than 200 characters"));
         }
         if t.chars().any(char::is_control) {
-            return Err(refuse(format!("user id {t:?} contains a control character")));
+            return Err(refuse(format!(
+                "user id {t:?} contains a control character"
+            )));
         }
         Ok(Self(t.to_owned()))
     }
@@ -161,9 +165,7 @@ impl Email {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || c == '-');
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-');
             if !ok {
                 return Err(bad("the domain is malformed"));
             }
@@ -238,7 +240,9 @@ impl Birthdate {
         let shape_ok = t.len() == 10
             && t.as_bytes()[4] == b'-'
             && t.as_bytes()[7] == b'-'
-            && t.chars().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+            && t.chars()
+                .enumerate()
+                .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
         if !shape_ok {
             return Err(refuse(format!("birthdate {t:?} is not YYYY-MM-DD")));
         }
@@ -479,6 +483,95 @@ impl<'de> Deserialize<'de> for InquiryStatus {
     }
 }
 
+/// A `users` row as the application wrote it: nothing checked yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawUser {
+    pub id: String,
+    pub email: String,
+    pub name_first: Option<String>,
+    pub name_last: Option<String>,
+    pub birthdate: Option<String>,
+    pub phone_number: Option<String>,
+}
+
+impl RawUser {
+    /// A stable digest of the row, so an edited row can be noticed and validated again.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [
+            Some(&self.id),
+            Some(&self.email),
+            self.name_first.as_ref(),
+            self.name_last.as_ref(),
+            self.birthdate.as_ref(),
+            self.phone_number.as_ref(),
+        ] {
+            match part {
+                Some(v) => {
+                    h.update([1u8]);
+                    h.update(v.as_bytes());
+                }
+                None => h.update([0u8]),
+            }
+            h.update([0xffu8]);
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+/// A user whose row passed every check: what provisioning works with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: UserId,
+    pub email: Email,
+    pub name_first: Option<PersonName>,
+    pub name_last: Option<PersonName>,
+    pub birthdate: Option<Birthdate>,
+    pub phone_number: Option<PhoneNumber>,
+}
+
+impl User {
+    /// Validates a row; the error lists every reason, readable as the user's skip reason.
+    /// Empty optional columns count as absent.
+    pub fn parse(raw: &RawUser, today: chrono::NaiveDate) -> Result<User, ParseError> {
+        fn opt<T>(
+            v: &Option<String>,
+            parse: impl FnOnce(&str) -> Result<T, ParseError>,
+            errs: &mut Vec<String>,
+        ) -> Option<T> {
+            let s = v.as_deref().map(str::trim).filter(|s| !s.is_empty())?;
+            parse(s).map_err(|e| errs.push(e.0)).ok()
+        }
+        let mut errs = Vec::new();
+        let id = UserId::parse(&raw.id).map_err(|e| errs.push(e.0)).ok();
+        let email = Email::parse(&raw.email).map_err(|e| errs.push(e.0)).ok();
+        let name_first = opt(
+            &raw.name_first,
+            |s| PersonName::parse("name_first", s),
+            &mut errs,
+        );
+        let name_last = opt(
+            &raw.name_last,
+            |s| PersonName::parse("name_last", s),
+            &mut errs,
+        );
+        let birthdate = opt(&raw.birthdate, |s| Birthdate::parse_at(s, today), &mut errs);
+        let phone_number = opt(&raw.phone_number, PhoneNumber::parse, &mut errs);
+        match (id, email, errs.is_empty()) {
+            (Some(id), Some(email), true) => Ok(User {
+                id,
+                email,
+                name_first,
+                name_last,
+                birthdate,
+                phone_number,
+            }),
+            _ => Err(ParseError(errs.join("; "))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,7 +579,15 @@ mod tests {
     #[test]
     fn email_accepts_plain_addresses_and_refuses_broken_ones() {
         assert!(Email::parse("alex.sample+x@example.co.uk").is_ok());
-        for bad in ["", "no-at", "a@b", "a b@example.com", "@example.com", "a@-x.com", "a@@x.com"] {
+        for bad in [
+            "",
+            "no-at",
+            "a@b",
+            "a b@example.com",
+            "@example.com",
+            "a@-x.com",
+            "a@@x.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -498,6 +599,27 @@ mod tests {
         assert!(Birthdate::parse_at("1977-02-30", today).is_err());
         assert!(Birthdate::parse_at("31/08/1977", today).is_err());
         assert!(Birthdate::parse_at("2030-01-01", today).is_err());
+    }
+
+    #[test]
+    fn a_user_row_reports_every_reason() {
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 11, 22).unwrap();
+        let raw = RawUser {
+            id: "usr_1".into(),
+            email: "not-an-email".into(),
+            birthdate: Some("1990-02-31".into()),
+            name_first: Some("  ".into()),
+            ..RawUser::default()
+        };
+        let e = User::parse(&raw, today).unwrap_err().0;
+        assert!(e.contains("e-mail") && e.contains("birthdate"), "{e}");
+        let good = RawUser {
+            email: "a@example.com".into(),
+            birthdate: Some("1977-08-31".into()),
+            ..raw
+        };
+        assert!(User::parse(&good, today).is_ok());
+        assert_ne!(good.fingerprint(), RawUser::default().fingerprint());
     }
 
     #[test]

@@ -3,5 +3,10 @@
 //! The modules follow a user row through the pipeline: `store` reads it, `jobs` provision and
 //! refresh it through `persona`, `links` and `mail`; `daemon` runs the jobs on a schedule.
 
+pub mod cli;
 pub mod clock;
+pub mod commands;
+pub mod config;
 pub mod domain;
+pub mod logging;
+pub mod store;

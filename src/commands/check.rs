@@ -1,0 +1,97 @@
+//! `check`: every part the daemon needs, tried for real, in one readable report.
+
+use std::process::ExitCode;
+
+use super::Reported;
+use crate::config::Config;
+use crate::store::{Store, StoreOptions};
+
+/// One line of the report.
+pub struct CheckLine {
+    pub part: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
+    let mut lines = vec![CheckLine {
+        part: "config",
+        ok: true,
+        detail: config.source.display().to_string(),
+    }];
+    lines.push(check_templates_dir(config));
+    lines.push(check_database(config).await);
+    print_report(&lines);
+    println!("effective configuration:");
+    for (key, value) in config.redacted_summary() {
+        println!("  {key}: {value}");
+    }
+    let failed = lines.iter().filter(|l| !l.ok).count();
+    if failed == 0 {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Reported(format!("check: {failed} of {} parts failed", lines.len())).into())
+    }
+}
+
+pub fn print_report(lines: &[CheckLine]) {
+    for l in lines {
+        println!(
+            "{:<4} {:<10} {}",
+            if l.ok { "ok" } else { "FAIL" },
+            l.part,
+            l.detail
+        );
+    }
+}
+
+fn check_templates_dir(config: &Config) -> CheckLine {
+    let dir = &config.templates.dir;
+    let (ok, detail) = if dir.is_dir() {
+        (true, dir.display().to_string())
+    } else {
+        (false, format!("{}: not a folder", dir.display()))
+    };
+    CheckLine {
+        part: "templates",
+        ok,
+        detail,
+    }
+}
+
+async fn check_database(config: &Config) -> CheckLine {
+    let opened = Store::open(&StoreOptions {
+        path: config.database.path.clone(),
+        busy_timeout: config.database.busy_timeout,
+        read_connections: 1,
+    })
+    .await;
+    let (ok, detail) = match opened {
+        Err(e) => (false, e.to_string()),
+        Ok(store) => {
+            let r = match store.pending_migrations().await {
+                Ok(p) if p.is_empty() => (
+                    true,
+                    format!("{}: schema up to date", store.path().display()),
+                ),
+                Ok(p) => (
+                    true,
+                    format!(
+                        "{}: {} migrations to apply at start ({})",
+                        store.path().display(),
+                        p.len(),
+                        p.join(", ")
+                    ),
+                ),
+                Err(e) => (false, e.to_string()),
+            };
+            store.close().await;
+            r
+        }
+    };
+    CheckLine {
+        part: "database",
+        ok,
+        detail,
+    }
+}

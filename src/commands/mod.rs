@@ -1,0 +1,92 @@
+//! One function per command of SPEC.md's command line; `main` maps their errors to exit codes.
+
+pub mod check;
+pub mod status;
+pub mod users;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command, LogFormatArg};
+use crate::config::{self, Config, LogFormat};
+use crate::store::{Store, StoreOptions};
+
+/// Exit codes of SPEC.md.
+pub const EXIT_RUNTIME: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_CONFIG: u8 = 78;
+
+/// A command line that parsed but asks for something impossible (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The work was done as far as it could be, and what failed has been reported already (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Reported(pub String);
+
+/// Loads config, sets up logging, runs one command.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let path = config::resolve_path(cli.config.as_deref());
+    let config = Config::load(&path)?;
+    let format = match cli.log_format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Text) => LogFormat::Text,
+        None => config.log_format,
+    };
+    crate::logging::init(format);
+    match cli.command {
+        Command::Migrate => migrate(&config).await,
+        Command::Users(cmd) => users::run(&config, cmd).await,
+        Command::Status { json, user } => status::run(&config, json, user.as_deref()).await,
+        Command::Check => check::run(&config).await,
+        Command::Run | Command::Once { .. } | Command::Preview { .. } | Command::Demo => {
+            Err(UsageError(format!(
+                "{:?} is not available in this build yet",
+                cli.command
+            ))
+            .into())
+        }
+    }
+}
+
+/// Opens the configured database and brings its schema up to date.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = Store::open(&StoreOptions {
+        path: config.database.path.clone(),
+        busy_timeout: config.database.busy_timeout,
+        read_connections: config.database.read_connections,
+    })
+    .await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&StoreOptions {
+        path: config.database.path.clone(),
+        busy_timeout: config.database.busy_timeout,
+        read_connections: config.database.read_connections,
+    })
+    .await?;
+    let pending = store.pending_migrations().await?;
+    store.migrate().await?;
+    if pending.is_empty() {
+        println!("{}: up to date", store.path().display());
+    } else {
+        println!("{}: applied {}", store.path().display(), pending.join(", "));
+    }
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The exit code for an error that reached the top.
+pub fn exit_code_for(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<config::ConfigError>().is_some() {
+        EXIT_CONFIG
+    } else if err.downcast_ref::<UsageError>().is_some() {
+        EXIT_USAGE
+    } else {
+        EXIT_RUNTIME
+    }
+}

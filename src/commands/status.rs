@@ -1,0 +1,99 @@
+//! `status`: users by state for people or machines, or one user's history.
+
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::{UsageError, open_store};
+use crate::config::Config;
+use crate::store::status::{self, STATES, UserHistory};
+
+pub async fn run(config: &Config, as_json: bool, user: Option<&str>) -> anyhow::Result<ExitCode> {
+    let store = open_store(config).await?;
+    let result = match user {
+        Some(id) => {
+            let history = status::user_history(&store, id)
+                .await?
+                .ok_or_else(|| UsageError(format!("user {id:?} is not in the users table")))?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&history)?);
+            } else {
+                print_history(&history);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let users = status::state_counts(&store).await?;
+            let mails = status::mail_counts(&store).await?;
+            if as_json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "users": users, "mails": mails }))?
+                );
+            } else {
+                println!("users ({} in all)", users.total());
+                for s in STATES {
+                    println!("  {s:<9} {:>8}", users.get(s));
+                }
+                println!(
+                    "mails: {} sent, {} waiting, {} failed",
+                    mails.sent, mails.queued, mails.failed
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    store.close().await;
+    result
+}
+
+fn print_history(h: &UserHistory) {
+    let u = &h.user;
+    print!("user {} <{}>: {}", u.id, u.email, u.state);
+    if let Some(o) = &u.outcome {
+        print!(" ({o})");
+    }
+    println!();
+    if let Some(r) = &u.reason {
+        println!("  reason: {r}");
+    }
+    if !h.inquiries.is_empty() {
+        println!("inquiries:");
+        for i in &h.inquiries {
+            println!(
+                "  #{} {} {} expires {} resumes {}{}",
+                i.generation,
+                i.inquiry_id.as_deref().unwrap_or("(being created)"),
+                i.status,
+                i.expires_at.as_deref().unwrap_or("-"),
+                i.resume_count,
+                i.superseded_reason
+                    .as_deref()
+                    .map(|r| format!(", replaced: {r}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if !h.mails.is_empty() {
+        println!("mails:");
+        for m in &h.mails {
+            println!(
+                "  {} {} attempts {} {}{}",
+                m.kind,
+                m.status,
+                m.attempts,
+                m.sent_at.as_deref().unwrap_or(""),
+                m.last_error
+                    .as_deref()
+                    .map(|e| format!(" last error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if !h.events.is_empty() {
+        println!("events:");
+        for e in &h.events {
+            println!("  {} {} {}", e.at, e.kind, e.detail);
+        }
+    }
+}

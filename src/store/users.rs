@@ -1,0 +1,126 @@
+//! The application's `users` table: the daemon reads it; the `users` commands write it for
+//! operators who have no application yet.
+
+use sqlx::Row;
+
+use super::{Result, Store, StoreError};
+use crate::domain::RawUser;
+
+/// What writing one row did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Added,
+    Updated,
+    Unchanged,
+}
+
+fn raw_from_row(row: &sqlx::sqlite::SqliteRow) -> RawUser {
+    RawUser {
+        id: row.get("id"),
+        email: row.get("email"),
+        name_first: row.get("name_first"),
+        name_last: row.get("name_last"),
+        birthdate: row.get("birthdate"),
+        phone_number: row.get("phone_number"),
+    }
+}
+
+pub const COLUMNS: &str = "id, email, name_first, name_last, birthdate, phone_number";
+
+/// Inserts one user; an id that exists already is refused.
+pub async fn add(store: &Store, user: &RawUser) -> Result<()> {
+    let mut tx = store.begin_write().await?;
+    let exists: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE id = ?")
+        .bind(&user.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if exists.is_some() {
+        return Err(StoreError::Conflict(format!(
+            "user {} already exists",
+            user.id
+        )));
+    }
+    insert(&mut tx, user).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn insert(tx: &mut sqlx::SqliteConnection, user: &RawUser) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO users (id, email, name_first, name_last, birthdate, phone_number) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&user.id)
+    .bind(&user.email)
+    .bind(&user.name_first)
+    .bind(&user.name_last)
+    .bind(&user.birthdate)
+    .bind(&user.phone_number)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes many rows in one transaction: new ids are added, changed rows updated, identical rows
+/// left alone (so importing the same file twice changes nothing).
+pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written>> {
+    let mut tx = store.begin_write().await?;
+    let mut out = Vec::with_capacity(users.len());
+    for user in users {
+        let existing = sqlx::query(
+            "SELECT id, email, name_first, name_last, birthdate, phone_number FROM users WHERE id = ?",
+        )
+        .bind(&user.id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| raw_from_row(&r));
+        let written = match existing {
+            None => {
+                insert(&mut tx, user).await?;
+                Written::Added
+            }
+            Some(old) if old == *user => Written::Unchanged,
+            Some(_) => {
+                sqlx::query(
+                    "UPDATE users SET email = ?, name_first = ?, name_last = ?, birthdate = ?, \
+                     phone_number = ? WHERE id = ?",
+                )
+                .bind(&user.email)
+                .bind(&user.name_first)
+                .bind(&user.name_last)
+                .bind(&user.birthdate)
+                .bind(&user.phone_number)
+                .bind(&user.id)
+                .execute(&mut *tx)
+                .await?;
+                Written::Updated
+            }
+        };
+        out.push(written);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+pub async fn get(store: &Store, id: &str) -> Result<Option<RawUser>> {
+    let row = sqlx::query(
+        "SELECT id, email, name_first, name_last, birthdate, phone_number FROM users WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(store.reader())
+    .await?;
+    Ok(row.map(|r| raw_from_row(&r)))
+}
+
+/// Rows the daemon has not seen yet (no `user_states` row), oldest first, at most `limit`.
+pub async fn unseen(store: &Store, limit: u32) -> Result<Vec<RawUser>> {
+    let rows = sqlx::query(
+        "SELECT u.id, u.email, u.name_first, u.name_last, u.birthdate, u.phone_number \
+         FROM users u LEFT JOIN user_states s ON s.user_id = u.id \
+         WHERE s.user_id IS NULL ORDER BY u.created_at, u.id LIMIT ?",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(store.reader())
+    .await?;
+    Ok(rows.iter().map(raw_from_row).collect())
+}

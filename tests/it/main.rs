@@ -1,0 +1,7 @@
+//! The one integration-test binary: each file is a behaviour, `support` holds the set-up.
+
+mod support;
+
+mod config_loading;
+mod store_concurrency;
+mod users_and_status;
