@@ -2,7 +2,10 @@
 //! One file per table family; nothing here knows about jobs, Persona or mail.
 
 pub mod events;
+pub mod inquiries;
+pub mod mails;
 pub mod status;
+pub mod user_states;
 pub mod users;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,264 @@
+//! The inquiries the daemon started. A row is written with its idempotency key *before* the
+//! create call, and completed with Persona's answer after it, so a crash never loses a create.
+
+use chrono::{DateTime, Utc};
+
+use super::{Result, Store};
+use crate::clock::{format_ts, parse_ts};
+use crate::domain::random_alnum;
+
+/// Status of a row whose create call has not been answered yet.
+pub const CREATING: &str = "creating";
+/// Status of a row Persona refused to create (a permanent error); the user is skipped.
+pub const REJECTED: &str = "rejected";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InquiryRow {
+    pub id: i64,
+    pub user_id: String,
+    pub generation: i64,
+    pub idempotency_key: String,
+    pub key_created_at: String,
+    pub inquiry_id: Option<String>,
+    pub status: String,
+    pub template_id: String,
+    pub template_version_id: Option<String>,
+    pub persona_created_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub resume_count: i64,
+    pub session_count: i64,
+    pub superseded_at: Option<String>,
+    pub superseded_reason: Option<String>,
+    pub expired_remotely_at: Option<String>,
+    pub created_at: String,
+}
+
+impl InquiryRow {
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.expires_at.as_deref().and_then(parse_ts)
+    }
+
+    pub fn key_created_at(&self) -> Option<DateTime<Utc>> {
+        parse_ts(&self.key_created_at)
+    }
+
+    /// When Persona created it (falls back to when the row was written).
+    pub fn born_at(&self) -> Option<DateTime<Utc>> {
+        self.persona_created_at
+            .as_deref()
+            .and_then(parse_ts)
+            .or_else(|| parse_ts(&self.created_at))
+    }
+}
+
+/// What Persona said about an inquiry, in the store's terms.
+#[derive(Debug, Clone)]
+pub struct InquiryFacts {
+    pub inquiry_id: String,
+    pub status: String,
+    pub template_version_id: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+const SELECT: &str = "SELECT id, user_id, generation, idempotency_key, key_created_at, inquiry_id, status, \
+     template_id, template_version_id, persona_created_at, expires_at, resume_count, session_count, \
+     superseded_at, superseded_reason, expired_remotely_at, created_at FROM inquiries";
+
+/// A fresh idempotency key: unique per (user, generation) and per retry-after-prune.
+pub fn new_idempotency_key(reference_id: &str, generation: i64) -> String {
+    format!("im-{reference_id}-g{generation}-{}", random_alnum(8))
+}
+
+/// The user's newest inquiry that has not been replaced.
+pub async fn current(conn: impl sqlx::SqliteExecutor<'_>, user_id: &str) -> Result<Option<InquiryRow>> {
+    let sql = format!("{SELECT} WHERE user_id = ? AND superseded_at IS NULL ORDER BY generation DESC LIMIT 1");
+    Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+pub async fn by_inquiry_id(store: &Store, inquiry_id: &str) -> Result<Option<InquiryRow>> {
+    let sql = format!("{SELECT} WHERE inquiry_id = ?");
+    Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
+        .bind(inquiry_id)
+        .fetch_optional(store.reader())
+        .await?)
+}
+
+pub async fn by_row_id(conn: impl sqlx::SqliteExecutor<'_>, id: i64) -> Result<Option<InquiryRow>> {
+    let sql = format!("{SELECT} WHERE id = ?");
+    Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// Writes the intent to create the user's next inquiry (next generation, new idempotency key)
+/// inside the caller's transaction. The create call happens after this commits.
+pub async fn begin_create(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    reference_id: &str,
+    template_id: &str,
+    now: DateTime<Utc>,
+) -> Result<InquiryRow> {
+    let generation: i64 = sqlx::query_scalar(
+        "UPDATE user_states SET generation = generation + 1 WHERE user_id = ? RETURNING generation",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let ts = format_ts(now);
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO inquiries (user_id, generation, idempotency_key, key_created_at, status, template_id, created_at, updated_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(user_id)
+    .bind(generation)
+    .bind(new_idempotency_key(reference_id, generation))
+    .bind(&ts)
+    .bind(CREATING)
+    .bind(template_id)
+    .bind(&ts)
+    .bind(&ts)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(by_row_id(&mut *conn, id).await?.expect("just inserted"))
+}
+
+/// Gives a still-`creating` row a new key: its old one is older than Persona keeps keys, and
+/// Persona was searched and holds no live inquiry for the user.
+pub async fn renew_key(store: &Store, row: &InquiryRow, reference_id: &str, now: DateTime<Utc>) -> Result<InquiryRow> {
+    sqlx::query("UPDATE inquiries SET idempotency_key = ?, key_created_at = ?, updated_at = ? WHERE id = ? AND status = ?")
+        .bind(new_idempotency_key(reference_id, row.generation))
+        .bind(format_ts(now))
+        .bind(format_ts(now))
+        .bind(row.id)
+        .bind(CREATING)
+        .execute(store.writer())
+        .await?;
+    Ok(by_row_id(store.reader(), row.id).await?.expect("row exists"))
+}
+
+/// Records Persona's answer on a row, inside the caller's transaction.
+pub async fn record_facts(
+    conn: &mut sqlx::SqliteConnection,
+    row_id: i64,
+    facts: &InquiryFacts,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE inquiries SET inquiry_id = ?, status = ?, template_version_id = COALESCE(?, template_version_id), \
+         persona_created_at = COALESCE(?, persona_created_at), expires_at = ?, updated_at = ? WHERE id = ?",
+    )
+    .bind(&facts.inquiry_id)
+    .bind(&facts.status)
+    .bind(&facts.template_version_id)
+    .bind(facts.created_at.map(format_ts))
+    .bind(facts.expires_at.map(format_ts))
+    .bind(format_ts(now))
+    .bind(row_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A status (and expiry) learned later: from a list, a webhook, a resume.
+pub async fn update_status(
+    conn: &mut sqlx::SqliteConnection,
+    row_id: i64,
+    status: &str,
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query("UPDATE inquiries SET status = ?, expires_at = ?, updated_at = ? WHERE id = ?")
+        .bind(status)
+        .bind(expires_at.map(format_ts))
+        .bind(format_ts(now))
+        .bind(row_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Counts a resume (each creates or reuses a session at Persona).
+pub async fn record_resume(
+    conn: &mut sqlx::SqliteConnection,
+    row_id: i64,
+    status: &str,
+    expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE inquiries SET status = ?, expires_at = ?, resume_count = resume_count + 1, \
+         session_count = session_count + 1, updated_at = ? WHERE id = ?",
+    )
+    .bind(status)
+    .bind(expires_at.map(format_ts))
+    .bind(format_ts(now))
+    .bind(row_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Counts a session created without a resume (a one-time link).
+pub async fn record_session(conn: &mut sqlx::SqliteConnection, row_id: i64) -> Result<()> {
+    sqlx::query("UPDATE inquiries SET session_count = session_count + 1 WHERE id = ?")
+        .bind(row_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks a row replaced by a newer generation; the refresh job expires it at Persona.
+pub async fn supersede(
+    conn: &mut sqlx::SqliteConnection,
+    row_id: i64,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query("UPDATE inquiries SET superseded_at = ?, superseded_reason = ?, updated_at = ? WHERE id = ?")
+        .bind(format_ts(now))
+        .bind(reason)
+        .bind(format_ts(now))
+        .bind(row_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn mark_expired_remotely(store: &Store, row_id: i64, now: DateTime<Utc>) -> Result<()> {
+    sqlx::query("UPDATE inquiries SET expired_remotely_at = ?, status = 'expired', updated_at = ? WHERE id = ?")
+        .bind(format_ts(now))
+        .bind(format_ts(now))
+        .bind(row_id)
+        .execute(store.writer())
+        .await?;
+    Ok(())
+}
+
+/// Superseded inquiries still live at Persona (their expire call has not succeeded yet).
+pub async fn superseded_unexpired(store: &Store, limit: u32) -> Result<Vec<InquiryRow>> {
+    let sql = format!(
+        "{SELECT} WHERE superseded_at IS NOT NULL AND expired_remotely_at IS NULL \
+         AND inquiry_id IS NOT NULL AND status IN ('created', 'pending') ORDER BY id LIMIT ?"
+    );
+    Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
+        .bind(i64::from(limit))
+        .fetch_all(store.reader())
+        .await?)
+}
+
+/// Every current (not superseded) inquiry whose status is not finished, for refresh.
+pub async fn live(store: &Store) -> Result<Vec<InquiryRow>> {
+    let sql = format!(
+        "{SELECT} WHERE superseded_at IS NULL AND inquiry_id IS NOT NULL \
+         AND status IN ('created', 'pending', 'expired') ORDER BY id"
+    );
+    Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
+        .fetch_all(store.reader())
+        .await?)
+}

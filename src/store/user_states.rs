@@ -1,0 +1,236 @@
+//! The daemon's view of each user: state, opaque reference id, and a lease so that two workers
+//! (or a `once` beside a `run`) never work on the same user at the same time.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{Result, Store, events};
+use crate::clock::format_ts;
+use crate::domain::{RawUser, ReferenceId, User};
+
+/// A user taken for work, with what the daemon knows of them.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub user_id: String,
+    pub reference_id: ReferenceId,
+    pub generation: i64,
+    pub row_fingerprint: String,
+    pub last_mailed_at: Option<String>,
+}
+
+fn claimed_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Claimed> {
+    let reference: String = r.get("reference_id");
+    Ok(Claimed {
+        user_id: r.get("user_id"),
+        reference_id: ReferenceId::parse(&reference)
+            .map_err(|e| super::StoreError::Conflict(format!("user_states: {e}")))?,
+        generation: r.get("generation"),
+        row_fingerprint: r.get("row_fingerprint"),
+        last_mailed_at: r.get("last_mailed_at"),
+    })
+}
+
+/// Gives every user row the daemon has not seen yet a state: `pending` when the row is usable,
+/// `skipped` with the reasons when not. Returns (pending, skipped) counts.
+pub async fn discover(store: &Store, now: DateTime<Utc>, limit: u32) -> Result<(usize, usize)> {
+    let rows = super::users::unseen(store, limit).await?;
+    if rows.is_empty() {
+        return Ok((0, 0));
+    }
+    let today = now.date_naive();
+    let ts = format_ts(now);
+    let (mut pending, mut skipped) = (0, 0);
+    let mut tx = store.begin_write().await?;
+    for raw in &rows {
+        let verdict = User::parse(raw, today);
+        let (state, reason) = match &verdict {
+            Ok(_) => ("pending", None),
+            Err(e) => ("skipped", Some(e.0.clone())),
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO user_states (user_id, reference_id, state, reason, row_fingerprint, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(&raw.id)
+        .bind(ReferenceId::generate().as_str())
+        .bind(state)
+        .bind(&reason)
+        .bind(raw.fingerprint())
+        .bind(&ts)
+        .bind(&ts)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            continue;
+        }
+        match reason {
+            None => {
+                pending += 1;
+                events::record(&mut tx, now, Some(&raw.id), None, "user.discovered", "new user, pending").await?;
+            }
+            Some(r) => {
+                skipped += 1;
+                tracing::warn!(user = %raw.id, reason = %r, "user row cannot be used; skipped");
+                events::record(&mut tx, now, Some(&raw.id), None, "user.skipped", &r).await?;
+            }
+        }
+    }
+    tx.commit().await?;
+    Ok((pending, skipped))
+}
+
+/// Skipped users whose row the application has since edited get validated again.
+pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usize> {
+    let rows = sqlx::query(
+        "SELECT u.id, u.email, u.name_first, u.name_last, u.birthdate, u.phone_number, s.row_fingerprint \
+         FROM users u JOIN user_states s ON s.user_id = u.id \
+         WHERE s.state = 'skipped' AND s.generation = 0",
+    )
+    .fetch_all(store.reader())
+    .await?;
+    let mut changed = 0;
+    for r in rows {
+        let raw = RawUser {
+            id: r.get("id"),
+            email: r.get("email"),
+            name_first: r.get("name_first"),
+            name_last: r.get("name_last"),
+            birthdate: r.get("birthdate"),
+            phone_number: r.get("phone_number"),
+        };
+        let old: String = r.get("row_fingerprint");
+        let fp = raw.fingerprint();
+        if fp == old {
+            continue;
+        }
+        let mut tx = store.begin_write().await?;
+        let (state, reason, kind, detail) = match User::parse(&raw, now.date_naive()) {
+            Ok(_) => ("pending", None, "user.revalidated", "the row was edited and is now usable".to_owned()),
+            Err(e) => ("skipped", Some(e.0.clone()), "user.skipped", e.0),
+        };
+        sqlx::query(
+            "UPDATE user_states SET state = ?, reason = ?, row_fingerprint = ?, updated_at = ? WHERE user_id = ?",
+        )
+        .bind(state)
+        .bind(&reason)
+        .bind(&fp)
+        .bind(format_ts(now))
+        .bind(&raw.id)
+        .execute(&mut *tx)
+        .await?;
+        events::record(&mut tx, now, Some(&raw.id), None, kind, &detail).await?;
+        tx.commit().await?;
+        changed += 1;
+    }
+    Ok(changed)
+}
+
+/// Leases up to `limit` pending users that have work now: no inquiry or mail yet, an unfinished
+/// create, or a mail that is due. Users whose mail waits for a later retry are left alone.
+pub async fn claim_pending(
+    store: &Store,
+    now: DateTime<Utc>,
+    lease: std::time::Duration,
+    limit: u32,
+) -> Result<Vec<Claimed>> {
+    let ts = format_ts(now);
+    let until = format_ts(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
+    let mut tx = store.begin_write().await?;
+    let rows = sqlx::query(
+        "UPDATE user_states SET lease_until = ?1 \
+         WHERE user_id IN ( \
+             SELECT s.user_id FROM user_states s \
+             WHERE s.state = 'pending' AND (s.lease_until IS NULL OR s.lease_until < ?2) \
+               AND NOT EXISTS (SELECT 1 FROM mails m WHERE m.user_id = s.user_id \
+                               AND m.status IN ('queued', 'sending') AND m.next_attempt_at > ?2) \
+             ORDER BY s.created_at, s.user_id LIMIT ?3) \
+         RETURNING user_id, reference_id, generation, row_fingerprint, last_mailed_at",
+    )
+    .bind(&until)
+    .bind(&ts)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    rows.iter().map(claimed_from_row).collect()
+}
+
+/// Leases one user by id whatever their state (refresh and webhooks use this); `None` when the
+/// user is leased by someone else or unknown.
+pub async fn claim_one(
+    store: &Store,
+    user_id: &str,
+    now: DateTime<Utc>,
+    lease: std::time::Duration,
+) -> Result<Option<Claimed>> {
+    let until = format_ts(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
+    let mut tx = store.begin_write().await?;
+    let row = sqlx::query(
+        "UPDATE user_states SET lease_until = ?1 \
+         WHERE user_id = ?2 AND (lease_until IS NULL OR lease_until < ?3) \
+         RETURNING user_id, reference_id, generation, row_fingerprint, last_mailed_at",
+    )
+    .bind(&until)
+    .bind(user_id)
+    .bind(format_ts(now))
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    row.as_ref().map(claimed_from_row).transpose()
+}
+
+pub async fn release(store: &Store, user_id: &str) -> Result<()> {
+    sqlx::query("UPDATE user_states SET lease_until = NULL WHERE user_id = ?")
+        .bind(user_id)
+        .execute(store.writer())
+        .await?;
+    Ok(())
+}
+
+/// Sets a user's state (and reason/outcome) inside the caller's transaction.
+pub async fn set_state(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    state: &str,
+    reason: Option<&str>,
+    outcome: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE user_states SET state = ?, reason = ?, outcome = COALESCE(?, outcome), updated_at = ? \
+         WHERE user_id = ?",
+    )
+    .bind(state)
+    .bind(reason)
+    .bind(outcome)
+    .bind(format_ts(now))
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Only the reason (e.g. which limit holds the user back), leaving the state alone.
+pub async fn set_reason(store: &Store, user_id: &str, reason: Option<&str>) -> Result<()> {
+    sqlx::query("UPDATE user_states SET reason = ? WHERE user_id = ?")
+        .bind(reason)
+        .bind(user_id)
+        .execute(store.writer())
+        .await?;
+    Ok(())
+}
+
+pub async fn get_state(store: &Store, user_id: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT state FROM user_states WHERE user_id = ?")
+        .bind(user_id)
+        .fetch_optional(store.reader())
+        .await?)
+}
+
+pub async fn by_reference(store: &Store, reference_id: &str) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT user_id FROM user_states WHERE reference_id = ?")
+        .bind(reference_id)
+        .fetch_optional(store.reader())
+        .await?)
+}
