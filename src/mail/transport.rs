@@ -11,6 +11,7 @@ use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::response::{Category, Code, Severity};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::OutgoingMail;
@@ -401,20 +402,44 @@ fn redacted_url(raw: &str) -> String {
     }
 }
 
-/// lettre's error kinds to ours: only a 5xx reply or a client-side refusal is permanent.
+/// lettre's error kinds to ours. Permanent means "this mail will never be taken here": a 5xx
+/// reply about the mail, or lettre refusing this envelope for this server. Problems of the
+/// whole server or our login (refused connection, 4xx, timeouts, TLS, 5xx to AUTH) are
+/// transient: fixing them makes every waiting mail go, so no mail should be given up for them.
 fn classify_smtp(endpoint: &str, e: &lettre::transport::smtp::Error) -> SendError {
     let text = format!("SMTP server {endpoint}: {e}");
-    if e.is_permanent() || e.is_client() {
+    let client_refusal = e.is_client().then(|| e.to_string());
+    if is_about_this_mail(e.status(), client_refusal.as_deref()) {
         SendError::Permanent(text)
+    } else if e
+        .status()
+        .is_some_and(|code| code.category == Category::Unspecified3)
+    {
+        SendError::Transient(format!(
+            "{text} (the server refused our login: check the user in [mail] smtp_url and SMTP_PASSWORD)"
+        ))
     } else {
-        // 4xx, timeouts, refused or dropped connections, TLS hiccups, unparsable replies.
         SendError::Transient(text)
     }
+}
+
+fn is_about_this_mail(code: Option<Code>, client_refusal: Option<&str>) -> bool {
+    if let Some(code) = code {
+        // x3z replies are RFC 4954's authentication ones (530, 534, 535, 538).
+        return code.severity == Severity::PermanentNegativeCompletion
+            && code.category != Category::Unspecified3;
+    }
+    // lettre's own refusals before talking: only these two are about the message (non-ASCII
+    // addresses or body the server cannot take); the rest (no STARTTLS, no auth mechanism) are
+    // about the server. Pinned by a test against aiosmtpd.
+    client_refusal
+        .is_some_and(|m| m.contains("Envelope contains") || m.contains("Message contains"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lettre::transport::smtp::response::Detail;
 
     #[test]
     fn redacted_url_drops_credentials() {
@@ -471,6 +496,29 @@ mod tests {
         };
         let err = Transport::from_settings(&settings).unwrap_err();
         assert!(err.to_string().starts_with("[mail] smtp_url"), "{err}");
+    }
+
+    #[test]
+    fn only_replies_about_the_mail_are_permanent() {
+        let code = |severity, category| Some(Code::new(severity, category, Detail::Zero));
+        let perm = Severity::PermanentNegativeCompletion;
+        let temp = Severity::TransientNegativeCompletion;
+        assert!(is_about_this_mail(code(perm, Category::MailSystem), None)); // 550 unknown user
+        assert!(is_about_this_mail(code(perm, Category::Syntax), None)); // 501 bad address
+        assert!(!is_about_this_mail(
+            code(perm, Category::Unspecified3),
+            None
+        )); // 535 login refused
+        assert!(!is_about_this_mail(code(temp, Category::MailSystem), None)); // 450 mailbox busy
+        assert!(is_about_this_mail(
+            None,
+            Some("internal client error: Envelope contains non-ascii chars")
+        ));
+        assert!(!is_about_this_mail(
+            None,
+            Some("internal client error: STARTTLS is not supported on this server")
+        ));
+        assert!(!is_about_this_mail(None, None));
     }
 
     #[test]

@@ -1,48 +1,10 @@
 //! The shipped templates load and render; a broken template set is refused at load, naming the file.
 
-use std::path::{Path, PathBuf};
-
-use chrono::{TimeZone, Utc};
-use inquiry_mailer::domain::{EnvironmentId, InquiryId, ReferenceId, SessionToken, TemplateId};
-use inquiry_mailer::links::{LinkSettings, LinkTarget, MailLink, build_link};
+use inquiry_mailer::domain::ReferenceId;
+use inquiry_mailer::links::{LinkTarget, build_link};
 use inquiry_mailer::mail::{MailContext, MailKind, TemplateError, Templates};
 
-pub fn shipped_templates_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")
-}
-
-pub fn link_settings() -> LinkSettings {
-    LinkSettings {
-        hosted_flow_url: url::Url::parse("https://inquiry.withpersona.com/verify").unwrap(),
-        template_id: TemplateId::parse("itmpl_Tmpl123").unwrap(),
-        environment_id: EnvironmentId::parse("env_Env123").unwrap(),
-        redirect_uri: None,
-    }
-}
-
-pub fn session_link(token: &str) -> MailLink {
-    let inquiry_id = InquiryId::parse("inq_Abc123").unwrap();
-    let token = SessionToken::new(token);
-    build_link(
-        &link_settings(),
-        LinkTarget::Session {
-            inquiry_id: &inquiry_id,
-            token: Some(&token),
-        },
-    )
-    .unwrap()
-}
-
-pub fn context(name_first: &str, link: MailLink) -> MailContext {
-    MailContext {
-        name_first: Some(name_first.to_owned()),
-        name_last: Some("Sample".to_owned()),
-        link,
-        link_expires_at: Some(Utc.with_ymd_and_hms(2026, 11, 29, 14, 0, 0).unwrap()),
-        app_name: "Acme Bank".to_owned(),
-        support_email: Some("help@acme.example".to_owned()),
-    }
-}
+use crate::support::mail::{context, link_settings, session_link, shipped_templates_dir};
 
 /// A copy of the shipped templates in a temp dir, to break on purpose.
 fn copy_of_templates() -> tempfile::TempDir {
