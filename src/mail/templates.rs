@@ -107,12 +107,23 @@ pub fn human_time(t: DateTime<Utc>) -> String {
     t.format("%A %-d %B %Y at %H:%M UTC").to_string()
 }
 
-/// One mail, ready to be put in a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One mail, ready to be put in a message. The bodies hold the link, so Debug shows only
+/// the subject and sizes.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RenderedMail {
     pub subject: String,
     pub text: String,
     pub html: String,
+}
+
+impl fmt::Debug for RenderedMail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RenderedMail")
+            .field("subject", &self.subject)
+            .field("text_bytes", &self.text.len())
+            .field("html_bytes", &self.html.len())
+            .finish()
+    }
 }
 
 /// The loaded, checked template set. Cheap to share behind an `Arc`; reload by loading anew.

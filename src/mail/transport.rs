@@ -101,11 +101,20 @@ pub enum MailError {
 }
 
 /// One mail the memory transport accepted.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SentMail {
     pub mail: OutgoingMail,
-    /// The whole message as it would have gone on the wire.
+    /// The whole message as it would have gone on the wire (it holds the link: never log it).
     pub raw: String,
+}
+
+impl fmt::Debug for SentMail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentMail")
+            .field("mail", &self.mail)
+            .field("raw_bytes", &self.raw.len())
+            .finish()
+    }
 }
 
 /// The memory transport's mailbox. Clones share it, so a test keeps one and reads what was sent.

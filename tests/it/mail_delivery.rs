@@ -179,14 +179,18 @@ async fn the_file_transport_writes_one_eml_per_message_and_overwrites_on_resend(
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("outbox").join("nested");
     let transport = Transport::from_settings(&file_settings(&dir)).unwrap();
-    assert!(transport.check().await.unwrap().contains("writable"));
     let first = outgoing(MailKind::Invite, "Alex", session_link("one"));
     let second = outgoing(MailKind::Invite, "Sam", session_link("two"));
 
     transport.send(&first).await.unwrap();
     transport.send(&second).await.unwrap();
     let files = eml_files(&dir);
-    assert_eq!(files.len(), 2, "{files:?}");
+    assert_eq!(
+        files.len(),
+        2,
+        "the missing directory was created: {files:?}"
+    );
+    assert!(transport.check().await.unwrap().contains("writable"));
 
     let mut resent = first.clone();
     resent.date += chrono::Duration::hours(1);
@@ -235,7 +239,7 @@ async fn the_file_transport_writes_one_eml_per_message_and_overwrites_on_resend(
 async fn the_memory_transport_records_what_it_sent_and_can_be_told_to_fail() {
     let transport = Transport::memory();
     let outbox = transport.outbox().unwrap().clone();
-    let mail = outgoing(MailKind::Invite, "Alex", session_link("t"));
+    let mail = outgoing(MailKind::Invite, "Alex", session_link("secret-token"));
 
     outbox.fail_next([SendError::Transient("try later".into())]);
     let err = transport.send(&mail).await.unwrap_err();
@@ -247,6 +251,12 @@ async fn the_memory_transport_records_what_it_sent_and_can_be_told_to_fail() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].mail.message_id, mail.message_id);
     assert!(sent[0].raw.contains("multipart/alternative"));
+    assert!(sent[0].raw.contains("secret-token"));
+    let shown = format!("{sent:?} {mail:?}");
+    assert!(
+        !shown.contains("secret-token"),
+        "Debug leaks the link: {shown}"
+    );
 }
 
 #[tokio::test]
@@ -289,4 +299,41 @@ async fn non_ascii_names_arrive_intact() {
     assert_eq!(got.to, "Zoë Sample <alex@example.com>");
     assert!(got.text_part.as_deref().unwrap().contains("Hello Zoë,"));
     assert!(got.html_part.as_deref().unwrap().contains("Hello Zoë,"));
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_as_transient() {
+    // Accepts the connection, then says nothing: no greeting ever comes.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut settings = smtp_settings(&format!("smtp://{}", silent.local_addr().unwrap()));
+    settings.send_timeout = Duration::from_millis(300);
+    let transport = Transport::from_settings(&settings).unwrap();
+
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        transport.send(&outgoing(MailKind::Invite, "Alex", session_link("t"))),
+    )
+    .await
+    .expect("the send timeout bounds the send");
+
+    assert!(matches!(result, Err(SendError::Transient(_))), "{result:?}");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn starttls_required_against_a_server_without_it_is_a_transient_server_problem() {
+    let server = SmtpServer::start();
+    let url = format!("{}?tls=required", server.url());
+    let transport = Transport::from_settings(&smtp_settings(&url)).unwrap();
+
+    let err = transport
+        .send(&outgoing(MailKind::Invite, "Alex", session_link("t")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SendError::Transient(_)), "{err:?}");
+    assert!(err.to_string().contains("STARTTLS"), "{err}");
+
+    let check = transport.check().await.unwrap_err().to_string();
+    assert!(check.contains("STARTTLS"), "{check}");
+    assert!(server.messages().is_empty());
 }
