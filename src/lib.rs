@@ -8,5 +8,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod links;
 pub mod logging;
+pub mod mail;
 pub mod store;

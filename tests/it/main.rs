@@ -3,5 +3,7 @@
 mod support;
 
 mod config_loading;
+mod mail_delivery;
+mod mail_templates;
 mod store_concurrency;
 mod users_and_status;

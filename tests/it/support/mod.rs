@@ -1,5 +1,7 @@
 //! Set-up shared by the integration tests: a temp folder with a config file and a database,
-//! and the real binary to run against it.
+//! the real binary to run against it, a real SMTP server, mail fixtures.
 #![allow(dead_code)]
 
 pub mod app;
+pub mod mail;
+pub mod smtp;

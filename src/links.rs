@@ -1,0 +1,333 @@
+//! The hosted-flow links the daemon mails, one builder for the three kinds of SPEC.md.
+//! A link that carries a session token or a one-time code is a secret and never prints itself.
+
+use std::fmt;
+
+use url::Url;
+
+use crate::domain::{
+    EnvironmentId, InquiryId, LinkKind, OneTimeLink, ReferenceId, SessionToken, TemplateId,
+};
+
+/// What every link needs from config (`[links]` and `[persona]`).
+#[derive(Debug, Clone)]
+pub struct LinkSettings {
+    pub hosted_flow_url: Url,
+    pub template_id: TemplateId,
+    pub environment_id: EnvironmentId,
+    /// `[links] redirect_uri`: where the hosted flow sends the user when done.
+    pub redirect_uri: Option<Url>,
+}
+
+/// Which link to build.
+#[derive(Debug, Clone, Copy)]
+pub enum LinkTarget<'a> {
+    /// A new inquiry per visit, tied to the user by the opaque reference id.
+    Static { reference_id: &'a ReferenceId },
+    /// The pre-created inquiry; the token is needed once the inquiry is `pending` or resumed.
+    Session {
+        inquiry_id: &'a InquiryId,
+        token: Option<&'a SessionToken>,
+    },
+    /// Persona's single-use link, mailed as Persona made it.
+    OneTime { link: &'a OneTimeLink },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    #[error("[links] hosted_flow_url {0:?} is not an http(s) URL")]
+    HostedFlowUrl(String),
+    /// The one-time link itself is a secret, so the error only says what is wrong with it.
+    #[error("Persona's one-time link is not an http(s) URL ({0})")]
+    OneTimeLink(&'static str),
+}
+
+/// A link ready to be put in a mail. Debug and Display show only [`MailLink::describe`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct MailLink {
+    url: String,
+    kind: LinkKind,
+    summary: String,
+    secret: bool,
+}
+
+impl MailLink {
+    /// The URL itself: only for rendering the mail.
+    pub fn expose(&self) -> &str {
+        &self.url
+    }
+
+    pub fn kind(&self) -> LinkKind {
+        self.kind
+    }
+
+    /// Whether the URL grants access on its own (session token or one-time code).
+    pub fn is_secret(&self) -> bool {
+        self.secret
+    }
+
+    /// A summary that is safe to log: `session inq_… with token`, `static ref_…`, `one-time link`.
+    pub fn describe(&self) -> &str {
+        &self.summary
+    }
+}
+
+impl fmt::Debug for MailLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MailLink({})", self.summary)
+    }
+}
+
+impl fmt::Display for MailLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+pub fn build_link(settings: &LinkSettings, target: LinkTarget) -> Result<MailLink, LinkError> {
+    match target {
+        LinkTarget::Static { reference_id } => {
+            let url = hosted_flow_url(
+                settings,
+                &[
+                    ("inquiry-template-id", settings.template_id.as_str()),
+                    ("reference-id", reference_id.as_str()),
+                    ("environment-id", settings.environment_id.as_str()),
+                ],
+            )?;
+            Ok(MailLink {
+                url,
+                kind: LinkKind::Static,
+                summary: format!("static {reference_id}"),
+                secret: false,
+            })
+        }
+        LinkTarget::Session { inquiry_id, token } => {
+            let mut pairs = vec![("inquiry-id", inquiry_id.as_str())];
+            if let Some(token) = token {
+                pairs.push(("session-token", token.expose()));
+            }
+            let url = hosted_flow_url(settings, &pairs)?;
+            let with = if token.is_some() { "with" } else { "without" };
+            Ok(MailLink {
+                url,
+                kind: LinkKind::Session,
+                summary: format!("session {inquiry_id} {with} token"),
+                secret: token.is_some(),
+            })
+        }
+        LinkTarget::OneTime { link } => {
+            let parsed = Url::parse(link.expose())
+                .map_err(|_| LinkError::OneTimeLink("it does not parse"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(LinkError::OneTimeLink("wrong scheme or no host"));
+            }
+            let host = parsed.host_str().unwrap_or_default();
+            Ok(MailLink {
+                url: link.expose().to_owned(),
+                kind: LinkKind::OneTime,
+                summary: format!("one-time link on {host}"),
+                secret: true,
+            })
+        }
+    }
+}
+
+/// `hosted_flow_url` with `pairs` (then `redirect-uri`) appended after any query it already has.
+fn hosted_flow_url(settings: &LinkSettings, pairs: &[(&str, &str)]) -> Result<String, LinkError> {
+    let mut url = settings.hosted_flow_url.clone();
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
+        return Err(LinkError::HostedFlowUrl(url.to_string()));
+    }
+    {
+        let mut query = url.query_pairs_mut();
+        for (name, value) in pairs {
+            query.append_pair(name, value);
+        }
+        if let Some(redirect) = &settings.redirect_uri {
+            query.append_pair("redirect-uri", redirect.as_str());
+        }
+    }
+    Ok(url.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(base: &str) -> LinkSettings {
+        LinkSettings {
+            hosted_flow_url: Url::parse(base).unwrap(),
+            template_id: TemplateId::parse("itmpl_ABC").unwrap(),
+            environment_id: EnvironmentId::parse("env_XYZ").unwrap(),
+            redirect_uri: None,
+        }
+    }
+
+    fn query(link: &MailLink) -> Vec<(String, String)> {
+        Url::parse(link.expose())
+            .unwrap()
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn static_link_names_template_reference_and_environment() {
+        let reference_id = ReferenceId::parse("ref_abc123").unwrap();
+        let link = build_link(
+            &settings("https://inquiry.withpersona.com/verify"),
+            LinkTarget::Static {
+                reference_id: &reference_id,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            link.expose(),
+            "https://inquiry.withpersona.com/verify?inquiry-template-id=itmpl_ABC&reference-id=ref_abc123&environment-id=env_XYZ"
+        );
+        assert_eq!(link.kind(), LinkKind::Static);
+        assert!(!link.is_secret());
+    }
+
+    #[test]
+    fn session_link_carries_the_token_only_when_given() {
+        let s = settings("https://inquiry.withpersona.com/verify");
+        let inquiry_id = InquiryId::parse("inq_123").unwrap();
+        let bare = build_link(
+            &s,
+            LinkTarget::Session {
+                inquiry_id: &inquiry_id,
+                token: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            bare.expose(),
+            "https://inquiry.withpersona.com/verify?inquiry-id=inq_123"
+        );
+        assert!(!bare.is_secret());
+
+        let token = SessionToken::new("eyJ.a+b/c=.sig");
+        let with = build_link(
+            &s,
+            LinkTarget::Session {
+                inquiry_id: &inquiry_id,
+                token: Some(&token),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            query(&with),
+            [
+                ("inquiry-id".into(), "inq_123".into()),
+                ("session-token".into(), "eyJ.a+b/c=.sig".into())
+            ]
+        );
+        assert!(with.is_secret());
+    }
+
+    #[test]
+    fn odd_characters_are_encoded() {
+        let mut s = settings("https://inquiry.withpersona.com/verify");
+        s.redirect_uri = Some(Url::parse("https://app.example.com/done?a=1&b=2").unwrap());
+        let inquiry_id = InquiryId::parse("inq_1").unwrap();
+        let token = SessionToken::new("a+b&c=d e/f");
+        let link = build_link(
+            &s,
+            LinkTarget::Session {
+                inquiry_id: &inquiry_id,
+                token: Some(&token),
+            },
+        )
+        .unwrap();
+        let raw = link.expose();
+        assert!(raw.contains("session-token=a%2Bb%26c%3Dd+e%2Ff"), "{raw}");
+        assert!(
+            raw.contains("redirect-uri=https%3A%2F%2Fapp.example.com%2Fdone%3Fa%3D1%26b%3D2"),
+            "{raw}"
+        );
+        // And it round-trips to the same values.
+        let q = query(&link);
+        assert_eq!(q[1].1, "a+b&c=d e/f");
+        assert_eq!(q[2].1, "https://app.example.com/done?a=1&b=2");
+    }
+
+    #[test]
+    fn a_query_already_on_the_hosted_flow_url_is_kept() {
+        let reference_id = ReferenceId::parse("ref_1").unwrap();
+        let link = build_link(
+            &settings("https://acme.withpersona.com/verify?language=de&style-variant=dark"),
+            LinkTarget::Static {
+                reference_id: &reference_id,
+            },
+        )
+        .unwrap();
+        let q = query(&link);
+        assert_eq!(q[0], ("language".into(), "de".into()));
+        assert_eq!(q[1], ("style-variant".into(), "dark".into()));
+        assert_eq!(q[3], ("reference-id".into(), "ref_1".into()));
+    }
+
+    #[test]
+    fn one_time_links_are_kept_as_is_and_checked() {
+        let s = settings("https://inquiry.withpersona.com/verify");
+        let otl = OneTimeLink::new("https://withpersona.com/verify?code=SECRETCODE");
+        let link = build_link(&s, LinkTarget::OneTime { link: &otl }).unwrap();
+        assert_eq!(
+            link.expose(),
+            "https://withpersona.com/verify?code=SECRETCODE"
+        );
+        assert!(link.is_secret());
+
+        for bad in [
+            "javascript:alert(1)",
+            "not a url",
+            "ftp://withpersona.com/x",
+        ] {
+            let otl = OneTimeLink::new(bad);
+            let err = build_link(&s, LinkTarget::OneTime { link: &otl }).unwrap_err();
+            assert!(
+                !err.to_string().contains(bad),
+                "error leaks the link: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_non_http_hosted_flow_url_is_refused() {
+        let reference_id = ReferenceId::parse("ref_1").unwrap();
+        let err = build_link(
+            &settings("mailto:a@example.com"),
+            LinkTarget::Static {
+                reference_id: &reference_id,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(err, LinkError::HostedFlowUrl(_)));
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_display() {
+        let s = settings("https://inquiry.withpersona.com/verify");
+        let inquiry_id = InquiryId::parse("inq_123").unwrap();
+        let token = SessionToken::new("TOKENVALUE");
+        let link = build_link(
+            &s,
+            LinkTarget::Session {
+                inquiry_id: &inquiry_id,
+                token: Some(&token),
+            },
+        )
+        .unwrap();
+        let shown = format!("{link:?} {link} {}", link.describe());
+        assert!(!shown.contains("TOKENVALUE"), "{shown}");
+        assert!(!shown.contains("https://"), "{shown}");
+        assert_eq!(format!("{link:?}"), "MailLink(session inq_123 with token)");
+
+        let otl = OneTimeLink::new("https://withpersona.com/verify?code=SECRETCODE");
+        let link = build_link(&s, LinkTarget::OneTime { link: &otl }).unwrap();
+        let shown = format!("{link:?} {link}");
+        assert!(!shown.contains("SECRETCODE"), "{shown}");
+    }
+}

@@ -1,0 +1,56 @@
+//! E-mail: rendering the templates into a multipart message and delivering it through one
+//! transport (SMTP, a directory of `.eml` files, or memory for tests).
+
+mod file_outbox;
+mod message;
+mod templates;
+mod transport;
+
+pub use message::{OutgoingMail, new_message_id};
+pub use templates::{MailContext, RenderedMail, TemplateError, Templates, human_time};
+pub use transport::{
+    MailError, MailSettings, MemoryOutbox, SendError, SentMail, Transport, TransportKind,
+};
+
+use std::fmt;
+
+/// Which mail a user gets: the first link, or a new one after a resume or a recreate.
+/// `as_str` is the name stored in the database and the templates' file-name prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MailKind {
+    Invite,
+    Renewed,
+}
+
+impl MailKind {
+    pub const ALL: [MailKind; 2] = [MailKind::Invite, MailKind::Renewed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailKind::Invite => "invite",
+            MailKind::Renewed => "renewed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, crate::domain::ParseError> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                crate::domain::ParseError(format!("{s:?} is not one of invite, renewed"))
+            })
+    }
+}
+
+impl fmt::Display for MailKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for MailKind {
+    type Err = crate::domain::ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}

@@ -1,0 +1,248 @@
+//! A real SMTP server for tests: aiosmtpd (PyPI) on a free loopback port, storing what it
+//! receives in a Maildir; Python's own `email` package reads the mails back for assertions.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One mail as the server stored it, decoded by Python's `email` package (policy=default).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ReceivedMail {
+    pub raw: String,
+    /// The envelope recipients (aiosmtpd's `X-RcptTo`).
+    pub rcpt_to: String,
+    pub to: String,
+    pub from: String,
+    pub reply_to: Option<String>,
+    pub subject: String,
+    pub message_id: String,
+    pub date: Option<String>,
+    pub content_type: String,
+    /// `text/plain` and `text/html` parts, transfer-decoded; None when absent.
+    pub text_part: Option<String>,
+    pub html_part: Option<String>,
+    /// Content types of the direct sub-parts, in order.
+    pub part_types: Vec<String>,
+}
+
+pub struct SmtpServer {
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    size_limit: Option<usize>,
+    child: Option<Child>,
+}
+
+/// Prints the mails of a Maildir (`maildir DIR`, oldest first) or of files (`files F…`) as JSON.
+const READ_MAILS: &str = r#"
+import email, email.policy, json, mailbox, sys
+def maildir_order(key):
+    seconds, rest = key.split(".")[:2]
+    return (int(seconds), int(rest[1:].split("P")[0]))
+if sys.argv[1] == "maildir":
+    box = mailbox.Maildir(sys.argv[2], factory=None, create=False)
+    raws = [box.get_bytes(k) for k in sorted(box.keys(), key=maildir_order)]
+else:
+    raws = [open(f, "rb").read() for f in sys.argv[2:]]
+out = []
+for raw in raws:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    def body(kind):
+        part = msg.get_body(preferencelist=(kind,))
+        return None if part is None else part.get_content()
+    parts = [p.get_content_type() for p in msg.iter_parts()] if msg.is_multipart() else []
+    out.append({
+        "raw": raw.decode("utf-8", "replace"),
+        "rcpt_to": str(msg.get("X-RcptTo", "")),
+        "to": str(msg.get("To", "")),
+        "from": str(msg.get("From", "")),
+        "reply_to": None if msg.get("Reply-To") is None else str(msg.get("Reply-To")),
+        "subject": str(msg.get("Subject", "")),
+        "message_id": str(msg.get("Message-ID", "")),
+        "date": None if msg.get("Date") is None else str(msg.get("Date")),
+        "content_type": msg.get_content_type(),
+        "text_part": body("plain"),
+        "html_part": body("html"),
+        "part_types": parts,
+    })
+print(json.dumps(out))
+"#;
+
+impl SmtpServer {
+    pub fn start() -> SmtpServer {
+        Self::start_inner(None)
+    }
+
+    /// A server that refuses (552) any message over `bytes`: a permanent refusal to test with.
+    pub fn start_with_size_limit(bytes: usize) -> SmtpServer {
+        Self::start_inner(Some(bytes))
+    }
+
+    fn start_inner(size_limit: Option<usize>) -> SmtpServer {
+        let addr = free_port();
+        let mut server = SmtpServer {
+            addr,
+            dir: tempfile::tempdir().expect("temp dir"),
+            size_limit,
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `smtp://127.0.0.1:PORT`, the form `[mail] smtp_url` takes.
+    pub fn url(&self) -> String {
+        format!("smtp://{}", self.addr)
+    }
+
+    pub fn maildir(&self) -> PathBuf {
+        self.dir.path().join("maildir")
+    }
+
+    /// Kills the server; the port stays ours for [`SmtpServer::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port with the same Maildir.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn messages(&self) -> Vec<ReceivedMail> {
+        if !self.maildir().join("new").is_dir() {
+            return Vec::new();
+        }
+        read_mails(
+            Command::new(python())
+                .args(["-c", READ_MAILS, "maildir"])
+                .arg(self.maildir()),
+        )
+    }
+
+    /// Waits (bounded) until `n` mails have arrived, then returns them all.
+    pub async fn wait_for_messages(&self, n: usize) -> Vec<ReceivedMail> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mails = self.messages();
+            if mails.len() >= n || Instant::now() > deadline {
+                return mails;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
+        let mut cmd = Command::new(python());
+        cmd.args(["-m", "aiosmtpd", "-n", "-l", &self.addr.to_string()]);
+        if let Some(bytes) = self.size_limit {
+            cmd.args(["-s", &bytes.to_string()]);
+        }
+        cmd.args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(self.maildir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .expect("python3 -m aiosmtpd (pip install aiosmtpd)");
+        self.child = Some(child);
+        self.wait_until_ready();
+    }
+
+    /// Bounded: the server must greet with 220 within 15 s, or the test fails with its log.
+    fn wait_until_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "aiosmtpd exited ({status}) before listening: {}",
+                    self.log()
+                );
+            }
+            if greets(self.addr) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "aiosmtpd did not listen on {} within 15 s: {}",
+                    self.addr,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn greets(addr: SocketAddr) -> bool {
+    let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("220")
+}
+
+fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.local_addr().expect("local addr")
+}
+
+/// Parses `.eml` files the same way as the server's Maildir.
+pub fn parse_eml_files(files: &[PathBuf]) -> Vec<ReceivedMail> {
+    read_mails(
+        Command::new(python())
+            .args(["-c", READ_MAILS, "files"])
+            .args(files),
+    )
+}
+
+fn read_mails(cmd: &mut Command) -> Vec<ReceivedMail> {
+    let out = cmd.output().expect("run python3 to read mails");
+    assert!(
+        out.status.success(),
+        "reading mails failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("mails as JSON")
+}
+
+/// Every `.eml` file of a directory, sorted by name.
+pub fn eml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+    files.sort();
+    files
+}
+
+/// The Python that has aiosmtpd: `$TEST_PYTHON` (set by .ci/run to its venv), else `python3`.
+pub fn python() -> String {
+    std::env::var("TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned())
+}
