@@ -2,10 +2,12 @@
 //! transport (SMTP, a directory of `.eml` files, or memory for tests).
 
 mod file_outbox;
+mod mailer;
 mod message;
 mod templates;
 mod transport;
 
+pub use mailer::{Mailer, Sender, SenderError};
 pub use message::{OutgoingMail, new_message_id};
 pub use templates::{MailContext, RenderedMail, TemplateError, Templates, human_time};
 pub use transport::{

@@ -1,0 +1,235 @@
+//! A link that works now for a user's mail: built from what is in hand (a token or one-time
+//! link just returned by Persona), or obtained from Persona (resume, generate-one-time-link)
+//! within the inquiry's resume and session budget.
+
+use chrono::{DateTime, Utc};
+
+use super::JobContext;
+use crate::domain::{InquiryId, LinkKind, OneTimeLink, SessionToken};
+use crate::links::{LinkError, LinkTarget, MailLink, build_link};
+use crate::persona::{IdempotencyKey, Inquiry, PersonaError};
+use crate::store::inquiries::{self, InquiryFacts, InquiryRow};
+use crate::store::user_states::Claimed;
+use crate::store::{StoreError, events};
+
+/// Persona's default cap on sessions per inquiry.
+pub const MAX_SESSIONS: i64 = 25;
+
+/// A secret Persona handed over in the call that created or resumed the inquiry. Kept in
+/// memory only: never stored, so a mail retried later obtains a fresh one.
+#[derive(Debug, Default)]
+pub enum Fresh {
+    #[default]
+    Nothing,
+    Token(SessionToken),
+    OneTime(OneTimeLink),
+}
+
+pub struct ObtainedLink {
+    pub link: MailLink,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkProblem {
+    #[error("{0}")]
+    Persona(#[from] PersonaError),
+    #[error("the inquiry has used {used} of its {max} resumes")]
+    OutOfResumes { used: i64, max: u32 },
+    #[error("the inquiry has used {0} of Persona's {MAX_SESSIONS} sessions")]
+    OutOfSessions(i64),
+    #[error("the inquiry has finished ({0})")]
+    Finished(String),
+    #[error("no inquiry to link to")]
+    NoInquiry,
+    #[error("{0}")]
+    Link(#[from] LinkError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl LinkProblem {
+    /// Problems that a new inquiry would solve (the refresh job recreates).
+    pub fn wants_recreate(&self) -> bool {
+        matches!(self, Self::OutOfResumes { .. } | Self::OutOfSessions(_))
+    }
+}
+
+pub fn facts_of(inquiry: &Inquiry) -> InquiryFacts {
+    InquiryFacts {
+        inquiry_id: inquiry.id.to_string(),
+        status: inquiry.status.as_str().to_owned(),
+        template_version_id: inquiry.template_version_id.as_ref().map(ToString::to_string),
+        created_at: inquiry.created_at,
+        expires_at: inquiry.expires_at,
+    }
+}
+
+/// Whether the row's inquiry can no longer be opened without a resume.
+fn needs_resume(row: &InquiryRow, now: DateTime<Utc>) -> bool {
+    row.status == "expired" || row.expires_at().is_some_and(|t| t <= now)
+}
+
+pub async fn obtain(
+    ctx: &JobContext,
+    claimed: &Claimed,
+    row: Option<&InquiryRow>,
+    fresh: Fresh,
+) -> Result<ObtainedLink, LinkProblem> {
+    let s = &ctx.settings;
+    if s.link_kind == LinkKind::Static {
+        let link = build_link(
+            &s.links,
+            LinkTarget::Static {
+                reference_id: &claimed.reference_id,
+            },
+        )?;
+        return Ok(ObtainedLink {
+            link,
+            expires_at: None,
+        });
+    }
+    let row = row.ok_or(LinkProblem::NoInquiry)?;
+    let id_text = row.inquiry_id.as_deref().ok_or(LinkProblem::NoInquiry)?;
+    let inquiry_id = InquiryId::parse(id_text).map_err(|e| StoreError::Conflict(e.0))?;
+    if !matches!(row.status.as_str(), "created" | "pending" | "expired") {
+        return Err(LinkProblem::Finished(row.status.clone()));
+    }
+    let now = ctx.clock.now();
+    match (s.link_kind, fresh) {
+        (LinkKind::Session, Fresh::Token(token)) => Ok(ObtainedLink {
+            link: build_link(
+                &s.links,
+                LinkTarget::Session {
+                    inquiry_id: &inquiry_id,
+                    token: Some(&token),
+                },
+            )?,
+            expires_at: row.expires_at(),
+        }),
+        (LinkKind::Session, _) if row.status == "created" && !needs_resume(row, now) => {
+            // A created inquiry opens with its id alone: no token, no Persona call.
+            Ok(ObtainedLink {
+                link: build_link(
+                    &s.links,
+                    LinkTarget::Session {
+                        inquiry_id: &inquiry_id,
+                        token: None,
+                    },
+                )?,
+                expires_at: row.expires_at(),
+            })
+        }
+        (LinkKind::Session, _) => {
+            let (inquiry, token) = resume(ctx, claimed, row, &inquiry_id).await?;
+            Ok(ObtainedLink {
+                link: build_link(
+                    &s.links,
+                    LinkTarget::Session {
+                        inquiry_id: &inquiry_id,
+                        token: Some(&token),
+                    },
+                )?,
+                expires_at: inquiry.expires_at,
+            })
+        }
+        (LinkKind::OneTime, Fresh::OneTime(link)) => Ok(ObtainedLink {
+            expires_at: one_time_expiry(ctx, now, row.expires_at()),
+            link: build_link(&s.links, LinkTarget::OneTime { link: &link })?,
+        }),
+        (LinkKind::OneTime, _) => {
+            let mut inquiry_expiry = row.expires_at();
+            let mut sessions = row.session_count;
+            if needs_resume(row, now) {
+                // Persona cannot make a one-time link for an expired inquiry: resume first.
+                let (inquiry, _token) = resume(ctx, claimed, row, &inquiry_id).await?;
+                inquiry_expiry = inquiry.expires_at;
+                sessions += 1;
+            }
+            if sessions >= MAX_SESSIONS {
+                return Err(LinkProblem::OutOfSessions(sessions));
+            }
+            let key = IdempotencyKey::generate();
+            let (inquiry, link) = ctx
+                .persona
+                .generate_one_time_link(&inquiry_id, s.one_time_link_expires_after, &key)
+                .await?;
+            let mut tx = ctx.store.begin_write().await?;
+            inquiries::record_session(&mut tx, row.id).await?;
+            inquiries::update_status(&mut tx, row.id, inquiry.status.as_str(), inquiry.expires_at.or(inquiry_expiry), now).await?;
+            events::record(
+                &mut tx,
+                now,
+                Some(&claimed.user_id),
+                Some(id_text),
+                "inquiry.one-time-link",
+                "generated a one-time link",
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(ObtainedLink {
+                expires_at: one_time_expiry(ctx, now, inquiry.expires_at.or(inquiry_expiry)),
+                link: build_link(&s.links, LinkTarget::OneTime { link: &link })?,
+            })
+        }
+        (LinkKind::Static, _) => unreachable!("handled above"),
+    }
+}
+
+/// A one-time link dies with its inquiry or at its own expiry, whichever comes first.
+fn one_time_expiry(
+    ctx: &JobContext,
+    now: DateTime<Utc>,
+    inquiry_expiry: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    let own = chrono::Duration::from_std(ctx.settings.one_time_link_expires_after)
+        .ok()
+        .map(|d| now + d);
+    match (own, inquiry_expiry) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Resumes within budget and records it; the returned inquiry is `pending`.
+pub async fn resume(
+    ctx: &JobContext,
+    claimed: &Claimed,
+    row: &InquiryRow,
+    inquiry_id: &InquiryId,
+) -> Result<(Inquiry, SessionToken), LinkProblem> {
+    let max = ctx.settings.inquiries.max_resumes;
+    if row.resume_count >= i64::from(max) {
+        return Err(LinkProblem::OutOfResumes {
+            used: row.resume_count,
+            max,
+        });
+    }
+    if row.session_count >= MAX_SESSIONS {
+        return Err(LinkProblem::OutOfSessions(row.session_count));
+    }
+    let key = IdempotencyKey::generate();
+    let (inquiry, token) = ctx.persona.resume_inquiry(inquiry_id, &key).await?;
+    let now = ctx.clock.now();
+    let mut tx = ctx.store.begin_write().await?;
+    inquiries::record_resume(&mut tx, row.id, inquiry.status.as_str(), inquiry.expires_at, now).await?;
+    events::record(
+        &mut tx,
+        now,
+        Some(&claimed.user_id),
+        Some(inquiry_id.as_str()),
+        "inquiry.resumed",
+        &format!(
+            "resumed ({} of {max}); now {} until {}",
+            row.resume_count + 1,
+            inquiry.status,
+            inquiry
+                .expires_at
+                .map(crate::clock::format_ts)
+                .unwrap_or_else(|| "-".into())
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((inquiry, token))
+}

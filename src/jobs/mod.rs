@@ -1,0 +1,112 @@
+//! The work: `provision` mails new users their first link, `refresh` keeps every unfinished
+//! user's link usable. Written against store, persona, links and mail; nothing here schedules.
+
+pub mod deliver;
+pub mod fresh_link;
+pub mod provision;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::{Config, InquiriesConfig};
+use crate::domain::{LinkKind, TemplateId};
+use crate::links::LinkSettings;
+use crate::mail::Mailer;
+use crate::persona::{PersonaClient, PersonaError};
+use crate::store::{Store, StoreError};
+
+/// What the jobs need to know from config, resolved once.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    pub link_kind: LinkKind,
+    pub links: LinkSettings,
+    pub template_id: TemplateId,
+    pub inquiries: InquiriesConfig,
+    pub batch_size: u32,
+    pub concurrency: usize,
+    pub mail_max_attempts: u32,
+    pub one_time_link_expires_after: Duration,
+}
+
+impl JobSettings {
+    pub fn from_config(config: &Config) -> JobSettings {
+        JobSettings {
+            link_kind: config.links.kind,
+            links: LinkSettings {
+                hosted_flow_url: config.links.hosted_flow_url.clone(),
+                template_id: config.persona.inquiry_template_id.clone(),
+                environment_id: config.persona.environment_id.clone(),
+                redirect_uri: config.links.redirect_uri.clone(),
+            },
+            template_id: config.persona.inquiry_template_id.clone(),
+            inquiries: config.inquiries.clone(),
+            batch_size: config.provision.batch_size,
+            concurrency: config.provision.concurrency,
+            mail_max_attempts: config.mail.max_attempts,
+            one_time_link_expires_after: config.links.one_time_link_expires_after,
+        }
+    }
+}
+
+/// Everything a job run uses. Cheap to clone; the daemon builds a new one on reload.
+#[derive(Clone)]
+pub struct JobContext {
+    pub store: Store,
+    pub persona: PersonaClient,
+    pub mailer: Mailer,
+    pub settings: Arc<JobSettings>,
+    pub clock: Clock,
+    /// Cancelled on shutdown: runs stop taking new users and finish the ones in hand.
+    pub stop: CancellationToken,
+}
+
+/// Why a whole run stopped (a single user's trouble is recorded on the user instead).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("Persona refused this daemon's requests: {0}")]
+    Persona(PersonaError),
+    #[error("templates: {0}")]
+    Template(#[from] crate::mail::TemplateError),
+}
+
+/// How long a worker keeps a user before another may take them (a crash simply lets it lapse).
+pub const LEASE: Duration = Duration::from_secs(600);
+
+/// What one run learned about the outside world, shared by its concurrent workers: once a
+/// server is found down, the rest of the run stops knocking on it.
+#[derive(Debug, Default)]
+pub struct RunFlags {
+    smtp_down: AtomicBool,
+    persona_down: AtomicBool,
+}
+
+impl RunFlags {
+    pub fn smtp_down(&self) -> bool {
+        self.smtp_down.load(Ordering::Relaxed)
+    }
+    pub fn set_smtp_down(&self) {
+        self.smtp_down.store(true, Ordering::Relaxed);
+    }
+    pub fn persona_down(&self) -> bool {
+        self.persona_down.load(Ordering::Relaxed)
+    }
+    pub fn set_persona_down(&self) {
+        self.persona_down.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Persona errors that mean the daemon itself is misconfigured (key, permissions): stop the run.
+pub fn is_fatal(e: &PersonaError) -> bool {
+    matches!(e.status(), Some(401 | 403))
+}
+
+/// The state a user with a live inquiry of this status is in.
+pub fn state_for_status(status: &str) -> &'static str {
+    if status == "pending" { "started" } else { "invited" }
+}
