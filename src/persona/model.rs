@@ -268,7 +268,7 @@ fn related_id<'a>(resource: &'a Map<String, Value>, name: &str) -> Option<&'a st
         .as_str()
 }
 
-fn data<'a>(body: &'a Value) -> Read<&'a Value> {
+fn data(body: &Value) -> Read<&Value> {
     body.get("data").ok_or_else(|| "data is missing".to_owned())
 }
 

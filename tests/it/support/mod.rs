@@ -1,0 +1,3 @@
+//! Shared test helpers, one submodule per area.
+
+pub mod persona;
