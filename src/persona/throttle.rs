@@ -156,6 +156,11 @@ impl Adaptive {
         match &mut self.pacing {
             Some(p) if p.until > now => {
                 let slot = p.next_slot.max(now);
+                if slot >= p.until {
+                    // Past the end of Persona's window the budget is fresh: no need to queue
+                    // behind this window's slots; the quota spaces out whoever goes then.
+                    return Admission::Slot(p.until);
+                }
                 p.next_slot = slot + p.interval;
                 if slot > now {
                     Admission::Slot(slot)
@@ -265,6 +270,10 @@ mod tests {
         // Ten calls, two seconds apart, the last one still inside the window.
         assert_eq!(slots[0], now);
         assert_eq!(slots[9], now + Duration::from_secs(18));
+        // Callers beyond the remaining budget wait for the window's end, not for slots past it.
+        let window_end = now + Duration::from_secs(20);
+        assert_eq!(a.admit(now), Admission::Slot(window_end));
+        assert_eq!(a.admit(now), Admission::Slot(window_end));
         // After the window, pacing ends.
         assert_eq!(a.admit(now + Duration::from_secs(21)), Admission::Go);
     }

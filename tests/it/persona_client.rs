@@ -179,6 +179,9 @@ async fn a_429_waits_for_rate_limit_reset_and_retries_with_the_same_key() {
         ),
     ])
     .await;
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _metrics_guard = metrics::set_default_local_recorder(&recorder);
 
     let (inquiry, token) = fake
         .client()
@@ -196,6 +199,14 @@ async fn a_429_waits_for_rate_limit_reset_and_retries_with_the_same_key() {
     );
     // Persona sends no Retry-After: the client must have waited out RateLimit-Reset.
     assert!(seen[1].at - seen[0].at >= Duration::from_secs(1));
+    let counted = metrics.render();
+    for line in [
+        r#"persona_requests_total{endpoint="resume_inquiry",outcome="rate_limited"} 1"#,
+        r#"persona_requests_total{endpoint="resume_inquiry",outcome="ok"} 1"#,
+        r#"persona_rate_limited_total{endpoint="resume_inquiry"} 1"#,
+    ] {
+        assert!(counted.contains(line), "{line} missing from:\n{counted}");
+    }
 }
 
 #[tokio::test]
@@ -223,6 +234,26 @@ async fn after_a_429_other_callers_wait_too() {
 
     let seen = fake.seen();
     assert!(seen[1].at - seen[0].at >= Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn little_budget_left_spreads_the_next_calls_over_the_reset() {
+    let retrieved = || json!({"data": inquiry("inq_A", "pending")});
+    // 2 of 100 left with 2 s to go: under 15 %, so one call per second.
+    let fake = FakePersona::start([
+        Reply::with_headers(200, rate_headers(100, 2, 2), retrieved()),
+        Reply::with_headers(200, rate_headers(100, 1, 2), retrieved()),
+        Reply::with_headers(200, rate_headers(100, 90, 60), retrieved()),
+    ])
+    .await;
+    let client = fake.client();
+
+    for _ in 0..3 {
+        client.retrieve_inquiry(&inq("inq_A"), false).await.unwrap();
+    }
+
+    let seen = fake.seen();
+    assert!(seen[2].at - seen[0].at >= Duration::from_secs(1));
 }
 
 #[tokio::test]
