@@ -5,5 +5,6 @@ mod support;
 mod config_loading;
 mod mail_delivery;
 mod mail_templates;
+mod persona_client;
 mod store_concurrency;
 mod users_and_status;

@@ -4,4 +4,5 @@
 
 pub mod app;
 pub mod mail;
+pub mod persona;
 pub mod smtp;
