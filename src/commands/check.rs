@@ -19,8 +19,10 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         ok: true,
         detail: config.source.display().to_string(),
     }];
-    lines.push(check_templates_dir(config));
+    lines.push(check_templates(config));
     lines.push(check_database(config).await);
+    lines.push(check_persona(config).await);
+    lines.push(check_mail(config).await);
     print_report(&lines);
     println!("effective configuration:");
     for (key, value) in config.redacted_summary() {
@@ -45,15 +47,52 @@ pub fn print_report(lines: &[CheckLine]) {
     }
 }
 
-fn check_templates_dir(config: &Config) -> CheckLine {
+fn check_templates(config: &Config) -> CheckLine {
     let dir = &config.templates.dir;
-    let (ok, detail) = if dir.is_dir() {
-        (true, dir.display().to_string())
-    } else {
-        (false, format!("{}: not a folder", dir.display()))
+    let (ok, detail) = match crate::mail::Templates::load(dir) {
+        Ok(_) => (true, format!("{}: invite and renewed render", dir.display())),
+        Err(e) => (false, e.to_string()),
     };
     CheckLine {
         part: "templates",
+        ok,
+        detail,
+    }
+}
+
+async fn check_persona(config: &Config) -> CheckLine {
+    let (ok, detail) = match super::context::persona_client(config) {
+        Err(e) => (false, format!("{e:#}")),
+        Ok(client) => match client.rate_limits().await {
+            Ok(limits) => {
+                let budget = limits
+                    .iter()
+                    .map(|l| format!("{} {}/{} left", l.kind, l.remaining, l.limit))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                (true, format!("{}: the API key works ({budget})", config.persona.api_base))
+            }
+            Err(e) => (false, format!("{}: {e}", config.persona.api_base)),
+        },
+    };
+    CheckLine {
+        part: "persona",
+        ok,
+        detail,
+    }
+}
+
+async fn check_mail(config: &Config) -> CheckLine {
+    let settings = super::context::mail_settings(config);
+    let (ok, detail) = match crate::mail::Transport::from_settings(&settings) {
+        Err(e) => (false, e.to_string()),
+        Ok(t) => match t.check().await {
+            Ok(d) => (true, d),
+            Err(e) => (false, e.to_string()),
+        },
+    };
+    CheckLine {
+        part: "mail",
         ok,
         detail,
     }

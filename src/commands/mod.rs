@@ -1,6 +1,9 @@
 //! One function per command of SPEC.md's command line; `main` maps their errors to exit codes.
 
 pub mod check;
+pub mod context;
+pub mod once;
+pub mod preview;
 pub mod status;
 pub mod users;
 

@@ -166,7 +166,7 @@ pub async fn obtain(
                 "generated a one-time link",
             )
             .await?;
-            tx.commit().await?;
+            tx.commit().await.map_err(StoreError::from)?;
             Ok(ObtainedLink {
                 expires_at: one_time_expiry(ctx, now, inquiry.expires_at.or(inquiry_expiry)),
                 link: build_link(&s.links, LinkTarget::OneTime { link: &link })?,
@@ -230,6 +230,6 @@ pub async fn resume(
         ),
     )
     .await?;
-    tx.commit().await?;
+    tx.commit().await.map_err(StoreError::from)?;
     Ok((inquiry, token))
 }

@@ -127,10 +127,12 @@ pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usiz
 }
 
 /// Leases up to `limit` pending users that have work now: no inquiry or mail yet, an unfinished
-/// create, or a mail that is due. Users whose mail waits for a later retry are left alone.
+/// create, or a mail that is due. Users whose mail waits for a later retry are left alone, and so
+/// are users deferred during this run (their lease was stamped after `run_started`).
 pub async fn claim_pending(
     store: &Store,
     now: DateTime<Utc>,
+    run_started: DateTime<Utc>,
     lease: std::time::Duration,
     limit: u32,
 ) -> Result<Vec<Claimed>> {
@@ -141,7 +143,7 @@ pub async fn claim_pending(
         "UPDATE user_states SET lease_until = ?1 \
          WHERE user_id IN ( \
              SELECT s.user_id FROM user_states s \
-             WHERE s.state = 'pending' AND (s.lease_until IS NULL OR s.lease_until < ?2) \
+             WHERE s.state = 'pending' AND (s.lease_until IS NULL OR s.lease_until < ?4) \
                AND NOT EXISTS (SELECT 1 FROM mails m WHERE m.user_id = s.user_id \
                                AND m.status IN ('queued', 'sending') AND m.next_attempt_at > ?2) \
              ORDER BY s.created_at, s.user_id LIMIT ?3) \
@@ -150,6 +152,7 @@ pub async fn claim_pending(
     .bind(&until)
     .bind(&ts)
     .bind(i64::from(limit))
+    .bind(format_ts(run_started))
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -180,8 +183,11 @@ pub async fn claim_one(
     row.as_ref().map(claimed_from_row).transpose()
 }
 
-pub async fn release(store: &Store, user_id: &str) -> Result<()> {
-    sqlx::query("UPDATE user_states SET lease_until = NULL WHERE user_id = ?")
+/// Ends a lease. `defer_until`: the user is not to be taken again before then (a run that
+/// started earlier will not take them again at all).
+pub async fn release(store: &Store, user_id: &str, defer_until: Option<DateTime<Utc>>) -> Result<()> {
+    sqlx::query("UPDATE user_states SET lease_until = ? WHERE user_id = ?")
+        .bind(defer_until.map(format_ts))
         .bind(user_id)
         .execute(store.writer())
         .await?;

@@ -33,7 +33,16 @@ impl TestApp {
     pub fn with_config(edits: &[(&str, &str)]) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("config.toml");
-        std::fs::write(&config, shipped_config_with(edits)).expect("write config");
+        // Tests never reach real Persona or a real mail host: both point at a closed loopback
+        // port unless a test points them at its simulator or SMTP server.
+        let text = shipped_config_with(edits)
+            .replacen(
+                "api_base = \"https://api.withpersona.com/api/v1\"",
+                "api_base = \"http://127.0.0.1:9/api/v1\"",
+                1,
+            )
+            .replacen("smtp_url = \"smtp://127.0.0.1:25\"", "smtp_url = \"smtp://127.0.0.1:9\"", 1);
+        std::fs::write(&config, text).expect("write config");
         copy_dir(
             &repo_root().join("templates"),
             &dir.path().join("templates"),

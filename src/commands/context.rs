@@ -1,0 +1,80 @@
+//! Builds the jobs' context from a loaded config: the store, the Persona client, the templates,
+//! the mail transport. Every part that can be wrong is reported naming its place.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use super::open_store;
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::jobs::{JobContext, JobSettings};
+use crate::mail::{MailSettings, Mailer, Sender, Templates, Transport, TransportKind};
+use crate::persona::{ClientConfig, PersonaClient};
+
+pub fn persona_client(config: &Config) -> anyhow::Result<PersonaClient> {
+    let key = config.persona.require_api_key()?.clone();
+    Ok(PersonaClient::new(ClientConfig {
+        api_base: config.persona.api_base.clone(),
+        api_version: config.persona.api_version.clone(),
+        api_key: key,
+        requests_per_minute: config.persona.requests_per_minute,
+        timeout: config.persona.timeout,
+        max_retries: config.persona.max_retries,
+        retry_base_delay: ClientConfig::DEFAULT_RETRY_BASE_DELAY,
+    })?)
+}
+
+pub fn mail_settings(config: &Config) -> MailSettings {
+    MailSettings {
+        transport: match config.mail.transport {
+            config::TransportKind::Smtp => TransportKind::Smtp,
+            config::TransportKind::File => TransportKind::File,
+        },
+        smtp_url: config.mail.smtp_url.clone(),
+        smtp_password: config.mail.smtp_password.clone(),
+        file_dir: config.mail.file_dir.clone(),
+        messages_per_minute: config.mail.messages_per_minute,
+        send_timeout: config.mail.timeout,
+    }
+}
+
+pub fn sender(config: &Config) -> Sender {
+    Sender {
+        from: config.mail.from.clone(),
+        reply_to: config.mail.reply_to.clone(),
+        app_name: config.mail.app_name.clone(),
+        support_email: config.mail.support_email.clone(),
+    }
+}
+
+pub fn load_templates(config: &Config) -> anyhow::Result<Arc<Templates>> {
+    Ok(Arc::new(Templates::load(&config.templates.dir)?))
+}
+
+/// Everything a job run needs; `transport` replaces the configured one (tests, demo).
+pub async fn build(
+    config: &Config,
+    clock: Clock,
+    stop: CancellationToken,
+    transport: Option<Transport>,
+) -> anyhow::Result<JobContext> {
+    let templates = load_templates(config)?;
+    let persona = persona_client(config)?;
+    let transport = match transport {
+        Some(t) => t,
+        None => Transport::from_settings(&mail_settings(config))
+            .with_context(|| format!("{}: [mail]", config.source.display()))?,
+    };
+    let mailer = Mailer::new(transport, templates, &sender(config))?;
+    let store = open_store(config).await?;
+    Ok(JobContext {
+        store,
+        persona,
+        mailer,
+        settings: Arc::new(JobSettings::from_config(config)),
+        clock,
+        stop,
+    })
+}

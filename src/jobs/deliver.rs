@@ -1,0 +1,157 @@
+//! Sending one queued mail: obtain a working link, count the attempt, render, send, and record
+//! the outcome. Transient failures go back to the queue; permanent ones are recorded on the user.
+
+use chrono::{DateTime, Utc};
+
+use super::fresh_link::{self, Fresh, LinkProblem};
+use super::{JobContext, JobError, RunFlags, state_for_status};
+use crate::domain::User;
+use crate::mail::{MailKind, SendError};
+use crate::store::inquiries;
+use crate::store::mails::{self, MailRow};
+use crate::store::user_states::{self, Claimed};
+use crate::store::{StoreError, events};
+
+/// How one mail went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    /// Will be tried again by a later run (a server was down, or a limit holds it back).
+    Deferred(String),
+    /// Given up; the reason is on the user.
+    Failed(String),
+}
+
+/// Sends tried within one run before the mail goes back to the queue.
+const SEND_TRIES: usize = 3;
+
+/// When a mail that failed `attempts` times is due again: at once for the first few (runs are
+/// spaced by the schedule anyway), then doubling from a minute, at most an hour apart.
+pub fn retry_at(now: DateTime<Utc>, attempts: i64) -> DateTime<Utc> {
+    if attempts <= 2 {
+        return now;
+    }
+    let minutes = 1i64 << (attempts - 3).min(6);
+    now + chrono::Duration::minutes(minutes.min(60))
+}
+
+pub async fn deliver(
+    ctx: &JobContext,
+    run: &RunFlags,
+    claimed: &Claimed,
+    user: &User,
+    mail: &MailRow,
+    fresh: Fresh,
+) -> Result<Delivery, JobError> {
+    if run.smtp_down() {
+        return Ok(Delivery::Deferred("the mail server was unreachable earlier in this run".into()));
+    }
+    let kind = MailKind::parse(&mail.kind).map_err(|e| StoreError::Conflict(e.0))?;
+    let row = match mail.inquiry_row {
+        Some(id) => inquiries::by_row_id(ctx.store.reader(), id).await?,
+        None => None,
+    };
+    let obtained = match fresh_link::obtain(ctx, claimed, row.as_ref(), fresh).await {
+        Ok(o) => o,
+        Err(LinkProblem::Store(e)) => return Err(e.into()),
+        Err(LinkProblem::Persona(e)) if super::is_fatal(&e) => return Err(JobError::Persona(e)),
+        Err(LinkProblem::Persona(e)) if e.is_transient() => {
+            run.set_persona_down();
+            return Ok(Delivery::Deferred(format!("no link yet: {e}")));
+        }
+        Err(problem) => {
+            // The link cannot be had from this inquiry; the mail waits for refresh to recreate it
+            // (or is moot when the inquiry finished).
+            let why = format!("no link for the {kind} mail: {problem}");
+            user_states::set_reason(&ctx.store, &claimed.user_id, Some(&why)).await?;
+            return Ok(Delivery::Deferred(why));
+        }
+    };
+    let now = ctx.clock.now();
+    mails::mark_sending(&ctx.store, mail.id, obtained.expires_at, now).await?;
+    let outgoing = match ctx.mailer.compose(kind, user, obtained.link, obtained.expires_at, &mail.message_id, now) {
+        Ok(m) => m,
+        Err(e) => {
+            mails::unclaim(&ctx.store, mail.id).await?;
+            return Err(e.into());
+        }
+    };
+    let result = ctx.mailer.transport().send_with_retry(&outgoing, SEND_TRIES).await;
+    let now = ctx.clock.now();
+    let attempts = mail.attempts + 1;
+    match result {
+        Ok(()) => {
+            let mut tx = ctx.store.begin_write().await?;
+            mails::mark_sent(&mut tx, mail.id, now).await?;
+            let state = row.as_ref().map(|r| state_for_status(&r.status)).unwrap_or("invited");
+            let current = sqlx::query_scalar::<_, String>("SELECT state FROM user_states WHERE user_id = ?")
+                .bind(&claimed.user_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+            if matches!(current.as_str(), "pending" | "invited" | "started") {
+                user_states::set_state(&mut tx, &claimed.user_id, state, None, None, now).await?;
+            }
+            sqlx::query("UPDATE user_states SET last_mailed_at = ? WHERE user_id = ?")
+                .bind(crate::clock::format_ts(now))
+                .bind(&claimed.user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+            events::record(
+                &mut tx,
+                now,
+                Some(&claimed.user_id),
+                row.as_ref().and_then(|r| r.inquiry_id.as_deref()),
+                "mail.sent",
+                &format!("{kind} mail {} sent ({})", mail.message_id, outgoing_summary(attempts)),
+            )
+            .await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            metrics::counter!("mails_total", "kind" => kind.as_str(), "outcome" => "sent").increment(1);
+            tracing::info!(user = %claimed.user_id, kind = %kind, "mail sent");
+            Ok(Delivery::Sent)
+        }
+        Err(SendError::Transient(why)) if attempts < i64::from(ctx.settings.mail_max_attempts) => {
+            run.set_smtp_down();
+            let next = retry_at(now, attempts);
+            mails::mark_retry(&ctx.store, mail.id, next, &why, now).await?;
+            let mut tx = ctx.store.begin_write().await?;
+            events::record(
+                &mut tx,
+                now,
+                Some(&claimed.user_id),
+                None,
+                "mail.retry",
+                &format!("{kind} mail not sent (attempt {attempts}), will retry: {why}"),
+            )
+            .await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            metrics::counter!("mails_total", "kind" => kind.as_str(), "outcome" => "retry").increment(1);
+            tracing::warn!(user = %claimed.user_id, kind = %kind, error = %why, "mail not sent; will retry");
+            Ok(Delivery::Deferred(why))
+        }
+        Err(e) => {
+            let why = match &e {
+                SendError::Transient(w) => format!("gave up after {attempts} attempts: {w}"),
+                SendError::Permanent(w) => format!("the mail server refused the mail: {w}"),
+            };
+            let mut tx = ctx.store.begin_write().await?;
+            mails::mark_failed(&mut tx, mail.id, &why, now).await?;
+            user_states::set_state(&mut tx, &claimed.user_id, "skipped", Some(&why), None, now).await?;
+            events::record(&mut tx, now, Some(&claimed.user_id), None, "mail.failed", &why).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            metrics::counter!("mails_total", "kind" => kind.as_str(), "outcome" => "failed").increment(1);
+            tracing::error!(user = %claimed.user_id, kind = %kind, error = %why, "mail failed; user skipped");
+            Ok(Delivery::Failed(why))
+        }
+    }
+}
+
+fn outgoing_summary(attempts: i64) -> String {
+    if attempts == 1 {
+        "first attempt".into()
+    } else {
+        format!("attempt {attempts}")
+    }
+}

@@ -1,0 +1,391 @@
+//! Provisioning: every pending user gets one prefilled inquiry (none for static links) and one
+//! e-mail with a working link, exactly once in effect, whatever crashes or outages happen.
+//!
+//! Per user: the intent (a `creating` row with its idempotency key) commits before the create
+//! call; the answer and the queued mail commit together after it; the mail is marked `sending`
+//! before the send and `sent` after it. A crash anywhere leaves a row that says what to redo.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::deliver::{Delivery, deliver};
+use super::fresh_link::{Fresh, facts_of};
+use super::{JobContext, JobError, LEASE, RunFlags, is_fatal};
+use crate::domain::{InquiryStatus, LinkKind, User};
+use crate::mail::MailKind;
+use crate::persona::{CreateInquiry, IdempotencyKey, InquiryFields, ListFilter, PersonaError};
+use crate::store::inquiries::{self, CREATING, InquiryRow, REJECTED};
+use crate::store::user_states::{self, Claimed};
+use crate::store::{StoreError, events, mails, users};
+
+/// What a run did, for logs, `once` and the demo.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProvisionReport {
+    pub discovered: usize,
+    pub skipped: usize,
+    pub inquiries_created: usize,
+    pub inquiries_adopted: usize,
+    pub mails_sent: usize,
+    pub mails_deferred: usize,
+    pub mails_failed: usize,
+    pub users_deferred: usize,
+}
+
+impl ProvisionReport {
+    fn add(&mut self, o: &UserOutcome) {
+        self.inquiries_created += usize::from(o.created);
+        self.inquiries_adopted += usize::from(o.adopted);
+        self.skipped += usize::from(o.skipped);
+        match &o.delivery {
+            Some(Delivery::Sent) => self.mails_sent += 1,
+            Some(Delivery::Deferred(_)) => self.mails_deferred += 1,
+            Some(Delivery::Failed(_)) => self.mails_failed += 1,
+            None => {}
+        }
+        self.users_deferred += usize::from(o.deferred);
+    }
+}
+
+impl std::fmt::Display for ProvisionReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} new users ({} skipped), {} inquiries created, {} adopted, {} mails sent, {} waiting for a retry, {} failed",
+            self.discovered,
+            self.skipped,
+            self.inquiries_created,
+            self.inquiries_adopted,
+            self.mails_sent,
+            self.mails_deferred,
+            self.mails_failed
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+struct UserOutcome {
+    created: bool,
+    adopted: bool,
+    skipped: bool,
+    deferred: bool,
+    delivery: Option<Delivery>,
+}
+
+/// Keys older than this may have been pruned by Persona (it keeps them at least 24 h): look
+/// before creating again.
+const KEY_TRUST: chrono::Duration = chrono::Duration::hours(23);
+
+/// Rows discovered per step, so a million new rows never sit in memory at once.
+const DISCOVER_BATCH: u32 = 1000;
+
+pub async fn run(ctx: &JobContext) -> Result<ProvisionReport, JobError> {
+    let mut report = ProvisionReport::default();
+    loop {
+        let (pending, skipped) = user_states::discover(&ctx.store, ctx.clock.now(), DISCOVER_BATCH).await?;
+        report.discovered += pending + skipped;
+        report.skipped += skipped;
+        if pending + skipped < DISCOVER_BATCH as usize || ctx.stop.is_cancelled() {
+            break;
+        }
+    }
+    user_states::revalidate_edited(&ctx.store, ctx.clock.now()).await?;
+
+    let run_started = ctx.clock.now();
+    let flags = Arc::new(RunFlags::default());
+    let permits = Arc::new(Semaphore::new(ctx.settings.concurrency.max(1)));
+    while !ctx.stop.is_cancelled() && !flags.persona_down() {
+        let batch = user_states::claim_pending(
+            &ctx.store,
+            ctx.clock.now(),
+            run_started,
+            LEASE,
+            ctx.settings.batch_size,
+        )
+        .await?;
+        if batch.is_empty() {
+            break;
+        }
+        let mut tasks = JoinSet::new();
+        for claimed in batch {
+            let ctx = ctx.clone();
+            let flags = flags.clone();
+            let permits = permits.clone();
+            tasks.spawn(async move {
+                let _permit = permits.acquire_owned().await.expect("semaphore open");
+                let user_id = claimed.user_id.clone();
+                if ctx.stop.is_cancelled() || flags.persona_down() {
+                    user_states::release(&ctx.store, &user_id, None).await?;
+                    return Ok(UserOutcome::default());
+                }
+                let result = provision_user(&ctx, &flags, &claimed).await;
+                let defer = match &result {
+                    Ok(o) if !o.deferred => None,
+                    _ => Some(ctx.clock.now()),
+                };
+                user_states::release(&ctx.store, &user_id, defer).await?;
+                result
+            });
+        }
+        let mut fatal = None;
+        while let Some(joined) = tasks.join_next().await {
+            match joined.expect("provision task panicked") {
+                Ok(outcome) => report.add(&outcome),
+                Err(e) => fatal = fatal.or(Some(e)),
+            }
+        }
+        if let Some(e) = fatal {
+            return Err(e);
+        }
+    }
+    metrics::counter!("provision_users_total", "outcome" => "mailed").increment(report.mails_sent as u64);
+    Ok(report)
+}
+
+/// Takes one claimed user as far as possible: inquiry, queued mail, sent mail.
+async fn provision_user(ctx: &JobContext, flags: &RunFlags, claimed: &Claimed) -> Result<UserOutcome, JobError> {
+    let mut outcome = UserOutcome::default();
+    let Some(raw) = users::get(&ctx.store, &claimed.user_id).await? else {
+        return Ok(outcome);
+    };
+    let now = ctx.clock.now();
+    let user = match User::parse(&raw, now.date_naive()) {
+        Ok(u) => u,
+        Err(e) => {
+            skip_user(ctx, &claimed.user_id, &e.0, now).await?;
+            outcome.skipped = true;
+            return Ok(outcome);
+        }
+    };
+
+    let mut fresh = Fresh::Nothing;
+    if ctx.settings.link_kind.precreates() {
+        let current = inquiries::current(ctx.store.reader(), &claimed.user_id).await?;
+        let row = match current {
+            Some(row) if row.status == REJECTED => return Ok(outcome),
+            Some(row) => row,
+            None => begin_create(ctx, claimed).await?,
+        };
+        if row.status == CREATING {
+            match create(ctx, claimed, &user, row).await? {
+                Created::Done { fresh: f, adopted } => {
+                    fresh = f;
+                    outcome.created = !adopted;
+                    outcome.adopted = adopted;
+                }
+                Created::Rejected => {
+                    outcome.skipped = true;
+                    return Ok(outcome);
+                }
+                Created::Later => {
+                    flags.set_persona_down();
+                    outcome.deferred = true;
+                    return Ok(outcome);
+                }
+            }
+        }
+    }
+
+    let mail = match mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await? {
+        Some(m) => m,
+        None if mails::last_for_user(ctx.store.reader(), &claimed.user_id).await?.is_none() => {
+            // Static links: no inquiry, so the invite is queued here. (For the other kinds it
+            // was queued with the inquiry; this also covers a row adopted without one.)
+            let row = inquiries::current(ctx.store.reader(), &claimed.user_id).await?;
+            let mut tx = ctx.store.begin_write().await?;
+            enqueue_invite(ctx, &mut tx, claimed, row.as_ref().map(|r| r.id)).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            match mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await? {
+                Some(m) => m,
+                None => return Ok(outcome),
+            }
+        }
+        None => return Ok(outcome),
+    };
+    if mail.next_attempt_at.as_str() > crate::clock::format_ts(ctx.clock.now()).as_str() {
+        return Ok(outcome);
+    }
+    let delivery = deliver(ctx, flags, claimed, &user, &mail, fresh).await?;
+    outcome.deferred = matches!(delivery, Delivery::Deferred(_));
+    outcome.delivery = Some(delivery);
+    Ok(outcome)
+}
+
+async fn skip_user(ctx: &JobContext, user_id: &str, why: &str, now: DateTime<Utc>) -> Result<(), JobError> {
+    let mut tx = ctx.store.begin_write().await?;
+    user_states::set_state(&mut tx, user_id, "skipped", Some(why), None, now).await?;
+    events::record(&mut tx, now, Some(user_id), None, "user.skipped", why).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    tracing::warn!(user = %user_id, reason = %why, "user skipped");
+    Ok(())
+}
+
+async fn begin_create(ctx: &JobContext, claimed: &Claimed) -> Result<InquiryRow, JobError> {
+    let now = ctx.clock.now();
+    let mut tx = ctx.store.begin_write().await?;
+    let row = inquiries::begin_create(
+        &mut tx,
+        &claimed.user_id,
+        claimed.reference_id.as_str(),
+        ctx.settings.template_id.as_str(),
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(row)
+}
+
+async fn enqueue_invite(
+    ctx: &JobContext,
+    tx: &mut sqlx::SqliteConnection,
+    claimed: &Claimed,
+    inquiry_row: Option<i64>,
+) -> Result<(), JobError> {
+    let now = ctx.clock.now();
+    let message_id = ctx.mailer.new_message_id();
+    mails::enqueue(tx, &claimed.user_id, inquiry_row, MailKind::Invite.as_str(), &message_id, now).await?;
+    events::record(tx, now, Some(&claimed.user_id), None, "mail.queued", "invite queued").await?;
+    Ok(())
+}
+
+enum Created {
+    Done { fresh: Fresh, adopted: bool },
+    Rejected,
+    Later,
+}
+
+/// The request for a user's inquiry, built from their validated row.
+pub fn create_request(ctx: &JobContext, claimed: &Claimed, user: &User) -> CreateInquiry {
+    let s = &ctx.settings;
+    CreateInquiry {
+        template_id: s.template_id.clone(),
+        reference_id: claimed.reference_id.clone(),
+        fields: InquiryFields {
+            name_first: user.name_first.clone(),
+            name_last: user.name_last.clone(),
+            birthdate: user.birthdate,
+            phone_number: user.phone_number.clone(),
+            email_address: Some(user.email.clone()),
+        },
+        redirect_uri: s.links.redirect_uri.clone(),
+        // A `created` inquiry opens with its id alone, so session links need no token at
+        // first; asking for one would spend one of the inquiry's 25 sessions for nothing.
+        auto_create_session: false,
+        auto_create_one_time_link: s.link_kind == LinkKind::OneTime,
+        one_time_link_expires_in: (s.link_kind == LinkKind::OneTime).then_some(s.one_time_link_expires_after),
+        expires_after_create: Some(s.inquiries.expires_after),
+    }
+}
+
+/// Runs (or re-runs) the create call of a `creating` row and records the answer.
+async fn create(ctx: &JobContext, claimed: &Claimed, user: &User, mut row: InquiryRow) -> Result<Created, JobError> {
+    let now = ctx.clock.now();
+    if row.key_created_at().is_none_or(|t| now - t > KEY_TRUST) {
+        // Persona may have forgotten this key: a create with it could make a second inquiry.
+        // Look for one made under it first.
+        match find_live(ctx, claimed).await {
+            Ok(Some(inquiry)) => {
+                record_created(ctx, claimed, &row, &inquiry, true).await?;
+                return Ok(Created::Done {
+                    fresh: Fresh::Nothing,
+                    adopted: true,
+                });
+            }
+            Ok(None) => row = inquiries::renew_key(&ctx.store, &row, claimed.reference_id.as_str(), now).await?,
+            Err(e) if is_fatal(&e) => return Err(JobError::Persona(e)),
+            Err(e) => {
+                tracing::warn!(user = %claimed.user_id, error = %e, "cannot look up existing inquiries; later");
+                return Ok(Created::Later);
+            }
+        }
+    }
+    let key = IdempotencyKey::parse(&row.idempotency_key).map_err(|e| StoreError::Conflict(e.0))?;
+    match ctx.persona.create_inquiry(&create_request(ctx, claimed, user), &key).await {
+        Ok(created) => {
+            record_created(ctx, claimed, &row, &created.inquiry, false).await?;
+            let fresh = match (created.one_time_link, created.session_token) {
+                (Some(l), _) => Fresh::OneTime(l),
+                (None, Some(t)) => Fresh::Token(t),
+                (None, None) => Fresh::Nothing,
+            };
+            Ok(Created::Done { fresh, adopted: false })
+        }
+        Err(e) if is_fatal(&e) => Err(JobError::Persona(e)),
+        Err(e) if e.is_transient() => {
+            tracing::warn!(user = %claimed.user_id, error = %e, "inquiry not created yet; will retry with the same key");
+            Ok(Created::Later)
+        }
+        Err(e) => {
+            let why = format!("Persona refused to create the inquiry: {e}");
+            let now = ctx.clock.now();
+            let mut tx = ctx.store.begin_write().await?;
+            sqlx::query("UPDATE inquiries SET status = ?, updated_at = ? WHERE id = ?")
+                .bind(REJECTED)
+                .bind(crate::clock::format_ts(now))
+                .bind(row.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+            user_states::set_state(&mut tx, &claimed.user_id, "skipped", Some(&why), None, now).await?;
+            events::record(&mut tx, now, Some(&claimed.user_id), None, "inquiry.rejected", &why).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            tracing::error!(user = %claimed.user_id, error = %e, "inquiry refused; user skipped");
+            Ok(Created::Rejected)
+        }
+    }
+}
+
+/// The user's newest live inquiry at Persona, found by their reference id.
+async fn find_live(ctx: &JobContext, claimed: &Claimed) -> Result<Option<crate::persona::Inquiry>, PersonaError> {
+    let filter = ListFilter {
+        reference_id: Some(claimed.reference_id.clone()),
+        statuses: vec![InquiryStatus::Created, InquiryStatus::Pending, InquiryStatus::Expired],
+        template_id: Some(ctx.settings.template_id.clone()),
+        inquiry_ids: Vec::new(),
+    };
+    let mut pages = ctx.persona.inquiry_pages(&filter);
+    // Newest first: the first one is the one to keep.
+    Ok(pages.next_page().await?.and_then(|page| page.into_iter().next()))
+}
+
+/// Records Persona's answer and queues the invite, in one transaction.
+async fn record_created(
+    ctx: &JobContext,
+    claimed: &Claimed,
+    row: &InquiryRow,
+    inquiry: &crate::persona::Inquiry,
+    adopted: bool,
+) -> Result<(), JobError> {
+    let now = ctx.clock.now();
+    let mut tx = ctx.store.begin_write().await?;
+    inquiries::record_facts(&mut tx, row.id, &facts_of(inquiry), now).await?;
+    let detail = if adopted {
+        format!("found {} at Persona (made before a restart) and kept it", inquiry.id)
+    } else {
+        format!(
+            "created {} ({}), expires {}",
+            inquiry.id,
+            inquiry.status,
+            inquiry.expires_at.map(crate::clock::format_ts).unwrap_or_else(|| "-".into())
+        )
+    };
+    events::record(
+        &mut tx,
+        now,
+        Some(&claimed.user_id),
+        Some(inquiry.id.as_str()),
+        if adopted { "inquiry.adopted" } else { "inquiry.created" },
+        &detail,
+    )
+    .await?;
+    if mails::unsent_for_user(&mut *tx, &claimed.user_id).await?.is_none()
+        && mails::last_for_user(&mut *tx, &claimed.user_id).await?.is_none()
+    {
+        enqueue_invite(ctx, &mut tx, claimed, Some(row.id)).await?;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    tracing::info!(user = %claimed.user_id, inquiry = %inquiry.id, adopted, "inquiry ready");
+    Ok(())
+}
