@@ -1,0 +1,1 @@
+//! Simulator semantics: expiry, resume, idempotency, pagination, limits, links, webhooks.
