@@ -87,7 +87,9 @@ fn single_resource_params(pairs: &[(String, String)]) -> Result<Includes, ApiErr
             ));
         }
         if k != "include" {
-            return Err(ApiError::bad_request(format!("{k} is not a permitted parameter")));
+            return Err(ApiError::bad_request(format!(
+                "{k} is not a permitted parameter"
+            )));
         }
         for name in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match name {
@@ -157,7 +159,9 @@ fn parse_body(bytes: &Bytes) -> Result<Option<Map<String, Value>>, ApiError> {
 
 fn only_keys(obj: &Map<String, Value>, at: &str, allowed: &[&str]) -> Result<(), ApiError> {
     match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::bad_request(format!("{at}{k} is not a permitted parameter"))),
+        Some(k) => Err(ApiError::bad_request(format!(
+            "{at}{k} is not a permitted parameter"
+        ))),
         None => Ok(()),
     }
 }
@@ -174,7 +178,9 @@ fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, ApiErro
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(ApiError::bad_request(format!("meta.{key} must be a boolean"))),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "meta.{key} must be a boolean"
+        ))),
     }
 }
 
@@ -187,7 +193,9 @@ fn opt_seconds(obj: &Map<String, Value>, key: &str) -> Result<Option<Duration>, 
                 format!("meta.{key} must be greater than 0"),
                 Some(&format!("/meta/{key}")),
             )),
-            None => Err(ApiError::bad_request(format!("meta.{key} must be an integer"))),
+            None => Err(ApiError::bad_request(format!(
+                "meta.{key} must be an integer"
+            ))),
         },
     }
 }
@@ -234,7 +242,9 @@ fn parse_create(body: Option<Map<String, Value>>) -> Result<NewInquiry, ApiError
     only_keys(&attrs, "data.attributes.", CREATE_ATTRIBUTES)?;
     let meta = match body.get("meta") {
         None | Some(Value::Null) => Map::new(),
-        Some(m) => kebab_object(m).ok_or_else(|| ApiError::bad_request("meta must be an object"))?,
+        Some(m) => {
+            kebab_object(m).ok_or_else(|| ApiError::bad_request("meta must be an object"))?
+        }
     };
     only_keys(&meta, "meta.", CREATE_META)?;
 
@@ -287,7 +297,11 @@ fn parse_create(body: Option<Map<String, Value>>) -> Result<NewInquiry, ApiError
             .iter()
             .map(|(k, v)| (k.clone(), wire::typed_field(k, v.clone())))
             .collect(),
-        Some(_) => return Err(ApiError::bad_request("data.attributes.fields must be an object")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "data.attributes.fields must be an object",
+            ));
+        }
     };
     let tags = match attrs.get("tags") {
         None | Some(Value::Null) => Vec::new(),
@@ -299,7 +313,11 @@ fn parse_create(body: Option<Map<String, Value>>) -> Result<NewInquiry, ApiError
                     .ok_or_else(|| ApiError::bad_request("data.attributes.tags must be strings"))
             })
             .collect::<Result<_, _>>()?,
-        Some(_) => return Err(ApiError::bad_request("data.attributes.tags must be an array")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "data.attributes.tags must be an array",
+            ));
+        }
     };
 
     let defaults = Intervals::default();
@@ -339,7 +357,10 @@ async fn create_inquiry(State(sim): State<Arc<Sim>>, RawQuery(q): RawQuery, body
     let req = parse_create(parse_body(&body)?)?;
     let doc = sim.with_world(|w, now| -> Result<Value, ApiError> {
         let created = w.create(req, now)?;
-        let link = created.one_time_code.as_deref().map(|c| one_time_link(&sim, c));
+        let link = created
+            .one_time_code
+            .as_deref()
+            .map(|c| one_time_link(&sim, c));
         let meta = json!({
             "session-token": created.session_token,
             "one-time-link": link,
@@ -376,7 +397,12 @@ async fn resume_inquiry(
     }
     let doc = sim.with_world(|w, now| -> Result<Value, ApiError> {
         let token = w.resume(&id, now)?;
-        Ok(inquiry_document(w, &id, &inc, Some(json!({ "session-token": token }))))
+        Ok(inquiry_document(
+            w,
+            &id,
+            &inc,
+            Some(json!({ "session-token": token })),
+        ))
     })?;
     Ok((StatusCode::OK, Json(doc)))
 }
@@ -481,7 +507,10 @@ const LIST_PARAMS: &[&str] = &[
 ];
 
 fn comma_list(v: &str) -> Vec<&str> {
-    v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 async fn list_inquiries(State(sim): State<Arc<Sim>>, RawQuery(q): RawQuery) -> Answer {
@@ -491,10 +520,14 @@ async fn list_inquiries(State(sim): State<Arc<Sim>>, RawQuery(q): RawQuery) -> A
             if v.is_empty() {
                 continue;
             }
-            return Err(ApiError::bad_request("include is not allowed on list endpoints"));
+            return Err(ApiError::bad_request(
+                "include is not allowed on list endpoints",
+            ));
         }
         if !LIST_PARAMS.contains(&k.as_str()) {
-            return Err(ApiError::bad_request(format!("{k} is not a permitted parameter")));
+            return Err(ApiError::bad_request(format!(
+                "{k} is not a permitted parameter"
+            )));
         }
     }
     let param = |name: &str| {
@@ -507,7 +540,11 @@ async fn list_inquiries(State(sim): State<Arc<Sim>>, RawQuery(q): RawQuery) -> A
         None => 10,
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=100).contains(&n) => n,
-            _ => return Err(ApiError::bad_request("page[size] must be between 1 and 100")),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "page[size] must be between 1 and 100",
+                ));
+            }
         },
     };
     let created_bound = |name: &str| {
@@ -541,10 +578,22 @@ async fn list_inquiries(State(sim): State<Arc<Sim>>, RawQuery(q): RawQuery) -> A
         let before_seq = cursor(before, "page[before]")?;
         let matching: Vec<_> = w
             .newest_first()
-            .filter(|i| statuses.as_ref().is_none_or(|s| s.contains(&i.status.as_str())))
-            .filter(|i| templates.as_ref().is_none_or(|t| t.contains(&i.template_id.as_str())))
+            .filter(|i| {
+                statuses
+                    .as_ref()
+                    .is_none_or(|s| s.contains(&i.status.as_str()))
+            })
+            .filter(|i| {
+                templates
+                    .as_ref()
+                    .is_none_or(|t| t.contains(&i.template_id.as_str()))
+            })
             .filter(|i| ids.as_ref().is_none_or(|s| s.contains(&i.id.as_str())))
-            .filter(|i| accounts.as_ref().is_none_or(|s| s.contains(&i.account_id.as_str())))
+            .filter(|i| {
+                accounts
+                    .as_ref()
+                    .is_none_or(|s| s.contains(&i.account_id.as_str()))
+            })
             .filter(|i| reference.is_none_or(|r| i.reference_id.as_deref() == Some(r)))
             .filter(|i| created_start.is_none_or(|t| i.created_at >= t))
             .filter(|i| created_end.is_none_or(|t| i.created_at <= t))
@@ -552,11 +601,17 @@ async fn list_inquiries(State(sim): State<Arc<Sim>>, RawQuery(q): RawQuery) -> A
         // Newest first: "after" walks to older inquiries, "before" back to newer ones.
         let (start, end) = match (after_seq, before_seq) {
             (Some(a), _) => {
-                let start = matching.iter().position(|i| i.seq < a).unwrap_or(matching.len());
+                let start = matching
+                    .iter()
+                    .position(|i| i.seq < a)
+                    .unwrap_or(matching.len());
                 (start, (start + size).min(matching.len()))
             }
             (None, Some(b)) => {
-                let end = matching.iter().position(|i| i.seq <= b).unwrap_or(matching.len());
+                let end = matching
+                    .iter()
+                    .position(|i| i.seq <= b)
+                    .unwrap_or(matching.len());
                 (end.saturating_sub(size), end)
             }
             (None, None) => (0, size.min(matching.len())),

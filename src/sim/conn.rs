@@ -61,7 +61,10 @@ impl Connected<IncomingStream<'_, CuttableListener>> for Cutter {
 }
 
 fn cut_error() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, "connection cut by the simulator")
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection cut by the simulator",
+    )
 }
 
 impl AsyncRead for CuttableStream {

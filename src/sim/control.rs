@@ -80,7 +80,9 @@ async fn publish(State(sim): State<Arc<Sim>>, Path(template): Path<String>) -> R
     let version = sim
         .with_world(|w, now| w.publish_version(&template, now))
         .map_err(from_sim_error)?;
-    Ok(Json(json!({"template-id": template, "version-id": version})))
+    Ok(Json(
+        json!({"template-id": template, "version-id": version}),
+    ))
 }
 
 async fn inquiries(State(sim): State<Arc<Sim>>) -> Json<Value> {
@@ -141,7 +143,13 @@ async fn clear_requests(State(sim): State<Arc<Sim>>) -> StatusCode {
 }
 
 async fn webhooks(State(sim): State<Arc<Sim>>) -> Json<Value> {
-    to_json(sim.deliveries.deliveries.lock().expect("delivery log").clone())
+    to_json(
+        sim.deliveries
+            .deliveries
+            .lock()
+            .expect("delivery log")
+            .clone(),
+    )
 }
 
 async fn visits(State(sim): State<Arc<Sim>>) -> Json<Value> {

@@ -143,8 +143,7 @@ impl Traffic {
             Some(w) if now < w.started + Duration::seconds(60) => Quota {
                 limit: limit_value,
                 remaining: limit_value.saturating_sub(w.used),
-                reset_seconds: ((w.started + Duration::seconds(60) - now).num_milliseconds()
-                    + 999)
+                reset_seconds: ((w.started + Duration::seconds(60) - now).num_milliseconds() + 999)
                     / 1000,
             },
             _ => Quota {
@@ -214,20 +213,20 @@ fn authorized(sim: &Sim, headers: &HeaderMap) -> bool {
 
 /// Refuses request headers asking for a shape the simulator does not produce.
 fn check_version_headers(headers: &HeaderMap) -> Result<(), ApiError> {
-    if let Some(v) = headers.get("persona-version") {
-        if v.as_bytes() != b"2025-12-08" {
-            return Err(ApiError::bad_request(format!(
-                "Persona-Version {} is not simulated; the simulator speaks 2025-12-08",
-                String::from_utf8_lossy(v.as_bytes())
-            )));
-        }
+    if let Some(v) = headers.get("persona-version")
+        && v.as_bytes() != b"2025-12-08"
+    {
+        return Err(ApiError::bad_request(format!(
+            "Persona-Version {} is not simulated; the simulator speaks 2025-12-08",
+            String::from_utf8_lossy(v.as_bytes())
+        )));
     }
-    if let Some(v) = headers.get("key-inflection") {
-        if v.as_bytes() != b"kebab" {
-            return Err(ApiError::bad_request(
-                "Key-Inflection other than kebab is not simulated",
-            ));
-        }
+    if let Some(v) = headers.get("key-inflection")
+        && v.as_bytes() != b"kebab"
+    {
+        return Err(ApiError::bad_request(
+            "Key-Inflection other than kebab is not simulated",
+        ));
     }
     Ok(())
 }
@@ -375,7 +374,8 @@ pub async fn gate(
     } else if let Err(e) = check_version_headers(&parts.headers) {
         e.into_response()
     } else {
-        next.run(Request::from_parts(parts, Body::from(bytes))).await
+        next.run(Request::from_parts(parts, Body::from(bytes)))
+            .await
     };
     let (mut head, body) = response.into_parts();
     let body = to_bytes(body, usize::MAX).await.unwrap_or_default();

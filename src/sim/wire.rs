@@ -258,6 +258,9 @@ mod tests {
             json!({"errors": [{"title": "Must be authenticated to access this endpoint"}]})
         );
         let e = ApiError::unprocessable("bad", Some("/meta/expires-in-seconds")).body();
-        assert_eq!(e["errors"][0]["source"]["pointer"], "/meta/expires-in-seconds");
+        assert_eq!(
+            e["errors"][0]["source"]["pointer"],
+            "/meta/expires-in-seconds"
+        );
     }
 }

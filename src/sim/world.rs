@@ -32,7 +32,9 @@ pub struct TemplateVersion {
 
 impl Template {
     pub fn latest(&self) -> &TemplateVersion {
-        self.versions.last().expect("a template always has a published version")
+        self.versions
+            .last()
+            .expect("a template always has a published version")
     }
 }
 
@@ -263,7 +265,9 @@ impl World {
             .cloned()
             .collect();
         for id in due {
-            let at = self.inquiries[&id].expires_at.expect("filtered on expires_at");
+            let at = self.inquiries[&id]
+                .expires_at
+                .expect("filtered on expires_at");
             self.expire_at(&id, at);
         }
     }
@@ -387,9 +391,7 @@ impl World {
                 "Inquiry has reached the maximum of {MAX_SESSIONS_PER_INQUIRY} sessions"
             )));
         }
-        let expires_at = inq
-            .expires_at
-            .unwrap_or(now + inq.intervals.after_resume);
+        let expires_at = inq.expires_at.unwrap_or(now + inq.intervals.after_resume);
         let session_id = format!("iqse_{}", random_alnum(24));
         let token = mint_token(&key, &session_id, now, expires_at);
         inq.sessions.push(Session {
@@ -405,7 +407,12 @@ impl World {
         Ok(token)
     }
 
-    fn new_code(&mut self, id: &str, ttl: Duration, now: DateTime<Utc>) -> Result<String, SimError> {
+    fn new_code(
+        &mut self,
+        id: &str,
+        ttl: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<String, SimError> {
         self.new_session(id, now)?;
         let code = random_alnum(20);
         self.codes.insert(
@@ -615,7 +622,10 @@ impl World {
                 "session token belongs to another inquiry".into(),
             ));
         }
-        let inq = self.inquiries.get_mut(id).expect("token map points at inquiries");
+        let inq = self
+            .inquiries
+            .get_mut(id)
+            .expect("token map points at inquiries");
         let session = inq
             .sessions
             .iter_mut()

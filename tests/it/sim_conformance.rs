@@ -65,24 +65,44 @@ async fn every_endpoint_answers_in_the_spec_shape() {
     let by_version = api
         .post(
             "/inquiries",
-            Some(json!({"data": {"attributes": {"inquiry-template-version-id": version.as_str()}}})),
+            Some(
+                json!({"data": {"attributes": {"inquiry-template-version-id": version.as_str()}}}),
+            ),
             None,
         )
         .await;
     assert_eq!(by_version.status, 201);
     let other = by_version.body["data"]["id"].as_str().unwrap().to_owned();
     let missing_template = json!({"data": {"attributes": {"note": "no template"}}});
-    assert_eq!(api.post("/inquiries", Some(missing_template), None).await.status, 400);
+    assert_eq!(
+        api.post("/inquiries", Some(missing_template), None)
+            .await
+            .status,
+        400
+    );
     let unknown_template = json!({"data": {"attributes": {"inquiry-template-id": "itmpl_nope"}}});
-    assert_eq!(api.post("/inquiries", Some(unknown_template), None).await.status, 404);
+    assert_eq!(
+        api.post("/inquiries", Some(unknown_template), None)
+            .await
+            .status,
+        404
+    );
     let zero_interval = json!({
         "data": {"attributes": {"inquiry-template-id": template}},
         "meta": {"expiration-after-create-interval-seconds": 0}
     });
-    assert_eq!(api.post("/inquiries", Some(zero_interval), None).await.status, 422);
-    let reused_key = json!({"data": {"attributes": {"inquiry-template-id": template, "note": "other"}}});
     assert_eq!(
-        api.post("/inquiries", Some(reused_key), Some("conformance-create-1")).await.status,
+        api.post("/inquiries", Some(zero_interval), None)
+            .await
+            .status,
+        422
+    );
+    let reused_key =
+        json!({"data": {"attributes": {"inquiry-template-id": template, "note": "other"}}});
+    assert_eq!(
+        api.post("/inquiries", Some(reused_key), Some("conformance-create-1"))
+            .await
+            .status,
         422
     );
 
@@ -97,18 +117,28 @@ async fn every_endpoint_answers_in_the_spec_shape() {
     let next = paged.body["links"]["next"].as_str().unwrap().to_owned();
     let next = next.trim_start_matches("/api/v1");
     assert_eq!(api.get(next).await.status, 200);
-    assert_eq!(api.get("/inquiries?include=inquiry-template").await.status, 400);
+    assert_eq!(
+        api.get("/inquiries?include=inquiry-template").await.status,
+        400
+    );
     assert_eq!(api.get("/inquiries?page%5Bsize%5D=101").await.status, 400);
     assert_eq!(api.get(&format!("/inquiries/{id}")).await.status, 200);
     let with_template = api
-        .get(&format!("/inquiries/{id}?include=inquiry-template,inquiry-template-version"))
+        .get(&format!(
+            "/inquiries/{id}?include=inquiry-template,inquiry-template-version"
+        ))
         .await;
     assert_eq!(with_template.status, 200);
     assert_eq!(with_template.body["included"].as_array().unwrap().len(), 2);
     assert_eq!(api.get("/inquiries/inq_doesnotexist").await.status, 404);
 
     // Resume, expire, one-time links, through their success and error paths.
-    assert_eq!(api.post(&format!("/inquiries/{id}/resume"), None, None).await.status, 200);
+    assert_eq!(
+        api.post(&format!("/inquiries/{id}/resume"), None, None)
+            .await
+            .status,
+        200
+    );
     let otl = api
         .post(
             &format!("/inquiries/{id}/generate-one-time-link"),
@@ -125,40 +155,88 @@ async fn every_endpoint_answers_in_the_spec_shape() {
         )
         .await;
     assert_eq!(bad_otl.status, 422);
-    assert_eq!(api.post(&format!("/inquiries/{id}/expire"), None, None).await.status, 200);
+    assert_eq!(
+        api.post(&format!("/inquiries/{id}/expire"), None, None)
+            .await
+            .status,
+        200
+    );
     let otl_on_expired = api
-        .post(&format!("/inquiries/{id}/generate-one-time-link"), None, None)
+        .post(
+            &format!("/inquiries/{id}/generate-one-time-link"),
+            None,
+            None,
+        )
         .await;
     assert_eq!(otl_on_expired.status, 409);
-    assert_eq!(api.post(&format!("/inquiries/{id}/resume"), None, None).await.status, 200);
     assert_eq!(
-        api.post("/inquiries/inq_doesnotexist/resume", None, None).await.status,
+        api.post(&format!("/inquiries/{id}/resume"), None, None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        api.post("/inquiries/inq_doesnotexist/resume", None, None)
+            .await
+            .status,
         404
     );
     let other_id = inquiry_mailer::domain::InquiryId::parse(&other).unwrap();
     sim.act(&other_id, Action::Complete).unwrap();
     sim.act(&other_id, Action::MarkForReview).unwrap();
     sim.act(&other_id, Action::Approve).unwrap();
-    assert_eq!(api.post(&format!("/inquiries/{other}/resume"), None, None).await.status, 409);
-    assert_eq!(api.post(&format!("/inquiries/{other}/expire"), None, None).await.status, 409);
     assert_eq!(
-        api.post(&format!("/inquiries/{other}/generate-one-time-link"), None, None)
+        api.post(&format!("/inquiries/{other}/resume"), None, None)
             .await
             .status,
         409
     );
+    assert_eq!(
+        api.post(&format!("/inquiries/{other}/expire"), None, None)
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        api.post(
+            &format!("/inquiries/{other}/generate-one-time-link"),
+            None,
+            None
+        )
+        .await
+        .status,
+        409
+    );
 
     // Templates and rate limits.
-    assert_eq!(api.get(&format!("/inquiry-templates/{template}")).await.status, 200);
+    assert_eq!(
+        api.get(&format!("/inquiry-templates/{template}"))
+            .await
+            .status,
+        200
+    );
     let with_version = api
-        .get(&format!("/inquiry-templates/{template}?include=latest-published-version"))
+        .get(&format!(
+            "/inquiry-templates/{template}?include=latest-published-version"
+        ))
         .await;
     assert_eq!(with_version.status, 200);
-    assert_eq!(api.get("/inquiry-templates/itmpl_doesnotexist").await.status, 404);
+    assert_eq!(
+        api.get("/inquiry-templates/itmpl_doesnotexist")
+            .await
+            .status,
+        404
+    );
     assert_eq!(api.get("/rate-limits").await.status, 200);
 
     // Auth and rate limiting.
-    assert_eq!(api.with_key("persona_sandbox_wrong").get("/inquiries").await.status, 401);
+    assert_eq!(
+        api.with_key("persona_sandbox_wrong")
+            .get("/inquiries")
+            .await
+            .status,
+        401
+    );
     sim.set_faults(Faults {
         rate_limited_next: 1,
         ..Faults::default()
@@ -187,7 +265,9 @@ async fn every_endpoint_answers_in_the_spec_shape() {
             body,
             ..
         } = entry;
-        let route = route.as_deref().expect("every request hit a documented route");
+        let route = route
+            .as_deref()
+            .expect("every request hit a documented route");
         let status = status.expect("no connection was dropped");
         seen_operations.insert((method.clone(), route.to_owned()));
         seen_statuses.insert(status);
@@ -196,13 +276,17 @@ async fn every_endpoint_answers_in_the_spec_shape() {
             failures.push(format!("{method} {route} → {status}: {errors:?}"));
         }
         // Requests the simulator accepted must be valid requests by the spec, too.
-        if let (Some(body), 200..=299) = (body, status) {
-            if let Err(errors) = validate_request_body(method, route, body) {
-                failures.push(format!("request {method} {route}: {errors:?}"));
-            }
+        if let (Some(body), 200..=299) = (body, status)
+            && let Err(errors) = validate_request_body(method, route, body)
+        {
+            failures.push(format!("request {method} {route}: {errors:?}"));
         }
     }
-    assert!(failures.is_empty(), "spec violations:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "spec violations:\n{}",
+        failures.join("\n")
+    );
     for (method, route) in OPERATIONS {
         assert!(
             seen_operations.contains(&(method.to_string(), route.to_string())),
@@ -224,7 +308,10 @@ async fn every_endpoint_answers_in_the_spec_shape() {
         "inquiry.marked-for-review",
         "inquiry.approved",
     ] {
-        assert!(names.contains(expected), "no {expected} webhook in {names:?}");
+        assert!(
+            names.contains(expected),
+            "no {expected} webhook in {names:?}"
+        );
     }
     for d in &deliveries {
         let body: Value = serde_json::from_str(&d.body).unwrap();

@@ -76,7 +76,12 @@ impl Api {
         self.send(self.http.get(self.url(path))).await
     }
 
-    pub async fn post(&self, path: &str, body: Option<Value>, idempotency_key: Option<&str>) -> Reply {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> Reply {
         let mut req = self.http.post(self.url(path));
         if let Some(b) = body {
             req = req.json(&b);
@@ -146,7 +151,11 @@ impl Api {
 
 /// Opens a hosted-flow URL (`/verify?…`) as the end user would.
 pub async fn open_link(url: &str) -> Reply {
-    let r = http_client().get(url).send().await.expect("hosted flow answers");
+    let r = http_client()
+        .get(url)
+        .send()
+        .await
+        .expect("hosted flow answers");
     Api::read(r).await
 }
 
@@ -174,13 +183,18 @@ impl WebhookSink {
                     |State(store): State<Arc<Mutex<Vec<ReceivedWebhook>>>>,
                      headers: HeaderMap,
                      body: Bytes| async move {
-                        store.lock().unwrap().push(ReceivedWebhook { headers, body });
+                        store
+                            .lock()
+                            .unwrap()
+                            .push(ReceivedWebhook { headers, body });
                         StatusCode::OK
                     },
                 ),
             )
             .with_state(received.clone());
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

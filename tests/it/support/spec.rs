@@ -63,7 +63,11 @@ fn validator_at(schema_pointer: &str) -> Result<Arc<Validator>, Vec<String>> {
         .with_registry(&REGISTRY)
         .should_validate_formats(true)
         .build(&json!({ "$ref": format!("{SPEC_URI}#{}", fragment(schema_pointer)) }))
-        .map_err(|e| vec![format!("cannot build a validator for {schema_pointer}: {e}")])?;
+        .map_err(|e| {
+            vec![format!(
+                "cannot build a validator for {schema_pointer}: {e}"
+            )]
+        })?;
     let validator = Arc::new(validator);
     cache.insert(schema_pointer.to_owned(), validator.clone());
     Ok(validator)
@@ -75,7 +79,11 @@ fn check(schema_pointer: &str, body: &Value) -> Result<(), Vec<String>> {
         .iter_errors(body)
         .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
-    if errors.is_empty() { Ok(()) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
 }
 
 fn operation(method: &str, path_template: &str) -> String {
@@ -98,7 +106,11 @@ pub fn validate_response(
         "{}/responses/{status}",
         operation(method, path_template)
     ))
-    .map_err(|_| vec![format!("{method} {path_template} does not document status {status}")])?;
+    .map_err(|_| {
+        vec![format!(
+            "{method} {path_template} does not document status {status}"
+        )]
+    })?;
     check(
         &format!("{response}/content/application~1json/schema"),
         body,
