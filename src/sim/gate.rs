@@ -198,6 +198,41 @@ fn check_idempotency(t: &mut Traffic, key: &str, fingerprint: &str, now: DateTim
     }
 }
 
+/// A key marked "running" by this request. If the request is abandoned before it stores an
+/// answer (the client went away mid-flight), dropping the claim frees the key again, so a retry
+/// is not refused as concurrent forever.
+struct KeyClaim {
+    sim: Arc<Sim>,
+    key: String,
+}
+
+impl KeyClaim {
+    fn store(self, status: StatusCode, body: Bytes, now: DateTime<Utc>) {
+        if let Some(entry) = self.sim.traffic().idempotency.get_mut(&self.key) {
+            entry.answer = Stored::Done { status, body };
+            entry.stored_at = now;
+        }
+    }
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        // Never panic in drop: a poisoned lock just leaves the key as it is.
+        let Ok(mut t) = self.sim.traffic.lock() else {
+            return;
+        };
+        if matches!(
+            t.idempotency.get(&self.key),
+            Some(IdempotencyEntry {
+                answer: Stored::Running,
+                ..
+            })
+        ) {
+            t.idempotency.remove(&self.key);
+        }
+    }
+}
+
 fn authorized(sim: &Sim, headers: &HeaderMap) -> bool {
     let Some(value) = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -345,10 +380,16 @@ pub async fn gate(
             .map(Value::to_string)
             .unwrap_or_default()
     );
+    let mut claim = None;
     if let Some(key) = &idempotency_key {
         let verdict = check_idempotency(&mut sim.traffic(), key, &fingerprint, now);
         match verdict {
-            Replay::Fresh => {}
+            Replay::Fresh => {
+                claim = Some(KeyClaim {
+                    sim: sim.clone(),
+                    key: key.clone(),
+                });
+            }
             Replay::Answer(status, body) => {
                 record.replayed = true;
                 let mut response = json_response(status, body);
@@ -379,15 +420,8 @@ pub async fn gate(
     };
     let (mut head, body) = response.into_parts();
     let body = to_bytes(body, usize::MAX).await.unwrap_or_default();
-    if let Some(key) = idempotency_key {
-        let mut t = sim.traffic();
-        if let Some(entry) = t.idempotency.get_mut(&key) {
-            entry.answer = Stored::Done {
-                status: head.status,
-                body: body.clone(),
-            };
-            entry.stored_at = now;
-        }
+    if let Some(claim) = claim {
+        claim.store(head.status, body.clone(), now);
     }
     add_headers(&sim, &mut head.headers, quota);
     let response = Response::from_parts(head, Body::from(body));
