@@ -1,10 +1,12 @@
 //! The one integration-test binary: each file is a behaviour, `support` holds the set-up.
 
-mod support;
 
 mod config_loading;
 mod mail_delivery;
 mod mail_templates;
 mod persona_client;
+mod sim_conformance;
+mod sim_semantics;
 mod store_concurrency;
+mod support;
 mod users_and_status;

@@ -5,4 +5,6 @@
 pub mod app;
 pub mod mail;
 pub mod persona;
+pub mod sim;
 pub mod smtp;
+pub mod spec;

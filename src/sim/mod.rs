@@ -1,0 +1,416 @@
+//! A Persona simulator on loopback (axum): the inquiry API of version 2025-12-08 under `/api/v1`,
+//! the hosted flow's `/verify` as an end user meets it, and a `/_sim` control surface for tests.
+//!
+//! Where Persona's docs are silent the simulator picks one behaviour and keeps to it:
+//! - `POST /inquiries/{id}/resume` on a `created` inquiry answers 200 with a session token and
+//!   changes neither status nor `expires-at`; on a `pending` one it reuses an unused valid session
+//!   (or creates one) and does not move `expires-at`; on `expired` it sets `pending` with
+//!   `expires-at` = now + resume interval and clears `expired-at`.
+//! - The 26th session of an inquiry (resume, one-time link, `auto-create-*`) is refused with 422;
+//!   the inquiry is left as it is.
+//! - `generate-one-time-link` on an expired inquiry, and expire/resume/links on finished ones, are
+//!   409 Conflict. Expiring an already expired inquiry is a 200 no-op.
+//! - An expired inquiry shows `expires-at: null` and `expired-at` = the moment it expired, as in
+//!   Persona's examples. One-time link codes work exactly once (no grace period).
+//! - Idempotency-Key reuse with another method, path, query or body answers 422; a reuse while
+//!   the first request is still running answers 409. Stored answers include injected 500s; a
+//!   dropped connection happens after the request was processed (and stored), like a response
+//!   lost in transit.
+//! - The rate-limit window is 60 s of sim time from the first request in it. Without a limit the
+//!   headers report a limit of 2147483647.
+//! - Only `Persona-Version: 2025-12-08` (or none) and kebab-case responses are served; other
+//!   versions, other `Key-Inflection`s, sparse fieldsets and includes of relationships the
+//!   simulator does not model are refused with 400 rather than answered in the wrong shape.
+
+mod api;
+mod conn;
+mod control;
+mod gate;
+mod hosted;
+mod webhooks;
+mod wire;
+mod world;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::oneshot;
+use url::Url;
+
+use crate::clock::Clock;
+use crate::domain::{
+    EnvironmentId, InquiryId, InquiryStatus, TemplateId, TemplateVersionId, random_alnum,
+};
+
+pub use gate::{Faults, RecordedRequest};
+pub use hosted::HostedVisit;
+pub use webhooks::{WebhookDelivery, WebhookTarget, sign as sign_webhook};
+pub use world::{Action, MAX_SESSIONS_PER_INQUIRY};
+
+/// How to run a simulator.
+#[derive(Clone)]
+pub struct SimConfig {
+    /// Requests with another Bearer key get 401.
+    pub api_key: String,
+    /// Each template with its first published version.
+    pub templates: Vec<(TemplateId, TemplateVersionId)>,
+    pub environment_id: EnvironmentId,
+    /// The simulator's time; share it with the daemon in tests.
+    pub clock: Clock,
+    /// `None` = unlimited.
+    pub rate_limit_per_minute: Option<u32>,
+    /// Added to every API call.
+    pub latency: Duration,
+    /// Serve the `/_sim` control surface.
+    pub control: bool,
+    pub webhook: Option<WebhookTarget>,
+}
+
+impl SimConfig {
+    /// One template with one published version, a fresh environment, no rate limit, no latency,
+    /// control surface on, no webhooks.
+    pub fn new(api_key: impl Into<String>, clock: Clock) -> Self {
+        let template = TemplateId::parse(&format!("itmpl_{}", random_alnum(24)))
+            .expect("generated template id is valid");
+        let version = TemplateVersionId::parse(&format!("itmplv_{}", random_alnum(24)))
+            .expect("generated version id is valid");
+        Self {
+            api_key: api_key.into(),
+            templates: vec![(template, version)],
+            environment_id: EnvironmentId::parse(&format!("env_{}", random_alnum(24)))
+                .expect("generated environment id is valid"),
+            clock,
+            rate_limit_per_minute: None,
+            latency: Duration::ZERO,
+            control: true,
+            webhook: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimConfig")
+            .field("api_key", &"[redacted]")
+            .field("templates", &self.templates)
+            .field("environment_id", &self.environment_id)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("latency", &self.latency)
+            .field("control", &self.control)
+            .field("webhook", &self.webhook)
+            .finish()
+    }
+}
+
+/// Why an in-process control call was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    #[error("no inquiry {0}")]
+    UnknownInquiry(String),
+    #[error("no inquiry template or template version {0}")]
+    UnknownTemplate(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What the simulator holds about one inquiry, for assertions.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct InquirySnapshot {
+    pub id: InquiryId,
+    pub status: InquiryStatus,
+    pub reference_id: Option<String>,
+    pub template_id: TemplateId,
+    pub template_version_id: TemplateVersionId,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub redirect_uri: Option<String>,
+    pub session_count: usize,
+}
+
+impl InquirySnapshot {
+    fn of(inq: &world::Inquiry) -> Self {
+        Self {
+            id: InquiryId::parse(&inq.id).expect("simulator ids are valid"),
+            status: inq.status.clone(),
+            reference_id: inq.reference_id.clone(),
+            template_id: TemplateId::parse(&inq.template_id).expect("configured ids are valid"),
+            template_version_id: TemplateVersionId::parse(&inq.template_version_id)
+                .expect("configured ids are valid"),
+            created_at: inq.created_at,
+            expires_at: inq.expires_at,
+            redirect_uri: inq.redirect_uri.clone(),
+            session_count: inq.sessions.len(),
+        }
+    }
+}
+
+/// State shared by every handler.
+struct Sim {
+    api_key: String,
+    environment_id: String,
+    organization_id: String,
+    clock: Clock,
+    rate_limit: Option<u32>,
+    latency: Duration,
+    hosted_flow_url: Url,
+    world: Mutex<world::World>,
+    traffic: Mutex<gate::Traffic>,
+    outbox: webhooks::Outbox,
+    deliveries: Arc<webhooks::DeliveryLog>,
+    visits: Mutex<Vec<HostedVisit>>,
+}
+
+impl Sim {
+    /// Runs `f` on the world at sim "now", after Persona's expirer caught up; status changes
+    /// are queued for webhook delivery in the order they happened.
+    fn with_world<T>(&self, f: impl FnOnce(&mut world::World, DateTime<Utc>) -> T) -> T {
+        let now = self.clock.now();
+        let mut w = self.world.lock().expect("world lock");
+        w.sweep(now);
+        let out = f(&mut w, now);
+        self.outbox.post(w.take_events());
+        out
+    }
+
+    fn traffic(&self) -> std::sync::MutexGuard<'_, gate::Traffic> {
+        self.traffic.lock().expect("traffic lock")
+    }
+}
+
+/// A running simulator. `shutdown` stops it; dropping it aborts its tasks.
+pub struct SimHandle {
+    sim: Arc<Sim>,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    webhook_worker: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Binds 127.0.0.1:0 and serves until `shutdown`.
+pub async fn start(cfg: SimConfig) -> std::io::Result<SimHandle> {
+    if cfg.templates.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the simulator needs at least one inquiry template",
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let hosted_flow_url = Url::parse(&format!("http://{addr}/verify")).expect("valid URL");
+    let deliveries = Arc::new(webhooks::DeliveryLog::default());
+    let (outbox, webhook_worker) =
+        webhooks::spawn(cfg.webhook.clone(), cfg.clock.clone(), deliveries.clone());
+    let now = cfg.clock.now();
+    let sim = Arc::new(Sim {
+        api_key: cfg.api_key,
+        environment_id: cfg.environment_id.to_string(),
+        organization_id: format!("org_{}", random_alnum(24)),
+        clock: cfg.clock,
+        rate_limit: cfg.rate_limit_per_minute,
+        latency: cfg.latency,
+        hosted_flow_url,
+        world: Mutex::new(world::World::new(&cfg.templates, now)),
+        traffic: Mutex::new(gate::Traffic::default()),
+        outbox,
+        deliveries,
+        visits: Mutex::new(Vec::new()),
+    });
+
+    let mut app = axum::Router::new()
+        .nest("/api/v1", api::router(sim.clone()))
+        .merge(hosted::router(sim.clone()));
+    if cfg.control {
+        app = app.nest("/_sim", control::router(sim.clone()));
+    }
+    let (stop, stopped) = oneshot::channel::<()>();
+    let service = app.into_make_service_with_connect_info::<conn::Cutter>();
+    let server = tokio::spawn(async move {
+        let served = axum::serve(conn::CuttableListener(listener), service)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "simulator server stopped with an error");
+        }
+    });
+    Ok(SimHandle {
+        sim,
+        addr,
+        stop: Some(stop),
+        server: Some(server),
+        webhook_worker,
+    })
+}
+
+impl SimHandle {
+    /// `http://127.0.0.1:PORT/api/v1`
+    pub fn api_base(&self) -> Url {
+        Url::parse(&format!("http://{}/api/v1", self.addr)).expect("valid URL")
+    }
+
+    /// `http://127.0.0.1:PORT/verify`
+    pub fn hosted_flow_url(&self) -> Url {
+        self.sim.hosted_flow_url.clone()
+    }
+
+    /// `http://127.0.0.1:PORT/_sim`
+    pub fn control_url(&self) -> Url {
+        Url::parse(&format!("http://{}/_sim", self.addr)).expect("valid URL")
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.sim.clock
+    }
+
+    /// Moves sim time forward and lets the expirer run (webhooks for expiries go out now).
+    pub fn advance_clock(&self, by: Duration) {
+        self.sim.clock.advance(by);
+        self.sim.with_world(|_, _| ());
+    }
+
+    /// The templates as configured, with their latest published versions.
+    pub fn templates(&self) -> Vec<(TemplateId, TemplateVersionId)> {
+        let w = self.sim.world.lock().expect("world lock");
+        w.template_ids()
+            .into_iter()
+            .map(|(t, v)| {
+                (
+                    TemplateId::parse(&t).expect("configured ids are valid"),
+                    TemplateVersionId::parse(&v).expect("simulator ids are valid"),
+                )
+            })
+            .collect()
+    }
+
+    /// Publishes a new version of a template; new inquiries are pinned to it from now on.
+    pub fn publish_template_version(
+        &self,
+        template: &TemplateId,
+    ) -> Result<TemplateVersionId, SimError> {
+        let id = self
+            .sim
+            .with_world(|w, now| w.publish_version(template.as_str(), now))?;
+        Ok(TemplateVersionId::parse(&id).expect("simulator ids are valid"))
+    }
+
+    pub fn latest_template_version(&self, template: &TemplateId) -> Option<TemplateVersionId> {
+        let w = self.sim.world.lock().expect("world lock");
+        w.template(template.as_str())
+            .map(|t| TemplateVersionId::parse(&t.latest().id).expect("simulator ids are valid"))
+    }
+
+    /// Acts as the end user (start, complete, fail) or a reviewer (approve, decline,
+    /// mark-for-review) on one inquiry.
+    pub fn act(&self, inquiry: &InquiryId, action: Action) -> Result<InquiryStatus, SimError> {
+        self.sim
+            .with_world(|w, now| w.act(inquiry.as_str(), action, now))
+    }
+
+    pub fn inquiry(&self, id: &InquiryId) -> Option<InquirySnapshot> {
+        self.sim
+            .with_world(|w, _| w.inquiry(id.as_str()).map(InquirySnapshot::of))
+    }
+
+    /// Every inquiry, newest first.
+    pub fn inquiries(&self) -> Vec<InquirySnapshot> {
+        self.sim
+            .with_world(|w, _| w.newest_first().map(InquirySnapshot::of).collect())
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.sim.traffic().faults = faults;
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.sim.traffic().faults.clone()
+    }
+
+    /// Every API request received since start (or the last `clear_requests`), oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.sim.traffic().log.clone()
+    }
+
+    pub fn clear_requests(&self) {
+        self.sim.traffic().log.clear();
+    }
+
+    /// How many API requests matched `method` and the spec path template `route`
+    /// (e.g. `("POST", "/inquiries")`, `("GET", "/inquiries/{inquiry-id}")`).
+    pub fn count_requests(&self, method: &str, route: &str) -> usize {
+        self.sim
+            .traffic()
+            .log
+            .iter()
+            .filter(|r| r.method == method && r.route.as_deref() == Some(route))
+            .count()
+    }
+
+    pub fn webhook_deliveries(&self) -> Vec<WebhookDelivery> {
+        self.sim
+            .deliveries
+            .deliveries
+            .lock()
+            .expect("delivery log")
+            .clone()
+    }
+
+    /// Waits until at least `n` webhook deliveries were attempted, or `timeout` passed; returns
+    /// what was delivered by then.
+    pub async fn wait_for_deliveries(&self, n: usize, timeout: Duration) -> Vec<WebhookDelivery> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.sim.deliveries.changed.notified();
+            let now = self.webhook_deliveries();
+            if now.len() >= n {
+                return now;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.webhook_deliveries();
+            }
+        }
+    }
+
+    /// Hosted-flow visits (`/verify`), oldest first.
+    pub fn hosted_visits(&self) -> Vec<HostedVisit> {
+        self.sim.visits.lock().expect("visits lock").clone()
+    }
+
+    /// Stops the server and the webhook worker; returns when nothing is left running.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut server) = self.server.take() {
+            // Graceful first; a client holding a request open must not keep us waiting.
+            if tokio::time::timeout(Duration::from_secs(5), &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+                let _ = server.await;
+            }
+        }
+        if let Some(worker) = self.webhook_worker.take() {
+            worker.abort();
+            let _ = worker.await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(server) = &self.server {
+            server.abort();
+        }
+        if let Some(worker) = &self.webhook_worker {
+            worker.abort();
+        }
+    }
+}
