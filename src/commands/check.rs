@@ -50,7 +50,10 @@ pub fn print_report(lines: &[CheckLine]) {
 fn check_templates(config: &Config) -> CheckLine {
     let dir = &config.templates.dir;
     let (ok, detail) = match crate::mail::Templates::load(dir) {
-        Ok(_) => (true, format!("{}: invite and renewed render", dir.display())),
+        Ok(_) => (
+            true,
+            format!("{}: invite and renewed render", dir.display()),
+        ),
         Err(e) => (false, e.to_string()),
     };
     CheckLine {
@@ -70,7 +73,10 @@ async fn check_persona(config: &Config) -> CheckLine {
                     .map(|l| format!("{} {}/{} left", l.kind, l.remaining, l.limit))
                     .collect::<Vec<_>>()
                     .join(", ");
-                (true, format!("{}: the API key works ({budget})", config.persona.api_base))
+                (
+                    true,
+                    format!("{}: the API key works ({budget})", config.persona.api_base),
+                )
             }
             Err(e) => (false, format!("{}: {e}", config.persona.api_base)),
         },

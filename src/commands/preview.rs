@@ -25,7 +25,9 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
     };
     let state = user_states::get_state(&store, user_id).await?;
     if matches!(state.as_deref(), Some("finished" | "skipped")) {
-        let h = crate::store::status::user_history(&store, user_id).await?.expect("exists");
+        let h = crate::store::status::user_history(&store, user_id)
+            .await?
+            .expect("exists");
         println!(
             "user {user_id} gets no more mail: {}{}",
             h.user.state,
@@ -34,19 +36,26 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let unsent = mails::unsent_for_user(store.reader(), user_id).await?;
-    let kind = match (&unsent, mails::last_for_user(store.reader(), user_id).await?) {
+    let kind = match (
+        &unsent,
+        mails::last_for_user(store.reader(), user_id).await?,
+    ) {
         (Some(m), _) => MailKind::parse(&m.kind)?,
         (None, None) => MailKind::Invite,
         (None, Some(_)) => MailKind::Renewed,
     };
-    let reference = match sqlx::query_scalar::<_, String>("SELECT reference_id FROM user_states WHERE user_id = ?")
-        .bind(user_id)
-        .fetch_optional(store.reader())
-        .await?
+    let reference = match sqlx::query_scalar::<_, String>(
+        "SELECT reference_id FROM user_states WHERE user_id = ?",
+    )
+    .bind(user_id)
+    .fetch_optional(store.reader())
+    .await?
     {
         Some(r) => ReferenceId::parse(&r)?,
         None => {
-            eprintln!("note: the daemon has not seen this user yet; the reference id shown is a placeholder");
+            eprintln!(
+                "note: the daemon has not seen this user yet; the reference id shown is a placeholder"
+            );
             ReferenceId::parse("ref_PREVIEWPLACEHOLDER")?
         }
     };
@@ -57,35 +66,51 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
         Some(id) => InquiryId::parse(id)?,
         None => {
             if settings.link_kind.precreates() {
-                eprintln!("note: no inquiry yet; provisioning creates it, so the link shows a placeholder inquiry id");
+                eprintln!(
+                    "note: no inquiry yet; provisioning creates it, so the link shows a placeholder inquiry id"
+                );
             }
             placeholder_id
         }
     };
     let status = row.as_ref().map(|r| r.status.as_str()).unwrap_or("created");
     let token = SessionToken::new("SESSION-TOKEN-OBTAINED-AT-SEND-TIME");
-    let one_time = OneTimeLink::new("https://withpersona.com/verify?code=ONE-TIME-CODE-OBTAINED-AT-SEND-TIME");
+    let one_time =
+        OneTimeLink::new("https://withpersona.com/verify?code=ONE-TIME-CODE-OBTAINED-AT-SEND-TIME");
     let target = match settings.link_kind {
-        LinkKind::Static => LinkTarget::Static { reference_id: &reference },
+        LinkKind::Static => LinkTarget::Static {
+            reference_id: &reference,
+        },
         LinkKind::Session if status == "created" => LinkTarget::Session {
             inquiry_id: &inquiry_id,
             token: None,
         },
         LinkKind::Session => {
-            eprintln!("note: this inquiry needs a session token, which a send obtains by resuming it; preview spends no resume and shows a placeholder");
+            eprintln!(
+                "note: this inquiry needs a session token, which a send obtains by resuming it; preview spends no resume and shows a placeholder"
+            );
             LinkTarget::Session {
                 inquiry_id: &inquiry_id,
                 token: Some(&token),
             }
         }
         LinkKind::OneTime => {
-            eprintln!("note: a one-time link is made by Persona at send time; preview spends no session and shows a placeholder");
+            eprintln!(
+                "note: a one-time link is made by Persona at send time; preview spends no session and shows a placeholder"
+            );
             LinkTarget::OneTime { link: &one_time }
         }
     };
     let link = build_link(&settings.links, target)?;
-    let mailer = Mailer::new(Transport::memory(), context::load_templates(config)?, &context::sender(config))?;
-    let message_id = unsent.as_ref().map(|m| m.message_id.clone()).unwrap_or_else(|| mailer.new_message_id());
+    let mailer = Mailer::new(
+        Transport::memory(),
+        context::load_templates(config)?,
+        &context::sender(config),
+    )?;
+    let message_id = unsent
+        .as_ref()
+        .map(|m| m.message_id.clone())
+        .unwrap_or_else(|| mailer.new_message_id());
     let expires = row.as_ref().and_then(|r| r.expires_at());
     let mail = mailer.compose(kind, &user, link, expires, &message_id, now)?;
     println!("{kind} mail for {user_id} (not sent)");

@@ -44,7 +44,9 @@ pub async fn deliver(
     fresh: Fresh,
 ) -> Result<Delivery, JobError> {
     if run.smtp_down() {
-        return Ok(Delivery::Deferred("the mail server was unreachable earlier in this run".into()));
+        return Ok(Delivery::Deferred(
+            "the mail server was unreachable earlier in this run".into(),
+        ));
     }
     let kind = MailKind::parse(&mail.kind).map_err(|e| StoreError::Conflict(e.0))?;
     let row = match mail.inquiry_row {
@@ -69,26 +71,41 @@ pub async fn deliver(
     };
     let now = ctx.clock.now();
     mails::mark_sending(&ctx.store, mail.id, obtained.expires_at, now).await?;
-    let outgoing = match ctx.mailer.compose(kind, user, obtained.link, obtained.expires_at, &mail.message_id, now) {
+    let outgoing = match ctx.mailer.compose(
+        kind,
+        user,
+        obtained.link,
+        obtained.expires_at,
+        &mail.message_id,
+        now,
+    ) {
         Ok(m) => m,
         Err(e) => {
             mails::unclaim(&ctx.store, mail.id).await?;
             return Err(e.into());
         }
     };
-    let result = ctx.mailer.transport().send_with_retry(&outgoing, SEND_TRIES).await;
+    let result = ctx
+        .mailer
+        .transport()
+        .send_with_retry(&outgoing, SEND_TRIES)
+        .await;
     let now = ctx.clock.now();
     let attempts = mail.attempts + 1;
     match result {
         Ok(()) => {
             let mut tx = ctx.store.begin_write().await?;
             mails::mark_sent(&mut tx, mail.id, now).await?;
-            let state = row.as_ref().map(|r| state_for_status(&r.status)).unwrap_or("invited");
-            let current = sqlx::query_scalar::<_, String>("SELECT state FROM user_states WHERE user_id = ?")
-                .bind(&claimed.user_id)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
+            let state = row
+                .as_ref()
+                .map(|r| state_for_status(&r.status))
+                .unwrap_or("invited");
+            let current =
+                sqlx::query_scalar::<_, String>("SELECT state FROM user_states WHERE user_id = ?")
+                    .bind(&claimed.user_id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
             if matches!(current.as_str(), "pending" | "invited" | "started") {
                 user_states::set_state(&mut tx, &claimed.user_id, state, None, None, now).await?;
             }
@@ -104,11 +121,16 @@ pub async fn deliver(
                 Some(&claimed.user_id),
                 row.as_ref().and_then(|r| r.inquiry_id.as_deref()),
                 "mail.sent",
-                &format!("{kind} mail {} sent ({})", mail.message_id, outgoing_summary(attempts)),
+                &format!(
+                    "{kind} mail {} sent ({})",
+                    mail.message_id,
+                    outgoing_summary(attempts)
+                ),
             )
             .await?;
             tx.commit().await.map_err(StoreError::from)?;
-            metrics::counter!("mails_total", "kind" => kind.as_str(), "outcome" => "sent").increment(1);
+            metrics::counter!("mails_total", "kind" => kind.as_str(), "outcome" => "sent")
+                .increment(1);
             tracing::info!(user = %claimed.user_id, kind = %kind, "mail sent");
             Ok(Delivery::Sent)
         }
@@ -127,7 +149,8 @@ pub async fn deliver(
             )
             .await?;
             tx.commit().await.map_err(StoreError::from)?;
-            metrics::counter!("mails_total", "kind" => kind.as_str(), "outcome" => "retry").increment(1);
+            metrics::counter!("mails_total", "kind" => kind.as_str(), "outcome" => "retry")
+                .increment(1);
             tracing::warn!(user = %claimed.user_id, kind = %kind, error = %why, "mail not sent; will retry");
             Ok(Delivery::Deferred(why))
         }
@@ -138,10 +161,20 @@ pub async fn deliver(
             };
             let mut tx = ctx.store.begin_write().await?;
             mails::mark_failed(&mut tx, mail.id, &why, now).await?;
-            user_states::set_state(&mut tx, &claimed.user_id, "skipped", Some(&why), None, now).await?;
-            events::record(&mut tx, now, Some(&claimed.user_id), None, "mail.failed", &why).await?;
+            user_states::set_state(&mut tx, &claimed.user_id, "skipped", Some(&why), None, now)
+                .await?;
+            events::record(
+                &mut tx,
+                now,
+                Some(&claimed.user_id),
+                None,
+                "mail.failed",
+                &why,
+            )
+            .await?;
             tx.commit().await.map_err(StoreError::from)?;
-            metrics::counter!("mails_total", "kind" => kind.as_str(), "outcome" => "failed").increment(1);
+            metrics::counter!("mails_total", "kind" => kind.as_str(), "outcome" => "failed")
+                .increment(1);
             tracing::error!(user = %claimed.user_id, kind = %kind, error = %why, "mail failed; user skipped");
             Ok(Delivery::Failed(why))
         }

@@ -59,7 +59,10 @@ pub fn facts_of(inquiry: &Inquiry) -> InquiryFacts {
     InquiryFacts {
         inquiry_id: inquiry.id.to_string(),
         status: inquiry.status.as_str().to_owned(),
-        template_version_id: inquiry.template_version_id.as_ref().map(ToString::to_string),
+        template_version_id: inquiry
+            .template_version_id
+            .as_ref()
+            .map(ToString::to_string),
         created_at: inquiry.created_at,
         expires_at: inquiry.expires_at,
     }
@@ -156,7 +159,14 @@ pub async fn obtain(
                 .await?;
             let mut tx = ctx.store.begin_write().await?;
             inquiries::record_session(&mut tx, row.id).await?;
-            inquiries::update_status(&mut tx, row.id, inquiry.status.as_str(), inquiry.expires_at.or(inquiry_expiry), now).await?;
+            inquiries::update_status(
+                &mut tx,
+                row.id,
+                inquiry.status.as_str(),
+                inquiry.expires_at.or(inquiry_expiry),
+                now,
+            )
+            .await?;
             events::record(
                 &mut tx,
                 now,
@@ -212,7 +222,14 @@ pub async fn resume(
     let (inquiry, token) = ctx.persona.resume_inquiry(inquiry_id, &key).await?;
     let now = ctx.clock.now();
     let mut tx = ctx.store.begin_write().await?;
-    inquiries::record_resume(&mut tx, row.id, inquiry.status.as_str(), inquiry.expires_at, now).await?;
+    inquiries::record_resume(
+        &mut tx,
+        row.id,
+        inquiry.status.as_str(),
+        inquiry.expires_at,
+        now,
+    )
+    .await?;
     events::record(
         &mut tx,
         now,

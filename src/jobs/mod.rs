@@ -108,5 +108,9 @@ pub fn is_fatal(e: &PersonaError) -> bool {
 
 /// The state a user with a live inquiry of this status is in.
 pub fn state_for_status(status: &str) -> &'static str {
-    if status == "pending" { "started" } else { "invited" }
+    if status == "pending" {
+        "started"
+    } else {
+        "invited"
+    }
 }

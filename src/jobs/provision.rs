@@ -84,7 +84,8 @@ const DISCOVER_BATCH: u32 = 1000;
 pub async fn run(ctx: &JobContext) -> Result<ProvisionReport, JobError> {
     let mut report = ProvisionReport::default();
     loop {
-        let (pending, skipped) = user_states::discover(&ctx.store, ctx.clock.now(), DISCOVER_BATCH).await?;
+        let (pending, skipped) =
+            user_states::discover(&ctx.store, ctx.clock.now(), DISCOVER_BATCH).await?;
         report.discovered += pending + skipped;
         report.skipped += skipped;
         if pending + skipped < DISCOVER_BATCH as usize || ctx.stop.is_cancelled() {
@@ -140,12 +141,17 @@ pub async fn run(ctx: &JobContext) -> Result<ProvisionReport, JobError> {
             return Err(e);
         }
     }
-    metrics::counter!("provision_users_total", "outcome" => "mailed").increment(report.mails_sent as u64);
+    metrics::counter!("provision_users_total", "outcome" => "mailed")
+        .increment(report.mails_sent as u64);
     Ok(report)
 }
 
 /// Takes one claimed user as far as possible: inquiry, queued mail, sent mail.
-async fn provision_user(ctx: &JobContext, flags: &RunFlags, claimed: &Claimed) -> Result<UserOutcome, JobError> {
+async fn provision_user(
+    ctx: &JobContext,
+    flags: &RunFlags,
+    claimed: &Claimed,
+) -> Result<UserOutcome, JobError> {
     let mut outcome = UserOutcome::default();
     let Some(raw) = users::get(&ctx.store, &claimed.user_id).await? else {
         return Ok(outcome);
@@ -190,7 +196,10 @@ async fn provision_user(ctx: &JobContext, flags: &RunFlags, claimed: &Claimed) -
 
     let mail = match mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await? {
         Some(m) => m,
-        None if mails::last_for_user(ctx.store.reader(), &claimed.user_id).await?.is_none() => {
+        None if mails::last_for_user(ctx.store.reader(), &claimed.user_id)
+            .await?
+            .is_none() =>
+        {
             // Static links: no inquiry, so the invite is queued here. (For the other kinds it
             // was queued with the inquiry; this also covers a row adopted without one.)
             let row = inquiries::current(ctx.store.reader(), &claimed.user_id).await?;
@@ -213,7 +222,12 @@ async fn provision_user(ctx: &JobContext, flags: &RunFlags, claimed: &Claimed) -
     Ok(outcome)
 }
 
-async fn skip_user(ctx: &JobContext, user_id: &str, why: &str, now: DateTime<Utc>) -> Result<(), JobError> {
+async fn skip_user(
+    ctx: &JobContext,
+    user_id: &str,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<(), JobError> {
     let mut tx = ctx.store.begin_write().await?;
     user_states::set_state(&mut tx, user_id, "skipped", Some(why), None, now).await?;
     events::record(&mut tx, now, Some(user_id), None, "user.skipped", why).await?;
@@ -245,8 +259,24 @@ async fn enqueue_invite(
 ) -> Result<(), JobError> {
     let now = ctx.clock.now();
     let message_id = ctx.mailer.new_message_id();
-    mails::enqueue(tx, &claimed.user_id, inquiry_row, MailKind::Invite.as_str(), &message_id, now).await?;
-    events::record(tx, now, Some(&claimed.user_id), None, "mail.queued", "invite queued").await?;
+    mails::enqueue(
+        tx,
+        &claimed.user_id,
+        inquiry_row,
+        MailKind::Invite.as_str(),
+        &message_id,
+        now,
+    )
+    .await?;
+    events::record(
+        tx,
+        now,
+        Some(&claimed.user_id),
+        None,
+        "mail.queued",
+        "invite queued",
+    )
+    .await?;
     Ok(())
 }
 
@@ -274,13 +304,19 @@ pub fn create_request(ctx: &JobContext, claimed: &Claimed, user: &User) -> Creat
         // first; asking for one would spend one of the inquiry's 25 sessions for nothing.
         auto_create_session: false,
         auto_create_one_time_link: s.link_kind == LinkKind::OneTime,
-        one_time_link_expires_in: (s.link_kind == LinkKind::OneTime).then_some(s.one_time_link_expires_after),
+        one_time_link_expires_in: (s.link_kind == LinkKind::OneTime)
+            .then_some(s.one_time_link_expires_after),
         expires_after_create: Some(s.inquiries.expires_after),
     }
 }
 
 /// Runs (or re-runs) the create call of a `creating` row and records the answer.
-async fn create(ctx: &JobContext, claimed: &Claimed, user: &User, mut row: InquiryRow) -> Result<Created, JobError> {
+async fn create(
+    ctx: &JobContext,
+    claimed: &Claimed,
+    user: &User,
+    mut row: InquiryRow,
+) -> Result<Created, JobError> {
     let now = ctx.clock.now();
     if row.key_created_at().is_none_or(|t| now - t > KEY_TRUST) {
         // Persona may have forgotten this key: a create with it could make a second inquiry.
@@ -293,7 +329,10 @@ async fn create(ctx: &JobContext, claimed: &Claimed, user: &User, mut row: Inqui
                     adopted: true,
                 });
             }
-            Ok(None) => row = inquiries::renew_key(&ctx.store, &row, claimed.reference_id.as_str(), now).await?,
+            Ok(None) => {
+                row = inquiries::renew_key(&ctx.store, &row, claimed.reference_id.as_str(), now)
+                    .await?
+            }
             Err(e) if is_fatal(&e) => return Err(JobError::Persona(e)),
             Err(e) => {
                 tracing::warn!(user = %claimed.user_id, error = %e, "cannot look up existing inquiries; later");
@@ -302,7 +341,11 @@ async fn create(ctx: &JobContext, claimed: &Claimed, user: &User, mut row: Inqui
         }
     }
     let key = IdempotencyKey::parse(&row.idempotency_key).map_err(|e| StoreError::Conflict(e.0))?;
-    match ctx.persona.create_inquiry(&create_request(ctx, claimed, user), &key).await {
+    match ctx
+        .persona
+        .create_inquiry(&create_request(ctx, claimed, user), &key)
+        .await
+    {
         Ok(created) => {
             record_created(ctx, claimed, &row, &created.inquiry, false).await?;
             let fresh = match (created.one_time_link, created.session_token) {
@@ -310,7 +353,10 @@ async fn create(ctx: &JobContext, claimed: &Claimed, user: &User, mut row: Inqui
                 (None, Some(t)) => Fresh::Token(t),
                 (None, None) => Fresh::Nothing,
             };
-            Ok(Created::Done { fresh, adopted: false })
+            Ok(Created::Done {
+                fresh,
+                adopted: false,
+            })
         }
         Err(e) if is_fatal(&e) => Err(JobError::Persona(e)),
         Err(e) if e.is_transient() => {
@@ -328,8 +374,17 @@ async fn create(ctx: &JobContext, claimed: &Claimed, user: &User, mut row: Inqui
                 .execute(&mut *tx)
                 .await
                 .map_err(StoreError::from)?;
-            user_states::set_state(&mut tx, &claimed.user_id, "skipped", Some(&why), None, now).await?;
-            events::record(&mut tx, now, Some(&claimed.user_id), None, "inquiry.rejected", &why).await?;
+            user_states::set_state(&mut tx, &claimed.user_id, "skipped", Some(&why), None, now)
+                .await?;
+            events::record(
+                &mut tx,
+                now,
+                Some(&claimed.user_id),
+                None,
+                "inquiry.rejected",
+                &why,
+            )
+            .await?;
             tx.commit().await.map_err(StoreError::from)?;
             tracing::error!(user = %claimed.user_id, error = %e, "inquiry refused; user skipped");
             Ok(Created::Rejected)
@@ -338,16 +393,26 @@ async fn create(ctx: &JobContext, claimed: &Claimed, user: &User, mut row: Inqui
 }
 
 /// The user's newest live inquiry at Persona, found by their reference id.
-async fn find_live(ctx: &JobContext, claimed: &Claimed) -> Result<Option<crate::persona::Inquiry>, PersonaError> {
+async fn find_live(
+    ctx: &JobContext,
+    claimed: &Claimed,
+) -> Result<Option<crate::persona::Inquiry>, PersonaError> {
     let filter = ListFilter {
         reference_id: Some(claimed.reference_id.clone()),
-        statuses: vec![InquiryStatus::Created, InquiryStatus::Pending, InquiryStatus::Expired],
+        statuses: vec![
+            InquiryStatus::Created,
+            InquiryStatus::Pending,
+            InquiryStatus::Expired,
+        ],
         template_id: Some(ctx.settings.template_id.clone()),
         inquiry_ids: Vec::new(),
     };
     let mut pages = ctx.persona.inquiry_pages(&filter);
     // Newest first: the first one is the one to keep.
-    Ok(pages.next_page().await?.and_then(|page| page.into_iter().next()))
+    Ok(pages
+        .next_page()
+        .await?
+        .and_then(|page| page.into_iter().next()))
 }
 
 /// Records Persona's answer and queues the invite, in one transaction.
@@ -362,13 +427,19 @@ async fn record_created(
     let mut tx = ctx.store.begin_write().await?;
     inquiries::record_facts(&mut tx, row.id, &facts_of(inquiry), now).await?;
     let detail = if adopted {
-        format!("found {} at Persona (made before a restart) and kept it", inquiry.id)
+        format!(
+            "found {} at Persona (made before a restart) and kept it",
+            inquiry.id
+        )
     } else {
         format!(
             "created {} ({}), expires {}",
             inquiry.id,
             inquiry.status,
-            inquiry.expires_at.map(crate::clock::format_ts).unwrap_or_else(|| "-".into())
+            inquiry
+                .expires_at
+                .map(crate::clock::format_ts)
+                .unwrap_or_else(|| "-".into())
         )
     };
     events::record(
@@ -376,12 +447,20 @@ async fn record_created(
         now,
         Some(&claimed.user_id),
         Some(inquiry.id.as_str()),
-        if adopted { "inquiry.adopted" } else { "inquiry.created" },
+        if adopted {
+            "inquiry.adopted"
+        } else {
+            "inquiry.created"
+        },
         &detail,
     )
     .await?;
-    if mails::unsent_for_user(&mut *tx, &claimed.user_id).await?.is_none()
-        && mails::last_for_user(&mut *tx, &claimed.user_id).await?.is_none()
+    if mails::unsent_for_user(&mut *tx, &claimed.user_id)
+        .await?
+        .is_none()
+        && mails::last_for_user(&mut *tx, &claimed.user_id)
+            .await?
+            .is_none()
     {
         enqueue_invite(ctx, &mut tx, claimed, Some(row.id)).await?;
     }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use lettre::message::Mailbox;
 
-use super::{MailContext, MailKind, OutgoingMail, TemplateError, Templates, Transport, new_message_id};
+use super::{
+    MailContext, MailKind, OutgoingMail, TemplateError, Templates, Transport, new_message_id,
+};
 use crate::domain::User;
 use crate::links::MailLink;
 
@@ -37,7 +39,11 @@ pub struct SenderError {
 }
 
 impl Mailer {
-    pub fn new(transport: Transport, templates: Arc<Templates>, sender: &Sender) -> Result<Mailer, SenderError> {
+    pub fn new(
+        transport: Transport,
+        templates: Arc<Templates>,
+        sender: &Sender,
+    ) -> Result<Mailer, SenderError> {
         let parse = |key: &'static str, value: &str| {
             value.parse::<Mailbox>().map_err(|_| SenderError {
                 key,
@@ -48,7 +54,11 @@ impl Mailer {
             transport,
             templates,
             from: parse("from", &sender.from)?,
-            reply_to: sender.reply_to.as_deref().map(|r| parse("reply_to", r)).transpose()?,
+            reply_to: sender
+                .reply_to
+                .as_deref()
+                .map(|r| parse("reply_to", r))
+                .transpose()?,
             app_name: sender.app_name.clone(),
             support_email: sender.support_email.clone(),
         })

@@ -71,8 +71,13 @@ pub fn new_idempotency_key(reference_id: &str, generation: i64) -> String {
 }
 
 /// The user's newest inquiry that has not been replaced.
-pub async fn current(conn: impl sqlx::SqliteExecutor<'_>, user_id: &str) -> Result<Option<InquiryRow>> {
-    let sql = format!("{SELECT} WHERE user_id = ? AND superseded_at IS NULL ORDER BY generation DESC LIMIT 1");
+pub async fn current(
+    conn: impl sqlx::SqliteExecutor<'_>,
+    user_id: &str,
+) -> Result<Option<InquiryRow>> {
+    let sql = format!(
+        "{SELECT} WHERE user_id = ? AND superseded_at IS NULL ORDER BY generation DESC LIMIT 1"
+    );
     Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
         .bind(user_id)
         .fetch_optional(conn)
@@ -130,7 +135,12 @@ pub async fn begin_create(
 
 /// Gives a still-`creating` row a new key: its old one is older than Persona keeps keys, and
 /// Persona was searched and holds no live inquiry for the user.
-pub async fn renew_key(store: &Store, row: &InquiryRow, reference_id: &str, now: DateTime<Utc>) -> Result<InquiryRow> {
+pub async fn renew_key(
+    store: &Store,
+    row: &InquiryRow,
+    reference_id: &str,
+    now: DateTime<Utc>,
+) -> Result<InquiryRow> {
     sqlx::query("UPDATE inquiries SET idempotency_key = ?, key_created_at = ?, updated_at = ? WHERE id = ? AND status = ?")
         .bind(new_idempotency_key(reference_id, row.generation))
         .bind(format_ts(now))
@@ -139,7 +149,9 @@ pub async fn renew_key(store: &Store, row: &InquiryRow, reference_id: &str, now:
         .bind(CREATING)
         .execute(store.writer())
         .await?;
-    Ok(by_row_id(store.reader(), row.id).await?.expect("row exists"))
+    Ok(by_row_id(store.reader(), row.id)
+        .await?
+        .expect("row exists"))
 }
 
 /// Records Persona's answer on a row, inside the caller's transaction.

@@ -57,15 +57,23 @@ pub async fn enqueue(
 }
 
 /// The user's mail waiting to go out (queued, or caught mid-send by a crash), if any.
-pub async fn unsent_for_user(conn: impl sqlx::SqliteExecutor<'_>, user_id: &str) -> Result<Option<MailRow>> {
-    let sql = format!("{SELECT} WHERE user_id = ? AND status IN ('queued', 'sending') ORDER BY id DESC LIMIT 1");
+pub async fn unsent_for_user(
+    conn: impl sqlx::SqliteExecutor<'_>,
+    user_id: &str,
+) -> Result<Option<MailRow>> {
+    let sql = format!(
+        "{SELECT} WHERE user_id = ? AND status IN ('queued', 'sending') ORDER BY id DESC LIMIT 1"
+    );
     Ok(sqlx::query_as::<_, MailRow>(sqlx::AssertSqlSafe(sql))
         .bind(user_id)
         .fetch_optional(conn)
         .await?)
 }
 
-pub async fn last_for_user(conn: impl sqlx::SqliteExecutor<'_>, user_id: &str) -> Result<Option<MailRow>> {
+pub async fn last_for_user(
+    conn: impl sqlx::SqliteExecutor<'_>,
+    user_id: &str,
+) -> Result<Option<MailRow>> {
     let sql = format!("{SELECT} WHERE user_id = ? ORDER BY id DESC LIMIT 1");
     Ok(sqlx::query_as::<_, MailRow>(sqlx::AssertSqlSafe(sql))
         .bind(user_id)
@@ -75,7 +83,12 @@ pub async fn last_for_user(conn: impl sqlx::SqliteExecutor<'_>, user_id: &str) -
 
 /// Counts an attempt before the send: a crash during it leaves `sending`, and the next run sends
 /// again with the same Message-ID.
-pub async fn mark_sending(store: &Store, id: i64, link_expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Result<()> {
+pub async fn mark_sending(
+    store: &Store,
+    id: i64,
+    link_expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<()> {
     sqlx::query(
         "UPDATE mails SET status = 'sending', attempts = attempts + 1, link_expires_at = ?, updated_at = ? WHERE id = ?",
     )
@@ -87,7 +100,11 @@ pub async fn mark_sending(store: &Store, id: i64, link_expires_at: Option<DateTi
     Ok(())
 }
 
-pub async fn mark_sent(conn: &mut sqlx::SqliteConnection, id: i64, now: DateTime<Utc>) -> Result<()> {
+pub async fn mark_sent(
+    conn: &mut sqlx::SqliteConnection,
+    id: i64,
+    now: DateTime<Utc>,
+) -> Result<()> {
     sqlx::query("UPDATE mails SET status = 'sent', sent_at = ?, last_error = NULL, updated_at = ? WHERE id = ?")
         .bind(format_ts(now))
         .bind(format_ts(now))
@@ -98,7 +115,13 @@ pub async fn mark_sent(conn: &mut sqlx::SqliteConnection, id: i64, now: DateTime
 }
 
 /// A transient failure: back to the queue, due again at `next`.
-pub async fn mark_retry(store: &Store, id: i64, next: DateTime<Utc>, error: &str, now: DateTime<Utc>) -> Result<()> {
+pub async fn mark_retry(
+    store: &Store,
+    id: i64,
+    next: DateTime<Utc>,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
     sqlx::query("UPDATE mails SET status = 'queued', next_attempt_at = ?, last_error = ?, updated_at = ? WHERE id = ?")
         .bind(format_ts(next))
         .bind(error)
@@ -118,7 +141,12 @@ pub async fn unclaim(store: &Store, id: i64) -> Result<()> {
     Ok(())
 }
 
-pub async fn mark_failed(conn: &mut sqlx::SqliteConnection, id: i64, error: &str, now: DateTime<Utc>) -> Result<()> {
+pub async fn mark_failed(
+    conn: &mut sqlx::SqliteConnection,
+    id: i64,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
     sqlx::query("UPDATE mails SET status = 'failed', last_error = ?, updated_at = ? WHERE id = ?")
         .bind(error)
         .bind(format_ts(now))
@@ -129,7 +157,11 @@ pub async fn mark_failed(conn: &mut sqlx::SqliteConnection, id: i64, error: &str
 }
 
 /// Drops a user's unsent mails (the user finished, or a newer mail replaces them).
-pub async fn cancel_unsent(conn: &mut sqlx::SqliteConnection, user_id: &str, now: DateTime<Utc>) -> Result<u64> {
+pub async fn cancel_unsent(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    now: DateTime<Utc>,
+) -> Result<u64> {
     Ok(sqlx::query(
         "UPDATE mails SET status = 'cancelled', updated_at = ? WHERE user_id = ? AND status IN ('queued', 'sending')",
     )
@@ -141,7 +173,11 @@ pub async fn cancel_unsent(conn: &mut sqlx::SqliteConnection, user_id: &str, now
 }
 
 /// Users with a mail that is due now and are not pending (refresh's renewed mails after a crash).
-pub async fn due_users_not_pending(store: &Store, now: DateTime<Utc>, limit: u32) -> Result<Vec<String>> {
+pub async fn due_users_not_pending(
+    store: &Store,
+    now: DateTime<Utc>,
+    limit: u32,
+) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
         "SELECT DISTINCT m.user_id FROM mails m JOIN user_states s ON s.user_id = m.user_id \
          WHERE m.status IN ('queued', 'sending') AND m.next_attempt_at <= ? AND s.state != 'pending' LIMIT ?",

@@ -67,7 +67,15 @@ pub async fn discover(store: &Store, now: DateTime<Utc>, limit: u32) -> Result<(
         match reason {
             None => {
                 pending += 1;
-                events::record(&mut tx, now, Some(&raw.id), None, "user.discovered", "new user, pending").await?;
+                events::record(
+                    &mut tx,
+                    now,
+                    Some(&raw.id),
+                    None,
+                    "user.discovered",
+                    "new user, pending",
+                )
+                .await?;
             }
             Some(r) => {
                 skipped += 1;
@@ -106,7 +114,12 @@ pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usiz
         }
         let mut tx = store.begin_write().await?;
         let (state, reason, kind, detail) = match User::parse(&raw, now.date_naive()) {
-            Ok(_) => ("pending", None, "user.revalidated", "the row was edited and is now usable".to_owned()),
+            Ok(_) => (
+                "pending",
+                None,
+                "user.revalidated",
+                "the row was edited and is now usable".to_owned(),
+            ),
             Err(e) => ("skipped", Some(e.0.clone()), "user.skipped", e.0),
         };
         sqlx::query(
@@ -137,7 +150,8 @@ pub async fn claim_pending(
     limit: u32,
 ) -> Result<Vec<Claimed>> {
     let ts = format_ts(now);
-    let until = format_ts(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
+    let until =
+        format_ts(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
     let mut tx = store.begin_write().await?;
     let rows = sqlx::query(
         "UPDATE user_states SET lease_until = ?1 \
@@ -167,7 +181,8 @@ pub async fn claim_one(
     now: DateTime<Utc>,
     lease: std::time::Duration,
 ) -> Result<Option<Claimed>> {
-    let until = format_ts(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
+    let until =
+        format_ts(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
     let mut tx = store.begin_write().await?;
     let row = sqlx::query(
         "UPDATE user_states SET lease_until = ?1 \
@@ -185,7 +200,11 @@ pub async fn claim_one(
 
 /// Ends a lease. `defer_until`: the user is not to be taken again before then (a run that
 /// started earlier will not take them again at all).
-pub async fn release(store: &Store, user_id: &str, defer_until: Option<DateTime<Utc>>) -> Result<()> {
+pub async fn release(
+    store: &Store,
+    user_id: &str,
+    defer_until: Option<DateTime<Utc>>,
+) -> Result<()> {
     sqlx::query("UPDATE user_states SET lease_until = ? WHERE user_id = ?")
         .bind(defer_until.map(format_ts))
         .bind(user_id)
@@ -228,15 +247,19 @@ pub async fn set_reason(store: &Store, user_id: &str, reason: Option<&str>) -> R
 }
 
 pub async fn get_state(store: &Store, user_id: &str) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT state FROM user_states WHERE user_id = ?")
-        .bind(user_id)
-        .fetch_optional(store.reader())
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT state FROM user_states WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_optional(store.reader())
+            .await?,
+    )
 }
 
 pub async fn by_reference(store: &Store, reference_id: &str) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar("SELECT user_id FROM user_states WHERE reference_id = ?")
-        .bind(reference_id)
-        .fetch_optional(store.reader())
-        .await?)
+    Ok(
+        sqlx::query_scalar("SELECT user_id FROM user_states WHERE reference_id = ?")
+            .bind(reference_id)
+            .fetch_optional(store.reader())
+            .await?,
+    )
 }

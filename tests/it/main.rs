@@ -1,6 +1,5 @@
 //! The one integration-test binary: each file is a behaviour, `support` holds the set-up.
 
-
 mod config_loading;
 mod mail_delivery;
 mod mail_templates;

@@ -41,7 +41,11 @@ impl TestApp {
                 "api_base = \"http://127.0.0.1:9/api/v1\"",
                 1,
             )
-            .replacen("smtp_url = \"smtp://127.0.0.1:25\"", "smtp_url = \"smtp://127.0.0.1:9\"", 1);
+            .replacen(
+                "smtp_url = \"smtp://127.0.0.1:25\"",
+                "smtp_url = \"smtp://127.0.0.1:9\"",
+                1,
+            );
         std::fs::write(&config, text).expect("write config");
         copy_dir(
             &repo_root().join("templates"),
