@@ -4,4 +4,6 @@ mod support;
 
 mod config_loading;
 mod store_concurrency;
+mod unit_file;
 mod users_and_status;
+mod webhook_signature;
