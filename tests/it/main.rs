@@ -8,4 +8,6 @@ mod sim_conformance;
 mod sim_semantics;
 mod store_concurrency;
 mod support;
+mod unit_file;
 mod users_and_status;
+mod webhook_signature;
