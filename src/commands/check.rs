@@ -64,7 +64,7 @@ fn check_templates(config: &Config) -> CheckLine {
 }
 
 async fn check_persona(config: &Config) -> CheckLine {
-    let (ok, detail) = match super::context::persona_client(config) {
+    let (ok, detail) = match super::context::persona_client(config, Some(0)) {
         Err(e) => (false, format!("{e:#}")),
         Ok(client) => match client.rate_limits().await {
             Ok(limits) => {

@@ -13,7 +13,8 @@ use crate::jobs::{JobContext, JobSettings};
 use crate::mail::{MailSettings, Mailer, Sender, Templates, Transport, TransportKind};
 use crate::persona::{ClientConfig, PersonaClient};
 
-pub fn persona_client(config: &Config) -> anyhow::Result<PersonaClient> {
+/// The configured client; `max_retries` overrides the config (`check` asks once, it diagnoses).
+pub fn persona_client(config: &Config, max_retries: Option<u32>) -> anyhow::Result<PersonaClient> {
     let key = config.persona.require_api_key()?.clone();
     Ok(PersonaClient::new(ClientConfig {
         api_base: config.persona.api_base.clone(),
@@ -21,7 +22,7 @@ pub fn persona_client(config: &Config) -> anyhow::Result<PersonaClient> {
         api_key: key,
         requests_per_minute: config.persona.requests_per_minute,
         timeout: config.persona.timeout,
-        max_retries: config.persona.max_retries,
+        max_retries: max_retries.unwrap_or(config.persona.max_retries),
         retry_base_delay: ClientConfig::DEFAULT_RETRY_BASE_DELAY,
     })?)
 }
@@ -61,7 +62,7 @@ pub async fn build(
     transport: Option<Transport>,
 ) -> anyhow::Result<JobContext> {
     let templates = load_templates(config)?;
-    let persona = persona_client(config)?;
+    let persona = persona_client(config, None)?;
     let transport = match transport {
         Some(t) => t,
         None => Transport::from_settings(&mail_settings(config))

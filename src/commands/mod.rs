@@ -43,13 +43,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Users(cmd) => users::run(&config, cmd).await,
         Command::Status { json, user } => status::run(&config, json, user.as_deref()).await,
         Command::Check => check::run(&config).await,
-        Command::Run | Command::Once { .. } | Command::Preview { .. } | Command::Demo => {
-            Err(UsageError(format!(
-                "{:?} is not available in this build yet",
-                cli.command
-            ))
-            .into())
-        }
+        Command::Once { job } => once::run(&config, job).await,
+        Command::Preview { user } => preview::run(&config, &user).await,
+        Command::Run | Command::Demo => Err(UsageError(format!(
+            "{:?} is not available in this build yet",
+            cli.command
+        ))
+        .into()),
     }
 }
 

@@ -4,6 +4,7 @@ mod config_loading;
 mod mail_delivery;
 mod mail_templates;
 mod persona_client;
+mod provisioning;
 mod sim_conformance;
 mod sim_semantics;
 mod store_concurrency;

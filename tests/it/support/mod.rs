@@ -8,3 +8,4 @@ pub mod persona;
 pub mod sim;
 pub mod smtp;
 pub mod spec;
+pub mod stack;

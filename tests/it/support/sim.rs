@@ -12,7 +12,7 @@ use inquiry_mailer::sim::{self, SimConfig, SimHandle, WebhookTarget};
 use serde_json::Value;
 use url::Url;
 
-pub const API_KEY: &str = "persona_sandbox_simulator_test_key";
+pub const API_KEY: &str = "sim-test-key-not-a-real-persona-key";
 
 pub fn http_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
