@@ -24,6 +24,10 @@ pub async fn run(config: &Config, job: JobArg) -> anyhow::Result<ExitCode> {
         let report = provision::run(&ctx).await?;
         println!("provision: {report}");
     }
+    if matches!(job, JobArg::Refresh | JobArg::All) {
+        let report = crate::jobs::refresh::run(&ctx).await?;
+        println!("refresh: {report}");
+    }
     ctx.store.close().await;
     Ok(ExitCode::SUCCESS)
 }

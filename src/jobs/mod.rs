@@ -4,6 +4,8 @@
 pub mod deliver;
 pub mod fresh_link;
 pub mod provision;
+pub mod refresh;
+pub mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -175,7 +175,7 @@ async fn provision_user(
             None => begin_create(ctx, claimed).await?,
         };
         if row.status == CREATING {
-            match create(ctx, claimed, &user, row).await? {
+            match create(ctx, claimed, &user, row, MailKind::Invite).await? {
                 Created::Done { fresh: f, adopted } => {
                     fresh = f;
                     outcome.created = !adopted;
@@ -236,7 +236,10 @@ async fn skip_user(
     Ok(())
 }
 
-async fn begin_create(ctx: &JobContext, claimed: &Claimed) -> Result<InquiryRow, JobError> {
+pub(crate) async fn begin_create(
+    ctx: &JobContext,
+    claimed: &Claimed,
+) -> Result<InquiryRow, JobError> {
     let now = ctx.clock.now();
     let mut tx = ctx.store.begin_write().await?;
     let row = inquiries::begin_create(
@@ -257,30 +260,42 @@ async fn enqueue_invite(
     claimed: &Claimed,
     inquiry_row: Option<i64>,
 ) -> Result<(), JobError> {
+    enqueue(ctx, tx, claimed, inquiry_row, MailKind::Invite).await
+}
+
+/// Queues a mail of `kind` linking to `inquiry_row`, inside the caller's transaction.
+pub(crate) async fn enqueue(
+    ctx: &JobContext,
+    tx: &mut sqlx::SqliteConnection,
+    claimed: &Claimed,
+    inquiry_row: Option<i64>,
+    kind: MailKind,
+) -> Result<(), JobError> {
     let now = ctx.clock.now();
     let message_id = ctx.mailer.new_message_id();
     mails::enqueue(
         tx,
         &claimed.user_id,
         inquiry_row,
-        MailKind::Invite.as_str(),
+        kind.as_str(),
         &message_id,
         now,
     )
     .await?;
+    let detail = format!("{kind} queued");
     events::record(
         tx,
         now,
         Some(&claimed.user_id),
         None,
         "mail.queued",
-        "invite queued",
+        &detail,
     )
     .await?;
     Ok(())
 }
 
-enum Created {
+pub(crate) enum Created {
     Done { fresh: Fresh, adopted: bool },
     Rejected,
     Later,
@@ -310,12 +325,14 @@ pub fn create_request(ctx: &JobContext, claimed: &Claimed, user: &User) -> Creat
     }
 }
 
-/// Runs (or re-runs) the create call of a `creating` row and records the answer.
-async fn create(
+/// Runs (or re-runs) the create call of a `creating` row, records the answer and queues a mail
+/// of `mail_kind` with it.
+pub(crate) async fn create(
     ctx: &JobContext,
     claimed: &Claimed,
     user: &User,
     mut row: InquiryRow,
+    mail_kind: MailKind,
 ) -> Result<Created, JobError> {
     let now = ctx.clock.now();
     if row.key_created_at().is_none_or(|t| now - t > KEY_TRUST) {
@@ -323,7 +340,7 @@ async fn create(
         // Look for one made under it first.
         match find_live(ctx, claimed).await {
             Ok(Some(inquiry)) => {
-                record_created(ctx, claimed, &row, &inquiry, true).await?;
+                record_created(ctx, claimed, &row, &inquiry, true, mail_kind).await?;
                 return Ok(Created::Done {
                     fresh: Fresh::Nothing,
                     adopted: true,
@@ -347,7 +364,7 @@ async fn create(
         .await
     {
         Ok(created) => {
-            record_created(ctx, claimed, &row, &created.inquiry, false).await?;
+            record_created(ctx, claimed, &row, &created.inquiry, false, mail_kind).await?;
             let fresh = match (created.one_time_link, created.session_token) {
                 (Some(l), _) => Fresh::OneTime(l),
                 (None, Some(t)) => Fresh::Token(t),
@@ -422,6 +439,7 @@ async fn record_created(
     row: &InquiryRow,
     inquiry: &crate::persona::Inquiry,
     adopted: bool,
+    mail_kind: MailKind,
 ) -> Result<(), JobError> {
     let now = ctx.clock.now();
     let mut tx = ctx.store.begin_write().await?;
@@ -455,14 +473,16 @@ async fn record_created(
         &detail,
     )
     .await?;
+    let first = mails::last_for_user(&mut *tx, &claimed.user_id)
+        .await?
+        .is_none();
     if mails::unsent_for_user(&mut *tx, &claimed.user_id)
         .await?
         .is_none()
-        && mails::last_for_user(&mut *tx, &claimed.user_id)
-            .await?
-            .is_none()
+        && (first || mail_kind == MailKind::Renewed)
     {
-        enqueue_invite(ctx, &mut tx, claimed, Some(row.id)).await?;
+        let kind = if first { MailKind::Invite } else { mail_kind };
+        enqueue(ctx, &mut tx, claimed, Some(row.id), kind).await?;
     }
     tx.commit().await.map_err(StoreError::from)?;
     tracing::info!(user = %claimed.user_id, inquiry = %inquiry.id, adopted, "inquiry ready");

@@ -5,6 +5,7 @@ mod mail_delivery;
 mod mail_templates;
 mod persona_client;
 mod provisioning;
+mod refresh;
 mod sim_conformance;
 mod sim_semantics;
 mod store_concurrency;

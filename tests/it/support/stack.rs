@@ -61,6 +61,13 @@ impl Stack {
             ),
         ];
         all.extend_from_slice(edits);
+        // Tests are not rate-budget tests unless they say so.
+        if !edits
+            .iter()
+            .any(|(old, _)| old.contains("requests_per_minute"))
+        {
+            all.push(("requests_per_minute = 240", "requests_per_minute = 60000"));
+        }
         let app = TestApp::with_config(&all);
         // Point the loopback placeholders of TestApp at this stack's servers.
         let text = std::fs::read_to_string(&app.config)

@@ -1,0 +1,925 @@
+//! Refresh: after each run every unfinished user's latest mail carries a link that works now,
+//! unless a documented limit holds it back (and then `status --user` says which).
+//!
+//! A run: (1) syncs statuses in bulk — one list of the template's live inquiries, 100 a page,
+//! plus id lookups for the few that left that list; (2) learns the template's latest published
+//! version once; (3) decides per current inquiry: nothing, resume, or recreate; (4) retries
+//! renewed mails that did not go out; (5) expires at Persona the inquiries it replaced.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::deliver::{Delivery, deliver};
+use super::fresh_link::{self, Fresh, LinkProblem, MAX_SESSIONS};
+use super::provision::{self, Created};
+use super::status::{self, Applied};
+use super::{JobContext, JobError, LEASE, RunFlags, is_fatal};
+use crate::clock::format_ts;
+use crate::domain::{InquiryId, InquiryStatus, LinkKind, TemplateVersionId, User};
+use crate::mail::MailKind;
+use crate::persona::{IdempotencyKey, Inquiry, ListFilter, PersonaError};
+use crate::store::inquiries::{self, CREATING, InquiryRow};
+use crate::store::user_states::{self, Claimed};
+use crate::store::{StoreError, events, mails, users};
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RefreshReport {
+    pub live_inquiries: usize,
+    pub statuses_changed: usize,
+    pub users_finished: usize,
+    pub resumed: usize,
+    pub recreated: usize,
+    pub held_back: usize,
+    pub mails_sent: usize,
+    pub mails_deferred: usize,
+    pub old_inquiries_expired: usize,
+    /// How the template's latest version was learned: "template", "inquiry", or "unknown".
+    pub template_version_source: &'static str,
+}
+
+impl std::fmt::Display for RefreshReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} live inquiries, {} status changes ({} users finished), {} resumed, {} recreated, {} held back by limits, {} mails sent, {} waiting for a retry, {} replaced inquiries expired",
+            self.live_inquiries,
+            self.statuses_changed,
+            self.users_finished,
+            self.resumed,
+            self.recreated,
+            self.held_back,
+            self.mails_sent,
+            self.mails_deferred,
+            self.old_inquiries_expired
+        )
+    }
+}
+
+/// What to do with one user's current inquiry, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Nothing,
+    /// Resume it (expiring it first when still `pending`, so the resume starts a fresh interval).
+    Resume(String),
+    Recreate(String),
+    /// Due, but a limit says not now; the reason goes on the user.
+    Hold(String),
+}
+
+/// The facts a decision is made from.
+#[derive(Debug, Clone)]
+pub struct Situation<'a> {
+    pub row: &'a InquiryRow,
+    pub now: DateTime<Utc>,
+    pub latest_version: Option<&'a TemplateVersionId>,
+    pub last_mailed_at: Option<DateTime<Utc>>,
+}
+
+/// The refresh policy, as a pure function of the situation and the config.
+pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: LinkKind) -> Decision {
+    let row = s.row;
+    if row.status == CREATING {
+        // A recreate that a crash interrupted: the old inquiry is already replaced, so the user
+        // holds no working link until this one exists. Finish it whatever the resend spacing.
+        return Decision::Recreate("finishing an interrupted create".into());
+    }
+    let dur =
+        |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
+    let due_at = row.expires_at().map(|t| t - dur(cfg.refresh_before_expiry));
+    let expired = row.status == "expired" || row.expires_at().is_some_and(|t| t <= s.now);
+    let near_expiry = expired || due_at.is_some_and(|t| t <= s.now);
+    let outdated = cfg.recreate_on_new_template_version
+        && s.latest_version.is_some()
+        && row.template_version_id.as_ref().map(String::as_str)
+            != s.latest_version.map(TemplateVersionId::as_str);
+    let too_old = row.born_at().is_some_and(|b| s.now - b > dur(cfg.max_age));
+
+    let action = if outdated {
+        Decision::Recreate(format!(
+            "pinned to template version {}, latest is {}",
+            row.template_version_id.as_deref().unwrap_or("unknown"),
+            s.latest_version
+                .map(TemplateVersionId::as_str)
+                .unwrap_or("unknown")
+        ))
+    } else if too_old && kind != LinkKind::Static {
+        Decision::Recreate(format!(
+            "older than max_age ({})",
+            humantime::format_duration(cfg.max_age)
+        ))
+    } else if !near_expiry {
+        return Decision::Nothing;
+    } else if row.status == "created" && !expired {
+        Decision::Recreate("created and close to expiry (Persona has no way to extend it)".into())
+    } else if row.resume_count >= i64::from(cfg.max_resumes) {
+        Decision::Recreate(format!(
+            "near expiry and out of resumes ({} of {})",
+            row.resume_count, cfg.max_resumes
+        ))
+    } else if row.session_count + 1 >= MAX_SESSIONS {
+        Decision::Recreate(format!(
+            "near expiry and out of sessions ({} of {MAX_SESSIONS})",
+            row.session_count
+        ))
+    } else if expired {
+        Decision::Resume(format!(
+            "expired; resume {} of {}",
+            row.resume_count + 1,
+            cfg.max_resumes
+        ))
+    } else {
+        Decision::Resume(format!(
+            "expires {}; resume {} of {}",
+            row.expires_at.as_deref().unwrap_or("-"),
+            row.resume_count + 1,
+            cfg.max_resumes
+        ))
+    };
+    let min_gap = dur(cfg.min_resend_interval);
+    if let Some(last) = s.last_mailed_at
+        && s.now - last < min_gap
+    {
+        let why = match &action {
+            Decision::Resume(w) | Decision::Recreate(w) => w.clone(),
+            _ => String::new(),
+        };
+        return Decision::Hold(format!(
+            "{why}; waiting for min_resend_interval until {}",
+            format_ts(last + min_gap)
+        ));
+    }
+    action
+}
+
+pub async fn run(ctx: &JobContext) -> Result<RefreshReport, JobError> {
+    let mut report = RefreshReport::default();
+    if ctx.settings.link_kind == LinkKind::Static {
+        // Static links never expire; what is left is learning who finished.
+        sync_statuses(ctx, &mut report).await?;
+        retry_unsent(ctx, &mut report, &Arc::new(RunFlags::default())).await?;
+        return Ok(report);
+    }
+    sync_statuses(ctx, &mut report).await?;
+    let latest = latest_version(ctx, &mut report).await?;
+    let flags = Arc::new(RunFlags::default());
+    act_on_due(ctx, &mut report, latest, &flags).await?;
+    retry_unsent(ctx, &mut report, &flags).await?;
+    expire_replaced(ctx, &mut report).await?;
+    Ok(report)
+}
+
+/// One list of the template's live inquiries (100 a page), then lookups by id, 100 a call, for
+/// the store's live rows that were not in it (they expired or finished).
+async fn sync_statuses(ctx: &JobContext, report: &mut RefreshReport) -> Result<(), JobError> {
+    let now = ctx.clock.now();
+    let mine: Vec<InquiryRow> = inquiries::live(&ctx.store).await?;
+    let mut by_id: HashMap<String, &InquiryRow> = mine
+        .iter()
+        .filter_map(|r| r.inquiry_id.clone().map(|id| (id, r)))
+        .collect();
+    let filter = ListFilter {
+        reference_id: None,
+        statuses: vec![InquiryStatus::Created, InquiryStatus::Pending],
+        template_id: Some(ctx.settings.template_id.clone()),
+        inquiry_ids: Vec::new(),
+    };
+    let mut pages = ctx.persona.inquiry_pages(&filter);
+    let mut static_seen = Vec::new();
+    while let Some(page) = pages.next_page().await.map_err(persona_error)? {
+        for inquiry in page {
+            report.live_inquiries += 1;
+            match by_id.remove(inquiry.id.as_str()) {
+                Some(row) => apply(ctx, report, row, &inquiry, "status sync", now).await?,
+                None if ctx.settings.link_kind == LinkKind::Static => static_seen.push(inquiry),
+                None => {}
+            }
+        }
+    }
+    for inquiry in static_seen {
+        adopt_static(ctx, report, &inquiry, now).await?;
+    }
+    let missing: Vec<InquiryId> = by_id
+        .keys()
+        .filter_map(|id| InquiryId::parse(id).ok())
+        .collect();
+    if !missing.is_empty() {
+        let filter = ListFilter {
+            inquiry_ids: missing,
+            ..ListFilter::default()
+        };
+        let found = ctx
+            .persona
+            .list_inquiries(&filter)
+            .await
+            .map_err(persona_error)?;
+        for inquiry in found {
+            if let Some(row) = by_id.get(inquiry.id.as_str()) {
+                apply(ctx, report, row, &inquiry, "status sync", now).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn apply(
+    ctx: &JobContext,
+    report: &mut RefreshReport,
+    row: &InquiryRow,
+    inquiry: &Inquiry,
+    source: &str,
+    now: DateTime<Utc>,
+) -> Result<(), JobError> {
+    match status::apply(
+        &ctx.store,
+        row,
+        &inquiry.status,
+        inquiry.expires_at,
+        source,
+        now,
+    )
+    .await?
+    {
+        Applied::Unchanged => {}
+        Applied::Updated => report.statuses_changed += 1,
+        Applied::Finished => {
+            report.statuses_changed += 1;
+            report.users_finished += 1;
+        }
+    }
+    Ok(())
+}
+
+/// A static-link user opened their link: Persona made an inquiry with their reference id. Keep
+/// it as the user's current inquiry so its status is followed from now on.
+async fn adopt_static(
+    ctx: &JobContext,
+    report: &mut RefreshReport,
+    inquiry: &Inquiry,
+    now: DateTime<Utc>,
+) -> Result<(), JobError> {
+    let Some(reference) = inquiry.reference_id.as_deref() else {
+        return Ok(());
+    };
+    let Some(user_id) = user_states::by_reference(&ctx.store, reference).await? else {
+        return Ok(());
+    };
+    if inquiries::by_inquiry_id(&ctx.store, inquiry.id.as_str())
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let mut tx = ctx.store.begin_write().await?;
+    let row = inquiries::begin_create(
+        &mut tx,
+        &user_id,
+        reference,
+        ctx.settings.template_id.as_str(),
+        now,
+    )
+    .await?;
+    inquiries::record_facts(&mut tx, row.id, &fresh_link::facts_of(inquiry), now).await?;
+    events::record(
+        &mut tx,
+        now,
+        Some(&user_id),
+        Some(inquiry.id.as_str()),
+        "inquiry.seen",
+        "the user opened their static link; following this inquiry",
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    let row = inquiries::by_row_id(ctx.store.reader(), row.id)
+        .await?
+        .expect("just written");
+    // Its state moves like any other inquiry's (created → invited, pending → started).
+    let placeholder = InquiryRow {
+        status: "created".into(),
+        ..row.clone()
+    };
+    apply(ctx, report, &placeholder, inquiry, "status sync", now).await
+}
+
+/// The template's latest published version: one call a run. Persona serves that endpoint to
+/// production keys only; elsewhere the version is read per due inquiry (`include`).
+async fn latest_version(
+    ctx: &JobContext,
+    report: &mut RefreshReport,
+) -> Result<Option<TemplateVersionId>, JobError> {
+    if !ctx.settings.inquiries.recreate_on_new_template_version {
+        report.template_version_source = "unknown";
+        return Ok(None);
+    }
+    match ctx
+        .persona
+        .retrieve_template(&ctx.settings.template_id)
+        .await
+    {
+        Ok(t) => {
+            report.template_version_source = "template";
+            Ok(t.latest_published_version)
+        }
+        Err(e) if is_fatal(&e) && e.status() == Some(401) => Err(JobError::Persona(e)),
+        Err(e) if e.is_transient() => Err(persona_error(e)),
+        Err(e) => {
+            tracing::info!(error = %e, "the inquiry template endpoint is not available to this key; reading versions per inquiry");
+            report.template_version_source = "inquiry";
+            Ok(None)
+        }
+    }
+}
+
+fn persona_error(e: PersonaError) -> JobError {
+    JobError::Persona(e)
+}
+
+async fn act_on_due(
+    ctx: &JobContext,
+    report: &mut RefreshReport,
+    latest: Option<TemplateVersionId>,
+    flags: &Arc<RunFlags>,
+) -> Result<(), JobError> {
+    let now = ctx.clock.now();
+    let rows = current_rows(ctx).await?;
+    let per_inquiry_versions = report.template_version_source == "inquiry";
+    let mut work = Vec::new();
+    for (row, last_mailed_at) in rows {
+        let decide_with = |latest: Option<&TemplateVersionId>| {
+            decide(
+                &Situation {
+                    row: &row,
+                    now,
+                    latest_version: latest,
+                    last_mailed_at,
+                },
+                &ctx.settings.inquiries,
+                ctx.settings.link_kind,
+            )
+        };
+        let mut decision = decide_with(latest.as_ref());
+        if per_inquiry_versions && decision != Decision::Nothing && row.inquiry_id.is_some() {
+            // Only inquiries already due pay for the per-inquiry version check.
+            let id = InquiryId::parse(row.inquiry_id.as_deref().unwrap_or_default())
+                .map_err(|e| StoreError::Conflict(e.0))?;
+            match ctx.persona.retrieve_inquiry(&id, true).await {
+                Ok(r) => decision = decide_with(r.latest_published_version.as_ref()),
+                Err(e) if is_fatal(&e) => return Err(JobError::Persona(e)),
+                Err(e) => {
+                    tracing::warn!(inquiry = %id, error = %e, "template version unknown this run")
+                }
+            }
+        }
+        match decision {
+            Decision::Nothing => {}
+            Decision::Hold(why) => {
+                report.held_back += 1;
+                hold(ctx, &row, &why, now).await?;
+            }
+            d => work.push((row, d)),
+        }
+    }
+    let permits = Arc::new(Semaphore::new(ctx.settings.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    for (row, decision) in work {
+        let (ctx, flags, permits) = (ctx.clone(), flags.clone(), permits.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await.expect("semaphore open");
+            if ctx.stop.is_cancelled() || flags.persona_down() {
+                return Ok(None);
+            }
+            let Some(claimed) =
+                user_states::claim_one(&ctx.store, &row.user_id, ctx.clock.now(), LEASE).await?
+            else {
+                return Ok(None);
+            };
+            let result = act(&ctx, &flags, &claimed, row, decision).await;
+            user_states::release(&ctx.store, &claimed.user_id, None).await?;
+            result.map(Some)
+        });
+    }
+    let mut fatal = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined.expect("refresh task panicked") {
+            Ok(Some(done)) => {
+                match done.action {
+                    Some(ActionTaken::Resumed) => report.resumed += 1,
+                    Some(ActionTaken::Recreated) => report.recreated += 1,
+                    None => {}
+                }
+                match done.delivery {
+                    Some(Delivery::Sent) => report.mails_sent += 1,
+                    Some(_) => report.mails_deferred += 1,
+                    None => {}
+                }
+            }
+            Ok(None) => {}
+            Err(e) => fatal = fatal.or(Some(e)),
+        }
+    }
+    fatal.map_or(Ok(()), Err)
+}
+
+/// Each unfinished user's current inquiry with when they were last mailed; users whose latest
+/// create was interrupted come too (their row is `creating`).
+async fn current_rows(
+    ctx: &JobContext,
+) -> Result<Vec<(InquiryRow, Option<DateTime<Utc>>)>, JobError> {
+    let rows: Vec<InquiryRow> = sqlx::query_as(
+        "SELECT i.id, i.user_id, i.generation, i.idempotency_key, i.key_created_at, i.inquiry_id, i.status, \
+                i.template_id, i.template_version_id, i.persona_created_at, i.expires_at, i.resume_count, \
+                i.session_count, i.superseded_at, i.superseded_reason, i.expired_remotely_at, i.created_at \
+         FROM inquiries i JOIN user_states s ON s.user_id = i.user_id \
+         WHERE s.state IN ('invited', 'started') AND i.superseded_at IS NULL \
+           AND i.generation = (SELECT MAX(generation) FROM inquiries j WHERE j.user_id = i.user_id) \
+           AND i.status IN ('created', 'pending', 'expired', 'creating') ORDER BY i.id",
+    )
+    .fetch_all(ctx.store.reader())
+    .await
+    .map_err(StoreError::from)?;
+    let mailed: HashMap<String, Option<String>> = sqlx::query_as::<_, (String, Option<String>)>(
+        "SELECT user_id, last_mailed_at FROM user_states WHERE state IN ('invited', 'started')",
+    )
+    .fetch_all(ctx.store.reader())
+    .await
+    .map_err(StoreError::from)?
+    .into_iter()
+    .collect();
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let last = mailed
+                .get(&r.user_id)
+                .and_then(|t| t.as_deref())
+                .and_then(crate::clock::parse_ts);
+            (r, last)
+        })
+        .collect())
+}
+
+async fn hold(
+    ctx: &JobContext,
+    row: &InquiryRow,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<(), JobError> {
+    let current: Option<String> =
+        sqlx::query_scalar("SELECT reason FROM user_states WHERE user_id = ?")
+            .bind(&row.user_id)
+            .fetch_optional(ctx.store.reader())
+            .await
+            .map_err(StoreError::from)?
+            .flatten();
+    // The same hold is recorded once, not every run.
+    let first_line = why.split("; waiting").next().unwrap_or(why);
+    if current
+        .as_deref()
+        .is_some_and(|c| c.starts_with(first_line))
+    {
+        return Ok(());
+    }
+    let mut tx = ctx.store.begin_write().await?;
+    sqlx::query("UPDATE user_states SET reason = ? WHERE user_id = ?")
+        .bind(why)
+        .bind(&row.user_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+    events::record(
+        &mut tx,
+        now,
+        Some(&row.user_id),
+        row.inquiry_id.as_deref(),
+        "refresh.hold",
+        why,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(())
+}
+
+enum ActionTaken {
+    Resumed,
+    Recreated,
+}
+
+struct Done {
+    action: Option<ActionTaken>,
+    delivery: Option<Delivery>,
+}
+
+async fn act(
+    ctx: &JobContext,
+    flags: &RunFlags,
+    claimed: &Claimed,
+    row: InquiryRow,
+    decision: Decision,
+) -> Result<Done, JobError> {
+    let now = ctx.clock.now();
+    let Some(raw) = users::get(&ctx.store, &claimed.user_id).await? else {
+        return Ok(Done {
+            action: None,
+            delivery: None,
+        });
+    };
+    let user = match User::parse(&raw, now.date_naive()) {
+        Ok(u) => u,
+        Err(e) => {
+            let mut tx = ctx.store.begin_write().await?;
+            user_states::set_state(&mut tx, &claimed.user_id, "skipped", Some(&e.0), None, now)
+                .await?;
+            events::record(
+                &mut tx,
+                now,
+                Some(&claimed.user_id),
+                None,
+                "user.skipped",
+                &e.0,
+            )
+            .await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            return Ok(Done {
+                action: None,
+                delivery: None,
+            });
+        }
+    };
+    let (action, fresh, inquiry_row) = match decision {
+        Decision::Resume(why) if row.status != CREATING => {
+            match resume(ctx, claimed, &row, &why).await {
+                Ok(fresh) => (ActionTaken::Resumed, fresh, row.id),
+                Err(LinkProblem::Store(e)) => return Err(e.into()),
+                Err(LinkProblem::Persona(e)) if is_fatal(&e) => return Err(JobError::Persona(e)),
+                Err(LinkProblem::Persona(e)) if e.is_transient() => {
+                    flags.set_persona_down();
+                    return Ok(Done {
+                        action: None,
+                        delivery: None,
+                    });
+                }
+                Err(problem) => {
+                    // A 409 (finished meanwhile) or a spent budget: the next run's sync and decision
+                    // take it from there; say so on the user.
+                    let why = format!("resume failed: {problem}");
+                    user_states::set_reason(&ctx.store, &claimed.user_id, Some(&why)).await?;
+                    return Ok(Done {
+                        action: None,
+                        delivery: None,
+                    });
+                }
+            }
+        }
+        Decision::Resume(why) | Decision::Recreate(why) => {
+            match recreate(ctx, claimed, &user, row, &why).await? {
+                Some((fresh, new_row)) => (ActionTaken::Recreated, fresh, new_row),
+                None => {
+                    return Ok(Done {
+                        action: None,
+                        delivery: None,
+                    });
+                }
+            }
+        }
+        Decision::Nothing | Decision::Hold(_) => {
+            return Ok(Done {
+                action: None,
+                delivery: None,
+            });
+        }
+    };
+    if !matches!(action, ActionTaken::Recreated) {
+        let mut tx = ctx.store.begin_write().await?;
+        mails::cancel_unsent(&mut tx, &claimed.user_id, now).await?;
+        provision::enqueue(ctx, &mut tx, claimed, Some(inquiry_row), MailKind::Renewed).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+    }
+    let mail = mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await?;
+    let delivery = match mail {
+        Some(mail) => Some(deliver(ctx, flags, claimed, &user, &mail, fresh).await?),
+        None => None,
+    };
+    Ok(Done {
+        action: Some(action),
+        delivery,
+    })
+}
+
+/// Resumes so the user gets a fresh interval: a `pending` inquiry is expired first, because a
+/// resume of a still-pending inquiry may keep its old expiry.
+async fn resume(
+    ctx: &JobContext,
+    claimed: &Claimed,
+    row: &InquiryRow,
+    why: &str,
+) -> Result<Fresh, LinkProblem> {
+    let id_text = row.inquiry_id.as_deref().ok_or(LinkProblem::NoInquiry)?;
+    let id = InquiryId::parse(id_text).map_err(|e| StoreError::Conflict(e.0))?;
+    let now = ctx.clock.now();
+    let mut row = row.clone();
+    if row.status != "expired" && row.expires_at().is_none_or(|t| t > now) {
+        let inquiry = ctx
+            .persona
+            .expire_inquiry(&id, &IdempotencyKey::generate())
+            .await?;
+        let mut tx = ctx.store.begin_write().await?;
+        inquiries::update_status(
+            &mut tx,
+            row.id,
+            inquiry.status.as_str(),
+            inquiry.expires_at,
+            now,
+        )
+        .await?;
+        events::record(
+            &mut tx,
+            now,
+            Some(&claimed.user_id),
+            Some(id_text),
+            "refresh.expire-for-resume",
+            why,
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        row.status = inquiry.status.as_str().to_owned();
+    }
+    let mut tx = ctx.store.begin_write().await?;
+    events::record(
+        &mut tx,
+        now,
+        Some(&claimed.user_id),
+        Some(id_text),
+        "refresh.resume",
+        why,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    let (_inquiry, token) = fresh_link::resume(ctx, claimed, &row, &id).await?;
+    Ok(match ctx.settings.link_kind {
+        LinkKind::Session => Fresh::Token(token),
+        // The one-time link is generated at send time from the now-pending inquiry.
+        _ => Fresh::Nothing,
+    })
+}
+
+/// A new inquiry replaces the current one: new generation and key, the old row marked replaced
+/// (and expired at Persona right after), unsent mails dropped, a `renewed` mail queued.
+async fn recreate(
+    ctx: &JobContext,
+    claimed: &Claimed,
+    user: &User,
+    row: InquiryRow,
+    why: &str,
+) -> Result<Option<(Fresh, i64)>, JobError> {
+    let now = ctx.clock.now();
+    let new_row = if row.status == CREATING {
+        // A recreate (or first create) interrupted before Persona answered: finish it.
+        row
+    } else {
+        let mut tx = ctx.store.begin_write().await?;
+        inquiries::supersede(&mut tx, row.id, why, now).await?;
+        mails::cancel_unsent(&mut tx, &claimed.user_id, now).await?;
+        events::record(
+            &mut tx,
+            now,
+            Some(&claimed.user_id),
+            row.inquiry_id.as_deref(),
+            "refresh.recreate",
+            why,
+        )
+        .await?;
+        let new_row = inquiries::begin_create(
+            &mut tx,
+            &claimed.user_id,
+            claimed.reference_id.as_str(),
+            ctx.settings.template_id.as_str(),
+            now,
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        new_row
+    };
+    let new_id = new_row.id;
+    match provision::create(ctx, claimed, user, new_row, MailKind::Renewed).await? {
+        Created::Done { fresh, .. } => {
+            expire_replaced_of(ctx, &claimed.user_id).await?;
+            Ok(Some((fresh, new_id)))
+        }
+        Created::Rejected | Created::Later => Ok(None),
+    }
+}
+
+async fn expire_replaced_of(ctx: &JobContext, user_id: &str) -> Result<(), JobError> {
+    let rows: Vec<InquiryRow> = inquiries::superseded_unexpired(&ctx.store, 1000)
+        .await?
+        .into_iter()
+        .filter(|r| r.user_id == user_id)
+        .collect();
+    for r in rows {
+        expire_one(ctx, &r).await?;
+    }
+    Ok(())
+}
+
+/// Expires replaced inquiries still live at Persona (a crash may have left some).
+async fn expire_replaced(ctx: &JobContext, report: &mut RefreshReport) -> Result<(), JobError> {
+    for r in inquiries::superseded_unexpired(&ctx.store, 1000).await? {
+        if ctx.stop.is_cancelled() {
+            break;
+        }
+        if expire_one(ctx, &r).await? {
+            report.old_inquiries_expired += 1;
+        }
+    }
+    Ok(())
+}
+
+async fn expire_one(ctx: &JobContext, row: &InquiryRow) -> Result<bool, JobError> {
+    let Some(id) = row
+        .inquiry_id
+        .as_deref()
+        .and_then(|i| InquiryId::parse(i).ok())
+    else {
+        return Ok(false);
+    };
+    match ctx
+        .persona
+        .expire_inquiry(&id, &IdempotencyKey::generate())
+        .await
+    {
+        Ok(_) => {
+            inquiries::mark_expired_remotely(&ctx.store, row.id, ctx.clock.now()).await?;
+            Ok(true)
+        }
+        Err(e) if is_fatal(&e) => Err(JobError::Persona(e)),
+        Err(e) if e.status() == Some(409) => {
+            // Finished meanwhile: nothing to expire.
+            inquiries::mark_expired_remotely(&ctx.store, row.id, ctx.clock.now()).await?;
+            Ok(false)
+        }
+        Err(e) => {
+            tracing::warn!(inquiry = %id, error = %e, "replaced inquiry not expired yet; next run retries");
+            Ok(false)
+        }
+    }
+}
+
+/// Renewed mails that did not go out (a crash, an SMTP outage) go out now.
+async fn retry_unsent(
+    ctx: &JobContext,
+    report: &mut RefreshReport,
+    flags: &Arc<RunFlags>,
+) -> Result<(), JobError> {
+    let users_due = mails::due_users_not_pending(&ctx.store, ctx.clock.now(), 10_000).await?;
+    let mut done = HashSet::new();
+    for user_id in users_due {
+        if ctx.stop.is_cancelled() || flags.smtp_down() || !done.insert(user_id.clone()) {
+            continue;
+        }
+        let Some(claimed) =
+            user_states::claim_one(&ctx.store, &user_id, ctx.clock.now(), LEASE).await?
+        else {
+            continue;
+        };
+        let outcome = retry_one(ctx, flags, &claimed).await;
+        user_states::release(&ctx.store, &user_id, None).await?;
+        match outcome? {
+            Some(Delivery::Sent) => report.mails_sent += 1,
+            Some(_) => report.mails_deferred += 1,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+async fn retry_one(
+    ctx: &JobContext,
+    flags: &RunFlags,
+    claimed: &Claimed,
+) -> Result<Option<Delivery>, JobError> {
+    let Some(mail) = mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await? else {
+        return Ok(None);
+    };
+    let Some(raw) = users::get(&ctx.store, &claimed.user_id).await? else {
+        return Ok(None);
+    };
+    let Ok(user) = User::parse(&raw, ctx.clock.now().date_naive()) else {
+        return Ok(None);
+    };
+    Ok(Some(
+        deliver(ctx, flags, claimed, &user, &mail, Fresh::Nothing).await?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::InquiriesConfig;
+    use std::time::Duration;
+
+    fn cfg() -> InquiriesConfig {
+        InquiriesConfig {
+            expires_after: Duration::from_secs(7 * 86_400),
+            refresh_before_expiry: Duration::from_secs(86_400),
+            max_age: Duration::from_secs(30 * 86_400),
+            recreate_on_new_template_version: true,
+            max_resumes: 5,
+            min_resend_interval: Duration::from_secs(86_400),
+        }
+    }
+
+    fn row(
+        status: &str,
+        created: DateTime<Utc>,
+        expires: Option<DateTime<Utc>>,
+        version: &str,
+    ) -> InquiryRow {
+        InquiryRow {
+            id: 1,
+            user_id: "usr_1".into(),
+            generation: 1,
+            idempotency_key: "k".into(),
+            key_created_at: format_ts(created),
+            inquiry_id: Some("inq_1".into()),
+            status: status.into(),
+            template_id: "itmpl_1".into(),
+            template_version_id: Some(version.into()),
+            persona_created_at: Some(format_ts(created)),
+            expires_at: expires.map(format_ts),
+            resume_count: 0,
+            session_count: 0,
+            superseded_at: None,
+            superseded_reason: None,
+            expired_remotely_at: None,
+            created_at: format_ts(created),
+        }
+    }
+
+    #[test]
+    fn decisions_follow_the_policy() {
+        let t0 = Utc::now();
+        let v1 = TemplateVersionId::parse("itmplv_1").unwrap();
+        let v2 = TemplateVersionId::parse("itmplv_2").unwrap();
+        let day = chrono::Duration::days(1);
+        let at = |r: &InquiryRow, now, latest, mailed| {
+            decide(
+                &Situation {
+                    row: r,
+                    now,
+                    latest_version: latest,
+                    last_mailed_at: mailed,
+                },
+                &cfg(),
+                LinkKind::Session,
+            )
+        };
+        let fresh = row("created", t0, Some(t0 + day * 7), "itmplv_1");
+        assert_eq!(at(&fresh, t0 + day, Some(&v1), Some(t0)), Decision::Nothing);
+        assert!(matches!(
+            at(&fresh, t0 + day, Some(&v2), Some(t0 - day * 2)),
+            Decision::Recreate(_)
+        ));
+        assert!(matches!(
+            at(
+                &fresh,
+                t0 + day * 6 + chrono::Duration::hours(1),
+                Some(&v1),
+                Some(t0)
+            ),
+            Decision::Recreate(_)
+        ));
+        let pending = row("pending", t0, Some(t0 + day * 7), "itmplv_1");
+        assert!(matches!(
+            at(
+                &pending,
+                t0 + day * 6 + chrono::Duration::hours(1),
+                Some(&v1),
+                Some(t0)
+            ),
+            Decision::Resume(_)
+        ));
+        // Within min_resend_interval of the last mail: held, with the reason.
+        match at(
+            &pending,
+            t0 + day * 6 + chrono::Duration::hours(1),
+            Some(&v1),
+            Some(t0 + day * 6),
+        ) {
+            Decision::Hold(why) => assert!(why.contains("min_resend_interval"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+        let mut spent = row("expired", t0, None, "itmplv_1");
+        spent.resume_count = 5;
+        match at(&spent, t0 + day * 8, Some(&v1), Some(t0)) {
+            Decision::Recreate(why) => assert!(why.contains("out of resumes"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+        let old = row("pending", t0, Some(t0 + day * 40), "itmplv_1");
+        match at(&old, t0 + day * 31, Some(&v1), Some(t0)) {
+            Decision::Recreate(why) => assert!(why.contains("max_age"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+    }
+}
