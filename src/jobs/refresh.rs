@@ -94,8 +94,7 @@ pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: Lin
     let near_expiry = expired || due_at.is_some_and(|t| t <= s.now);
     let outdated = cfg.recreate_on_new_template_version
         && s.latest_version.is_some()
-        && row.template_version_id.as_ref().map(String::as_str)
-            != s.latest_version.map(TemplateVersionId::as_str);
+        && row.template_version_id.as_deref() != s.latest_version.map(TemplateVersionId::as_str);
     let too_old = row.born_at().is_some_and(|b| s.now - b > dur(cfg.max_age));
 
     let action = if outdated {
