@@ -45,7 +45,17 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check => check::run(&config).await,
         Command::Once { job } => once::run(&config, job).await,
         Command::Preview { user } => preview::run(&config, &user).await,
-        Command::Run | Command::Demo => Err(UsageError(format!(
+        Command::Run => {
+            let notifier = crate::daemon::notify::Notifier::from_env();
+            crate::daemon::server::run(
+                config,
+                notifier,
+                tokio_util::sync::CancellationToken::new(),
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => Err(UsageError(format!(
             "{:?} is not available in this build yet",
             cli.command
         ))

@@ -1,8 +1,12 @@
-//! `inquiry-mailer run`: the long-running daemon around the jobs — webhook signatures and
-//! bodies, systemd notification, signals, and the metrics registry.
+//! `inquiry-mailer run`: the long-running daemon around the jobs — the cron schedule, the HTTP
+//! listener (webhooks, health, metrics), systemd notification, signals and reload.
 
+pub mod health;
+pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod scheduler;
+pub mod server;
 pub mod signals;
 pub mod signature;
 pub mod webhook_event;

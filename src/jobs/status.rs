@@ -30,6 +30,15 @@ pub async fn apply(
     if row.status == status.as_str() && same_expiry {
         return Ok(Applied::Unchanged);
     }
+    // A finished inquiry never becomes live again: a live status arriving now is older news
+    // (webhooks come in any order).
+    let row_finished = !matches!(
+        row.status.as_str(),
+        "created" | "pending" | "expired" | inquiries::CREATING
+    );
+    if row_finished && !status.is_finished() {
+        return Ok(Applied::Unchanged);
+    }
     let mut tx = store.begin_write().await?;
     inquiries::update_status(&mut tx, row.id, status.as_str(), expires_at, now).await?;
     let mut applied = Applied::Updated;

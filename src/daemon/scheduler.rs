@@ -1,0 +1,237 @@
+//! The two jobs on their cron schedules (tokio-cron-scheduler), each behind a guard so a run
+//! never overlaps itself: tokio-cron-scheduler starts a job whenever it is due, even while the
+//! last run is still going. Each run is recorded in `job_runs` for `/healthz`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Mutex, RwLock};
+use tokio_cron_scheduler::{Job, JobScheduler};
+use uuid::Uuid;
+
+use super::notify::Notifier;
+use crate::clock::format_ts;
+use crate::jobs::{JobContext, provision, refresh};
+use crate::store::Store;
+
+/// The daemon's two jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobKind {
+    Provision,
+    Refresh,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 2] = [JobKind::Provision, JobKind::Refresh];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Provision => "provision",
+            JobKind::Refresh => "refresh",
+        }
+    }
+}
+
+/// Swapped as a whole on reload; a run keeps the context it started with.
+pub type SharedContext = Arc<RwLock<Arc<JobContext>>>;
+
+/// Runs jobs, one at a time per kind.
+#[derive(Clone)]
+pub struct Runner {
+    context: SharedContext,
+    notifier: Notifier,
+    guards: Arc<[Mutex<()>; 2]>,
+}
+
+/// How a requested run went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunOutcome {
+    Finished(String),
+    Failed(String),
+    /// The previous run of the same job was still going.
+    SkippedOverlap,
+}
+
+impl Runner {
+    pub fn new(context: SharedContext, notifier: Notifier) -> Runner {
+        Runner {
+            context,
+            notifier,
+            guards: Arc::new([Mutex::new(()), Mutex::new(())]),
+        }
+    }
+
+    fn guard(&self, kind: JobKind) -> &Mutex<()> {
+        &self.guards[kind as usize]
+    }
+
+    /// Runs `kind` now unless a run of it is in progress.
+    pub async fn run(&self, kind: JobKind) -> RunOutcome {
+        let Ok(_held) = self.guard(kind).try_lock() else {
+            tracing::warn!(
+                job = kind.as_str(),
+                "previous run still going; this one is skipped"
+            );
+            metrics::counter!("job_runs_total", "job" => kind.as_str(), "outcome" => "skipped_overlap").increment(1);
+            return RunOutcome::SkippedOverlap;
+        };
+        let ctx = self.context.read().await.clone();
+        if ctx.stop.is_cancelled() {
+            return RunOutcome::SkippedOverlap;
+        }
+        let started = ctx.clock.now();
+        let run_id = match record_start(&ctx.store, kind, started).await {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::error!(job = kind.as_str(), error = %e, "cannot record the job run");
+                return RunOutcome::Failed(e.to_string());
+            }
+        };
+        self.notifier.status(&format!("{}: running", kind.as_str()));
+        let clock = Instant::now();
+        let result = match kind {
+            JobKind::Provision => provision::run(&ctx).await.map(|r| r.to_string()),
+            JobKind::Refresh => refresh::run(&ctx).await.map(|r| r.to_string()),
+        };
+        let secs = clock.elapsed().as_secs_f64();
+        metrics::histogram!("job_duration_seconds", "job" => kind.as_str()).record(secs);
+        let (outcome, detail, ret) = match result {
+            Ok(summary) => {
+                tracing::info!(job = kind.as_str(), seconds = secs, "{summary}");
+                ("ok", summary.clone(), RunOutcome::Finished(summary))
+            }
+            Err(e) => {
+                tracing::error!(job = kind.as_str(), error = %e, "job run failed");
+                ("failed", e.to_string(), RunOutcome::Failed(e.to_string()))
+            }
+        };
+        metrics::counter!("job_runs_total", "job" => kind.as_str(), "outcome" => outcome)
+            .increment(1);
+        if let Err(e) = record_finish(&ctx.store, run_id, ctx.clock.now(), outcome, &detail).await {
+            tracing::error!(job = kind.as_str(), error = %e, "cannot record the end of the job run");
+        }
+        self.notifier.status(&format!(
+            "idle; last {} {} at {}",
+            kind.as_str(),
+            outcome,
+            format_ts(ctx.clock.now())
+        ));
+        ret
+    }
+
+    /// Waits until no run is in progress (shutdown); returns false when `within` ran out.
+    pub async fn wait_idle(&self, within: std::time::Duration) -> bool {
+        let all = async {
+            for kind in JobKind::ALL {
+                let _ = self.guard(kind).lock().await;
+            }
+        };
+        tokio::time::timeout(within, all).await.is_ok()
+    }
+}
+
+async fn record_start(
+    store: &Store,
+    kind: JobKind,
+    at: DateTime<Utc>,
+) -> crate::store::Result<i64> {
+    Ok(
+        sqlx::query_scalar("INSERT INTO job_runs (job, started_at) VALUES (?, ?) RETURNING id")
+            .bind(kind.as_str())
+            .bind(format_ts(at))
+            .fetch_one(store.writer())
+            .await?,
+    )
+}
+
+async fn record_finish(
+    store: &Store,
+    id: i64,
+    at: DateTime<Utc>,
+    outcome: &str,
+    detail: &str,
+) -> crate::store::Result<()> {
+    sqlx::query("UPDATE job_runs SET finished_at = ?, outcome = ?, detail = ? WHERE id = ?")
+        .bind(format_ts(at))
+        .bind(outcome)
+        .bind(detail)
+        .bind(id)
+        .execute(store.writer())
+        .await?;
+    Ok(())
+}
+
+/// The cron schedule around a `Runner`.
+pub struct Schedule {
+    scheduler: JobScheduler,
+    jobs: Vec<Uuid>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("scheduler: {0}")]
+pub struct ScheduleError(String);
+
+impl Schedule {
+    pub async fn start(
+        runner: &Runner,
+        provision_cron: &str,
+        refresh_cron: &str,
+    ) -> Result<Schedule, ScheduleError> {
+        let scheduler = JobScheduler::new()
+            .await
+            .map_err(|e| ScheduleError(e.to_string()))?;
+        let mut schedule = Schedule {
+            scheduler,
+            jobs: Vec::new(),
+        };
+        schedule.set(runner, provision_cron, refresh_cron).await?;
+        schedule
+            .scheduler
+            .start()
+            .await
+            .map_err(|e| ScheduleError(e.to_string()))?;
+        Ok(schedule)
+    }
+
+    /// Replaces the cron expressions (reload).
+    pub async fn set(
+        &mut self,
+        runner: &Runner,
+        provision_cron: &str,
+        refresh_cron: &str,
+    ) -> Result<(), ScheduleError> {
+        for id in self.jobs.drain(..) {
+            self.scheduler
+                .remove(&id)
+                .await
+                .map_err(|e| ScheduleError(e.to_string()))?;
+        }
+        for (kind, cron) in [
+            (JobKind::Provision, provision_cron),
+            (JobKind::Refresh, refresh_cron),
+        ] {
+            let runner = runner.clone();
+            let job = Job::new_async(cron, move |_id, _lock| {
+                let runner = runner.clone();
+                Box::pin(async move {
+                    runner.run(kind).await;
+                })
+            })
+            .map_err(|e| ScheduleError(format!("[schedule] {} = {cron:?}: {e}", kind.as_str())))?;
+            let id = self
+                .scheduler
+                .add(job)
+                .await
+                .map_err(|e| ScheduleError(e.to_string()))?;
+            self.jobs.push(id);
+        }
+        Ok(())
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Err(e) = self.scheduler.shutdown().await {
+            tracing::warn!(error = %e, "scheduler did not stop cleanly");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! `run`: builds the jobs' context, starts the HTTP listener and the schedule, tells systemd it
+//! is ready, and then waits: SIGHUP reloads config and templates, SIGTERM/SIGINT drain and stop.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::sync::RwLock;
+use tokio_util::sync::CancellationToken;
+
+use super::http::{self, HttpSettings, HttpState};
+use super::metrics::Metrics;
+use super::notify::Notifier;
+use super::scheduler::{JobKind, Runner, Schedule, SharedContext};
+use super::signals::Signals;
+use crate::clock::Clock;
+use crate::commands::context;
+use crate::config::Config;
+
+fn http_settings(config: &Config) -> HttpSettings {
+    HttpSettings {
+        webhook_secrets: config.server.webhook_secret.iter().cloned().collect(),
+        tolerance: config.server.webhook_tolerance,
+        schedules: vec![
+            (JobKind::Provision, config.schedule.provision.clone()),
+            (JobKind::Refresh, config.schedule.refresh.clone()),
+        ],
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (or `stop` is cancelled by the caller).
+pub async fn run(
+    config: Config,
+    notifier: Notifier,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let signals = Signals::install().context("cannot install signal handlers")?;
+    notifier.status("starting: migrations, templates, Persona client");
+    let clock = Clock::system();
+    let ctx = context::build(&config, clock.clone(), stop.clone(), None).await?;
+    if config.server.webhook_secret.is_none() {
+        tracing::warn!(
+            "no webhook secret (PERSONA_WEBHOOK_SECRET or credential persona-webhook-secret): every webhook is refused, statuses arrive by polling only"
+        );
+    }
+    let shared: SharedContext = Arc::new(RwLock::new(Arc::new(ctx)));
+    let metrics = match Metrics::install() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics disabled");
+            None
+        }
+    };
+    let runner = Runner::new(shared.clone(), notifier.clone());
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "{}: [server] listen = \"{}\" cannot be bound",
+                config.source.display(),
+                config.server.listen
+            )
+        })?;
+    let settings = Arc::new(RwLock::new(http_settings(&config)));
+    let state = HttpState {
+        context: shared.clone(),
+        settings: settings.clone(),
+        metrics: metrics.clone(),
+        started: clock.now(),
+    };
+    let server_stop = CancellationToken::new();
+    let app = http::router(state, config.server.max_body_bytes);
+    let server_done = server_stop.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(server_done.cancelled_owned())
+            .await
+    });
+    let mut schedule = Schedule::start(
+        &runner,
+        &config.schedule.provision,
+        &config.schedule.refresh,
+    )
+    .await?;
+
+    // Missed cron ticks are not caught up: a run of each job at start-up covers the downtime.
+    let first = runner.clone();
+    tokio::spawn(async move {
+        first.run(JobKind::Provision).await;
+        first.run(JobKind::Refresh).await;
+    });
+
+    let background = CancellationToken::new();
+    tokio::spawn(notifier.clone().run_watchdog(background.clone()));
+    if let Some(m) = metrics.clone() {
+        tokio::spawn(m.run_upkeep(background.clone()));
+    }
+    let (reload_tx, mut reloads) = Signals::reload_channel();
+    tokio::spawn(signals.dispatch(stop.clone(), reload_tx));
+    tracing::info!(listen = %config.server.listen, "inquiry-mailer running");
+    notifier.ready();
+    notifier.status(&format!(
+        "running; provision \"{}\", refresh \"{}\"",
+        config.schedule.provision, config.schedule.refresh
+    ));
+
+    let mut current = config;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            changed = reloads.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                notifier.reloading();
+                match reload(&current.source, &current, &shared, &settings, &mut schedule, &runner, &clock, &stop).await {
+                    Ok(new) => {
+                        tracing::info!("reloaded config and templates");
+                        current = new;
+                    }
+                    Err(e) => tracing::error!("reload refused, still running on the previous config: {e:#}"),
+                }
+                notifier.ready();
+            }
+        }
+    }
+
+    tracing::info!("stopping: no new work; waiting for in-flight calls, writes and sends");
+    notifier.stopping();
+    schedule.shutdown().await;
+    if !runner.wait_idle(current.server.shutdown_timeout).await {
+        tracing::warn!(
+            "in-flight work did not finish within [server] shutdown_timeout; what was cut off resumes at the next start"
+        );
+    }
+    server_stop.cancel();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    background.cancel();
+    shared.read().await.store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn reload(
+    path: &Path,
+    old: &Config,
+    shared: &SharedContext,
+    settings: &Arc<RwLock<HttpSettings>>,
+    schedule: &mut Schedule,
+    runner: &Runner,
+    clock: &Clock,
+    stop: &CancellationToken,
+) -> anyhow::Result<Config> {
+    let new = Config::load(path)?;
+    let ctx = context::build(&new, clock.clone(), stop.clone(), None).await?;
+    if new.server.listen != old.server.listen {
+        tracing::warn!(
+            "[server] listen changed to {}; it takes effect at the next restart",
+            new.server.listen
+        );
+    }
+    if new.schedule.provision != old.schedule.provision
+        || new.schedule.refresh != old.schedule.refresh
+    {
+        schedule
+            .set(runner, &new.schedule.provision, &new.schedule.refresh)
+            .await?;
+    }
+    *shared.write().await = Arc::new(ctx);
+    *settings.write().await = http_settings(&new);
+    Ok(new)
+}
