@@ -77,6 +77,7 @@ pub struct PersonaConfig {
     pub requests_per_minute: NonZeroU32,
     pub timeout: Duration,
     pub max_retries: u32,
+    pub retry_base_delay: Duration,
 }
 
 impl PersonaConfig {
@@ -369,6 +370,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "requests_per_minute",
             "timeout",
             "max_retries",
+            "retry_base_delay",
         ],
     ),
     (
@@ -803,6 +805,7 @@ fn build(
     let rpm = p.integer("requests_per_minute", 240, 1, 100_000, problems);
     let timeout = p.duration("timeout", "10s", problems);
     let max_retries = p.integer("max_retries", 5, 0, 20, problems);
+    let retry_base_delay = p.duration("retry_base_delay", "1s", problems);
     let api_key = secrets.read(PERSONA_API_KEY, problems).map(ApiKey::new);
 
     let l = Section::new(root, "links");
@@ -967,6 +970,7 @@ fn build(
             requests_per_minute: NonZeroU32::new(rpm? as u32)?,
             timeout: timeout?,
             max_retries: max_retries? as u32,
+            retry_base_delay: retry_base_delay?,
         },
         links: LinksConfig {
             kind: kind?,

@@ -23,7 +23,7 @@ pub fn persona_client(config: &Config, max_retries: Option<u32>) -> anyhow::Resu
         requests_per_minute: config.persona.requests_per_minute,
         timeout: config.persona.timeout,
         max_retries: max_retries.unwrap_or(config.persona.max_retries),
-        retry_base_delay: ClientConfig::DEFAULT_RETRY_BASE_DELAY,
+        retry_base_delay: config.persona.retry_base_delay,
     })?)
 }
 

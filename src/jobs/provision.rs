@@ -377,7 +377,15 @@ pub(crate) async fn create(
         }
         Err(e) if is_fatal(&e) => Err(JobError::Persona(e)),
         Err(e) if e.is_transient() => {
-            tracing::warn!(user = %claimed.user_id, error = %e, "inquiry not created yet; will retry with the same key");
+            if e.status().is_some_and(|s| s >= 500) {
+                // Persona stores a 5xx under the key and replays it for 24 h, so this key is
+                // spent. Whether the inquiry exists is unknown: the next attempt looks it up by
+                // reference id first, and only then creates with a new key.
+                inquiries::distrust_key(&ctx.store, row.id).await?;
+                tracing::warn!(user = %claimed.user_id, error = %e, "inquiry not created yet; next attempt looks it up, then uses a new key");
+            } else {
+                tracing::warn!(user = %claimed.user_id, error = %e, "inquiry not created yet; will retry with the same key");
+            }
             Ok(Created::Later)
         }
         Err(e) => {

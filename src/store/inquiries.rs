@@ -154,6 +154,17 @@ pub async fn renew_key(
         .expect("row exists"))
 }
 
+/// Marks a `creating` row's key as no longer to be trusted (Persona stored an error under it):
+/// the next attempt searches Persona before creating with a new key.
+pub async fn distrust_key(store: &Store, row_id: i64) -> Result<()> {
+    sqlx::query("UPDATE inquiries SET key_created_at = '1970-01-01T00:00:00.000Z' WHERE id = ? AND status = ?")
+        .bind(row_id)
+        .bind(CREATING)
+        .execute(store.writer())
+        .await?;
+    Ok(())
+}
+
 /// Records Persona's answer on a row, inside the caller's transaction.
 pub async fn record_facts(
     conn: &mut sqlx::SqliteConnection,
