@@ -83,6 +83,7 @@ const DISCOVER_BATCH: u32 = 1000;
 
 pub async fn run(ctx: &JobContext) -> Result<ProvisionReport, JobError> {
     let mut report = ProvisionReport::default();
+    user_states::release_orphaned(&ctx.store, ctx.clock.now()).await?;
     loop {
         let (pending, skipped) =
             user_states::discover(&ctx.store, ctx.clock.now(), DISCOVER_BATCH).await?;

@@ -156,6 +156,7 @@ pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: Lin
 
 pub async fn run(ctx: &JobContext) -> Result<RefreshReport, JobError> {
     let mut report = RefreshReport::default();
+    user_states::release_orphaned(&ctx.store, ctx.clock.now()).await?;
     if ctx.settings.link_kind == LinkKind::Static {
         // Static links never expire; what is left is learning who finished.
         sync_statuses(ctx, &mut report).await?;

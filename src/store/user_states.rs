@@ -30,6 +30,52 @@ fn claimed_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<Claimed> {
     })
 }
 
+/// This process's name on the leases it takes: its pid, and a nonce against pid reuse.
+pub fn lease_owner() -> &'static str {
+    static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    OWNER.get_or_init(|| format!("{}:{}", std::process::id(), crate::domain::random_alnum(8)))
+}
+
+fn process_alive(pid: i32) -> bool {
+    // Signal 0 checks existence only. EPERM means it exists but is someone else's.
+    // SAFETY: kill with signal 0 sends nothing; it only reports whether the pid exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Frees the leases of processes that no longer exist (a daemon killed mid-run), so their
+/// users are taken up again now rather than when the lease lapses. The database is a local
+/// SQLite file, so every process that can hold a lease runs on this machine.
+pub async fn release_orphaned(store: &Store, now: DateTime<Utc>) -> Result<u64> {
+    let owners: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT lease_owner FROM user_states WHERE lease_owner IS NOT NULL AND lease_until > ?",
+    )
+    .bind(format_ts(now))
+    .fetch_all(store.reader())
+    .await?;
+    let mut freed = 0;
+    for owner in owners {
+        if owner == lease_owner() {
+            continue;
+        }
+        let pid = owner.split(':').next().and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|p| p > 0 && !process_alive(p)) {
+            freed += sqlx::query("UPDATE user_states SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = ?")
+                .bind(&owner)
+                .execute(store.writer())
+                .await?
+                .rows_affected();
+        }
+    }
+    if freed > 0 {
+        tracing::info!(
+            users = freed,
+            "took back users leased by a process that is gone"
+        );
+    }
+    Ok(freed)
+}
+
 /// Gives every user row the daemon has not seen yet a state: `pending` when the row is usable,
 /// `skipped` with the reasons when not. Returns (pending, skipped) counts.
 pub async fn discover(store: &Store, now: DateTime<Utc>, limit: u32) -> Result<(usize, usize)> {
@@ -154,7 +200,7 @@ pub async fn claim_pending(
         format_ts(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
     let mut tx = store.begin_write().await?;
     let rows = sqlx::query(
-        "UPDATE user_states SET lease_until = ?1 \
+        "UPDATE user_states SET lease_until = ?1, lease_owner = ?5 \
          WHERE user_id IN ( \
              SELECT s.user_id FROM user_states s \
              WHERE s.state = 'pending' AND (s.lease_until IS NULL OR s.lease_until < ?4) \
@@ -167,6 +213,7 @@ pub async fn claim_pending(
     .bind(&ts)
     .bind(i64::from(limit))
     .bind(format_ts(run_started))
+    .bind(lease_owner())
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -185,13 +232,14 @@ pub async fn claim_one(
         format_ts(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)));
     let mut tx = store.begin_write().await?;
     let row = sqlx::query(
-        "UPDATE user_states SET lease_until = ?1 \
+        "UPDATE user_states SET lease_until = ?1, lease_owner = ?4 \
          WHERE user_id = ?2 AND (lease_until IS NULL OR lease_until < ?3) \
          RETURNING user_id, reference_id, generation, row_fingerprint, last_mailed_at",
     )
     .bind(&until)
     .bind(user_id)
     .bind(format_ts(now))
+    .bind(lease_owner())
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
