@@ -1,5 +1,6 @@
 //! The one integration-test binary: each file is a behaviour, `support` holds the set-up.
 
+mod client_against_simulator;
 mod config_loading;
 mod crash_recovery_daemon;
 mod fault_tolerance;
