@@ -71,6 +71,7 @@ pub async fn deliver(
     };
     let now = ctx.clock.now();
     mails::mark_sending(&ctx.store, mail.id, obtained.expires_at, now).await?;
+    crate::faults::crash_point("deliver.before-send");
     let outgoing = match ctx.mailer.compose(
         kind,
         user,
@@ -94,6 +95,7 @@ pub async fn deliver(
     let attempts = mail.attempts + 1;
     match result {
         Ok(()) => {
+            crate::faults::crash_point("deliver.after-send");
             let mut tx = ctx.store.begin_write().await?;
             mails::mark_sent(&mut tx, mail.id, now).await?;
             let state = row
