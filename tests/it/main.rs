@@ -1,5 +1,6 @@
 //! The one integration-test binary: each file is a behaviour, `support` holds the set-up.
 
+mod bad_rows_are_skipped;
 mod config_loading;
 mod mail_delivery;
 mod mail_templates;
