@@ -44,9 +44,10 @@ pub async fn deliver(
     fresh: Fresh,
 ) -> Result<Delivery, JobError> {
     if run.smtp_down() {
-        return Ok(Delivery::Deferred(
-            "the mail server was unreachable earlier in this run".into(),
-        ));
+        // Not tried, so nothing on the mail says why it waits: say it on the user.
+        let why = format!("{} mail waits: the mail server was unreachable", mail.kind);
+        user_states::set_reason(&ctx.store, &claimed.user_id, Some(&why)).await?;
+        return Ok(Delivery::Deferred(why));
     }
     let kind = MailKind::parse(&mail.kind).map_err(|e| StoreError::Conflict(e.0))?;
     let row = match mail.inquiry_row {
