@@ -8,6 +8,7 @@ mod persona_client;
 mod provisioning;
 mod sim_conformance;
 mod sim_semantics;
+mod smtp_outage_loses_nothing;
 mod store_concurrency;
 mod support;
 mod unit_file;
