@@ -13,7 +13,13 @@ async fn unusable_rows_are_skipped_with_their_reason_and_everyone_else_is_mailed
     stack.add_users(6);
     // `users import` refuses such rows, so they go in the way an application would write them.
     insert_user(&stack, BAD_EMAIL.0, BAD_EMAIL.1, Some("1990-01-01")).await;
-    insert_user(&stack, BAD_BIRTHDATE.0, "dee@example.com", Some(BAD_BIRTHDATE.1)).await;
+    insert_user(
+        &stack,
+        BAD_BIRTHDATE.0,
+        "dee@example.com",
+        Some(BAD_BIRTHDATE.1),
+    )
+    .await;
 
     let run = stack.run(&["once", "--job", "provision"]);
     run.assert_code(0);
@@ -42,7 +48,10 @@ async fn unusable_rows_are_skipped_with_their_reason_and_everyone_else_is_mailed
 
     for (id, reason) in [
         (BAD_EMAIL.0, "e-mail \"not-an-email\" is not valid"),
-        (BAD_BIRTHDATE.0, "birthdate \"1990-02-30\" is not a real date"),
+        (
+            BAD_BIRTHDATE.0,
+            "birthdate \"1990-02-30\" is not a real date",
+        ),
     ] {
         let text = stack.run(&["status", "--user", id]);
         text.assert_code(0);
@@ -60,16 +69,18 @@ async fn unusable_rows_are_skipped_with_their_reason_and_everyone_else_is_mailed
         assert!(stated.contains(reason), "{id}: {stated}");
         assert_eq!(json["inquiries"], serde_json::json!([]), "{json}");
         assert_eq!(json["mails"], serde_json::json!([]), "{json}");
-        let skipped_event = json["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["kind"] == "user.skipped" && e["detail"].as_str().unwrap().contains(reason));
+        let skipped_event =
+            json["events"].as_array().unwrap().iter().any(|e| {
+                e["kind"] == "user.skipped" && e["detail"].as_str().unwrap().contains(reason)
+            });
         assert!(skipped_event, "{json}");
     }
 
     // A second run leaves them skipped and mails nobody again.
     stack.run(&["once", "--job", "provision"]).assert_code(0);
     assert_eq!(stack.smtp.messages().len(), 6);
-    assert_eq!(stack.run(&["status", "--json"]).json()["users"]["skipped"], 2);
+    assert_eq!(
+        stack.run(&["status", "--json"]).json()["users"]["skipped"],
+        2
+    );
 }

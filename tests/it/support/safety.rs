@@ -17,10 +17,7 @@ use super::stack::Stack;
 /// Config edits that lift the client-side pacing (240 Persona calls and 600 mails a minute), so
 /// hundreds of users take seconds, not minutes. Nothing in these tests is about pacing.
 pub const UNPACED: [(&str, &str); 2] = [
-    (
-        "requests_per_minute = 240",
-        "requests_per_minute = 100000",
-    ),
+    ("requests_per_minute = 240", "requests_per_minute = 100000"),
     ("messages_per_minute = 600", "messages_per_minute = 100000"),
 ];
 
