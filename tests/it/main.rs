@@ -2,6 +2,7 @@
 
 mod bad_rows_are_skipped;
 mod config_loading;
+mod crashes_lose_nothing;
 mod mail_delivery;
 mod mail_templates;
 mod persona_client;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
 
-use super::smtp::ReceivedMail;
+use super::smtp::{ReceivedMail, SmtpServer};
 use super::stack::Stack;
 
 /// Config edits that lift the client-side pacing (240 Persona calls and 600 mails a minute), so
@@ -146,4 +146,21 @@ fn ending(status: ExitStatus) -> Ending {
         (None, Some(libc::SIGKILL)) => Ending::Killed,
         (_, signal) => panic!("the run ended by signal {signal:?}"),
     }
+}
+
+/// Users whose mail a run marked `sending` and never settled: a kill caught them between
+/// marking and recording the outcome, so the next run sends again.
+pub async fn users_mid_send(stack: &Stack) -> Vec<String> {
+    let mut conn = connect(&stack.app.db_path()).await;
+    let users = sqlx::query_scalar("SELECT user_id FROM mails WHERE status = 'sending'")
+        .fetch_all(&mut conn)
+        .await
+        .expect("read the outbox");
+    conn.close().await.unwrap();
+    users
+}
+
+/// How many mails the SMTP server has stored so far (cheaper than parsing them).
+pub fn received_count(smtp: &SmtpServer) -> usize {
+    std::fs::read_dir(smtp.maildir().join("new")).map_or(0, |d| d.count())
 }
