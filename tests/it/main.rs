@@ -7,6 +7,7 @@ mod mail_delivery;
 mod mail_templates;
 mod persona_client;
 mod provisioning;
+mod secrets_stay_out_of_rest_and_logs;
 mod sim_conformance;
 mod sim_semantics;
 mod smtp_outage_loses_nothing;
