@@ -6,6 +6,7 @@ mod crashes_lose_nothing;
 mod mail_delivery;
 mod mail_templates;
 mod persona_client;
+mod preview_sends_nothing;
 mod provisioning;
 mod secrets_stay_out_of_rest_and_logs;
 mod sim_conformance;
