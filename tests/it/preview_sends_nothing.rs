@@ -35,7 +35,8 @@ fn preview(stack: &Stack, user: &str) -> Run {
     );
     assert!(run.stdout.contains("Subject: "), "{}", run.stdout);
     assert!(
-        run.stdout.contains(&format!("To: user{}@example.com", &user[4..])),
+        run.stdout
+            .contains(&format!("To: user{}@example.com", &user[4..])),
         "{}",
         run.stdout
     );
@@ -82,7 +83,14 @@ async fn static_preview_shows_the_link_that_will_be_sent_and_sends_nothing() {
     // A user the daemon has not seen yet has no reference id: the preview says it shows a
     // placeholder.
     stack
-        .run(&["users", "add", "--id", "usr_7", "--email", "user7@example.com"])
+        .run(&[
+            "users",
+            "add",
+            "--id",
+            "usr_7",
+            "--email",
+            "user7@example.com",
+        ])
         .assert_code(0);
     let unseen = preview(&stack, "usr_7");
     assert!(
@@ -105,7 +113,10 @@ async fn one_time_preview_shows_a_placeholder_link_and_spends_no_session() {
 
     let run = preview(&stack, "usr_0");
     let link = previewed_link(&run);
-    assert!(link.contains("ONE-TIME-CODE-OBTAINED-AT-SEND-TIME"), "{link}");
+    assert!(
+        link.contains("ONE-TIME-CODE-OBTAINED-AT-SEND-TIME"),
+        "{link}"
+    );
     assert!(
         run.stderr
             .contains("a one-time link is made by Persona at send time"),
@@ -117,12 +128,23 @@ async fn one_time_preview_shows_a_placeholder_link_and_spends_no_session() {
         0,
         "no one-time link generated for a preview"
     );
-    assert_eq!(stack.sim.inquiries()[0].session_count, 1, "the create's own");
+    assert_eq!(
+        stack.sim.inquiries()[0].session_count,
+        1,
+        "the create's own"
+    );
     assert!(stack.smtp.messages().is_empty(), "preview sent a mail");
 
     // A user with no inquiry yet: the inquiry id and the link are both placeholders.
     stack
-        .run(&["users", "add", "--id", "usr_7", "--email", "user7@example.com"])
+        .run(&[
+            "users",
+            "add",
+            "--id",
+            "usr_7",
+            "--email",
+            "user7@example.com",
+        ])
         .assert_code(0);
     let unseen = preview(&stack, "usr_7");
     assert!(

@@ -89,7 +89,10 @@ fn assert_nowhere(stack: &Stack, secrets: &[String], logs: &[String]) {
         let id = format!("usr_{i}");
         places.push((
             format!("status --json --user {id}"),
-            stack.run(&["status", "--json", "--user", &id]).stdout.into(),
+            stack
+                .run(&["status", "--json", "--user", &id])
+                .stdout
+                .into(),
         ));
         places.push((
             format!("status --user {id}"),
@@ -131,7 +134,11 @@ async fn one_time_links_are_never_at_rest_or_in_trace_logs() {
     logs.push(traced_provision(&stack));
 
     let secrets = issued_secrets(&stack.sim);
-    assert_eq!(secrets.len(), 2 * 2 * USERS, "a link and its code, twice per user");
+    assert_eq!(
+        secrets.len(),
+        2 * 2 * USERS,
+        "a link and its code, twice per user"
+    );
     let mails = stack.smtp.wait_for_messages(USERS).await;
     assert_mailed(&mails, &secrets);
     assert_nowhere(&stack, &secrets, &logs);

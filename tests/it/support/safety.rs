@@ -148,16 +148,16 @@ fn ending(status: ExitStatus) -> Ending {
     }
 }
 
-/// Users whose mail a run marked `sending` and never settled: a kill caught them between
-/// marking and recording the outcome, so the next run sends again.
-pub async fn users_mid_send(stack: &Stack) -> Vec<String> {
+/// Mails a run marked `sending` and never settled, as (user, attempt): a kill caught them between
+/// counting the attempt and recording its outcome, so the next run sends again.
+pub async fn sends_in_flight(stack: &Stack) -> Vec<(String, i64)> {
     let mut conn = connect(&stack.app.db_path()).await;
-    let users = sqlx::query_scalar("SELECT user_id FROM mails WHERE status = 'sending'")
+    let rows = sqlx::query_as("SELECT user_id, attempts FROM mails WHERE status = 'sending'")
         .fetch_all(&mut conn)
         .await
         .expect("read the outbox");
     conn.close().await.unwrap();
-    users
+    rows
 }
 
 /// How many mails the SMTP server has stored so far (cheaper than parsing them).
