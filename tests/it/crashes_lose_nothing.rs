@@ -21,8 +21,8 @@ use crate::support::stack::Stack;
 
 const USERS: usize = 200;
 
-/// Each crash point at several hits, interleaved so that a crash right after a send is followed
-/// by other kinds of crash (the user caught then is resent first by the next run).
+/// Each crash point at several hits, interleaved so that each kind of crash lands on what the
+/// others left behind; hits stay small so every run in the plan still has work when it dies.
 const HOOK_KILLS: [(&str, u64); 16] = [
     ("provision.before-create", 1),
     ("deliver.after-send", 2),
