@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod domain;
+pub mod faults;
 pub mod jobs;
 pub mod links;
 pub mod logging;

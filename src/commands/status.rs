@@ -78,11 +78,15 @@ fn print_history(h: &UserHistory) {
         println!("mails:");
         for m in &h.mails {
             println!(
-                "  {} {} attempts {} {}{}",
+                "  {} {} attempts {} {}{}{}",
                 m.kind,
                 m.status,
                 m.attempts,
                 m.sent_at.as_deref().unwrap_or(""),
+                m.next_attempt_at
+                    .as_deref()
+                    .map(|t| format!("next attempt {t}"))
+                    .unwrap_or_default(),
                 m.last_error
                     .as_deref()
                     .map(|e| format!(" last error: {e}"))

@@ -44,9 +44,10 @@ pub async fn deliver(
     fresh: Fresh,
 ) -> Result<Delivery, JobError> {
     if run.smtp_down() {
-        return Ok(Delivery::Deferred(
-            "the mail server was unreachable earlier in this run".into(),
-        ));
+        // Not tried, so nothing on the mail says why it waits: say it on the user.
+        let why = format!("{} mail waits: the mail server was unreachable", mail.kind);
+        user_states::set_reason(&ctx.store, &claimed.user_id, Some(&why)).await?;
+        return Ok(Delivery::Deferred(why));
     }
     let kind = MailKind::parse(&mail.kind).map_err(|e| StoreError::Conflict(e.0))?;
     let row = match mail.inquiry_row {
@@ -71,6 +72,7 @@ pub async fn deliver(
     };
     let now = ctx.clock.now();
     mails::mark_sending(&ctx.store, mail.id, obtained.expires_at, now).await?;
+    crate::faults::crash_point("deliver.before-send");
     let outgoing = match ctx.mailer.compose(
         kind,
         user,
@@ -94,6 +96,7 @@ pub async fn deliver(
     let attempts = mail.attempts + 1;
     match result {
         Ok(()) => {
+            crate::faults::crash_point("deliver.after-send");
             let mut tx = ctx.store.begin_write().await?;
             mails::mark_sent(&mut tx, mail.id, now).await?;
             let state = row

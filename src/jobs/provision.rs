@@ -359,12 +359,14 @@ pub(crate) async fn create(
         }
     }
     let key = IdempotencyKey::parse(&row.idempotency_key).map_err(|e| StoreError::Conflict(e.0))?;
+    crate::faults::crash_point("provision.before-create");
     match ctx
         .persona
         .create_inquiry(&create_request(ctx, claimed, user), &key)
         .await
     {
         Ok(created) => {
+            crate::faults::crash_point("provision.after-create");
             record_created(ctx, claimed, &row, &created.inquiry, false, mail_kind).await?;
             let fresh = match (created.one_time_link, created.session_token) {
                 (Some(l), _) => Fresh::OneTime(l),
