@@ -62,12 +62,12 @@ pub async fn run(
             )
         })?;
     let settings = Arc::new(RwLock::new(http_settings(&config)));
-    let state = HttpState {
-        context: shared.clone(),
-        settings: settings.clone(),
-        metrics: metrics.clone(),
-        started: clock.now(),
-    };
+    let state = HttpState::new(
+        shared.clone(),
+        settings.clone(),
+        metrics.clone(),
+        clock.now(),
+    );
     let server_stop = CancellationToken::new();
     let app = http::router(state, config.server.max_body_bytes);
     let server_done = server_stop.clone();
