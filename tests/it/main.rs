@@ -1,6 +1,7 @@
 //! The one integration-test binary: each file is a behaviour, `support` holds the set-up.
 
 mod config_loading;
+mod daemon_lifecycle;
 mod mail_delivery;
 mod mail_templates;
 mod persona_client;
@@ -13,3 +14,4 @@ mod support;
 mod unit_file;
 mod users_and_status;
 mod webhook_signature;
+mod webhooks;
