@@ -2,6 +2,7 @@
 
 mod config_loading;
 mod daemon_lifecycle;
+mod job_overlap;
 mod mail_delivery;
 mod mail_templates;
 mod persona_client;
