@@ -160,6 +160,12 @@ async fn reload(
             new.server.listen
         );
     }
+    if new.server.max_body_bytes != old.server.max_body_bytes {
+        tracing::warn!(
+            "[server] max_body_bytes changed to {}; it takes effect at the next restart",
+            new.server.max_body_bytes
+        );
+    }
     if new.schedule.provision != old.schedule.provision
         || new.schedule.refresh != old.schedule.refresh
     {
