@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tokio::sync::RwLock;
+use tokio::sync::{Mutex, RwLock};
 
 use super::health;
 use super::metrics::Metrics;
@@ -38,6 +38,26 @@ pub struct HttpState {
     pub settings: Arc<RwLock<HttpSettings>>,
     pub metrics: Option<Metrics>,
     pub started: DateTime<Utc>,
+    /// Held while one event is checked, applied and recorded: Persona's redeliveries can
+    /// arrive together, and without it each would find the event unseen and apply it.
+    applying: Arc<Mutex<()>>,
+}
+
+impl HttpState {
+    pub fn new(
+        context: SharedContext,
+        settings: Arc<RwLock<HttpSettings>>,
+        metrics: Option<Metrics>,
+        started: DateTime<Utc>,
+    ) -> HttpState {
+        HttpState {
+            context,
+            settings,
+            metrics,
+            started,
+            applying: Arc::default(),
+        }
+    }
 }
 
 pub fn router(state: HttpState, max_body_bytes: usize) -> Router {
@@ -89,7 +109,11 @@ async fn webhook(State(state): State<HttpState>, headers: HeaderMap, body: Bytes
                 .into_response();
         }
     };
-    match apply_event(&ctx, &event, now).await {
+    let applied = {
+        let _one_at_a_time = state.applying.lock().await;
+        apply_event(&ctx, &event, now).await
+    };
+    match applied {
         Ok(outcome) => {
             count(outcome);
             (
@@ -107,8 +131,9 @@ async fn webhook(State(state): State<HttpState>, headers: HeaderMap, body: Bytes
     }
 }
 
-/// Applies an `inquiry.*` event once. The event id is recorded only after the change commits,
-/// so a crash in between means a redelivery applies it (applying is idempotent).
+/// Applies an `inquiry.*` event once; callers hold `HttpState::applying`. The event id is
+/// recorded only after the change commits, so a crash in between means a redelivery applies it
+/// (applying is idempotent).
 async fn apply_event(
     ctx: &crate::jobs::JobContext,
     event: &WebhookEvent,

@@ -18,7 +18,7 @@ pub const MAILS_TOTAL: &str = "mails_total";
 pub const JOB_RUNS_TOTAL: &str = "job_runs_total";
 /// How long a job run took; label `job`.
 pub const JOB_DURATION_SECONDS: &str = "job_duration_seconds";
-/// Webhook deliveries; label `outcome` (applied, duplicate, refused, malformed, …).
+/// Webhook deliveries; label `outcome` (accepted, ignored, duplicate, rejected, malformed, failed).
 pub const WEBHOOK_EVENTS_TOTAL: &str = "webhook_events_total";
 /// Users by state; label `state` (pending, invited, started, finished, skipped).
 pub const USERS: &str = "users";

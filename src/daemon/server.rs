@@ -62,12 +62,12 @@ pub async fn run(
             )
         })?;
     let settings = Arc::new(RwLock::new(http_settings(&config)));
-    let state = HttpState {
-        context: shared.clone(),
-        settings: settings.clone(),
-        metrics: metrics.clone(),
-        started: clock.now(),
-    };
+    let state = HttpState::new(
+        shared.clone(),
+        settings.clone(),
+        metrics.clone(),
+        clock.now(),
+    );
     let server_stop = CancellationToken::new();
     let app = http::router(state, config.server.max_body_bytes);
     let server_done = server_stop.clone();
@@ -158,6 +158,12 @@ async fn reload(
         tracing::warn!(
             "[server] listen changed to {}; it takes effect at the next restart",
             new.server.listen
+        );
+    }
+    if new.server.max_body_bytes != old.server.max_body_bytes {
+        tracing::warn!(
+            "[server] max_body_bytes changed to {}; it takes effect at the next restart",
+            new.server.max_body_bytes
         );
     }
     if new.schedule.provision != old.schedule.provision

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod daemon;
 pub mod mail;
 pub mod persona;
 pub mod safety;
