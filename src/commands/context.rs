@@ -61,6 +61,17 @@ pub async fn build(
     stop: CancellationToken,
     transport: Option<Transport>,
 ) -> anyhow::Result<JobContext> {
+    build_with_store(config, clock, stop, transport, None).await
+}
+
+/// As `build`, keeping `store` when it is the configured database (a reload).
+pub async fn build_with_store(
+    config: &Config,
+    clock: Clock,
+    stop: CancellationToken,
+    transport: Option<Transport>,
+    store: Option<crate::store::Store>,
+) -> anyhow::Result<JobContext> {
     let templates = load_templates(config)?;
     let persona = persona_client(config, None)?;
     let transport = match transport {
@@ -69,7 +80,10 @@ pub async fn build(
             .with_context(|| format!("{}: [mail]", config.source.display()))?,
     };
     let mailer = Mailer::new(transport, templates, &sender(config))?;
-    let store = open_store(config).await?;
+    let store = match store {
+        Some(s) if s.path() == config.database.path => s,
+        _ => open_store(config).await?,
+    };
     Ok(JobContext {
         store,
         persona,

@@ -51,6 +51,8 @@ pub enum RunOutcome {
     Failed(String),
     /// The previous run of the same job was still going.
     SkippedOverlap,
+    /// The daemon is stopping: no new runs.
+    Stopping,
 }
 
 impl Runner {
@@ -78,7 +80,7 @@ impl Runner {
         };
         let ctx = self.context.read().await.clone();
         if ctx.stop.is_cancelled() {
-            return RunOutcome::SkippedOverlap;
+            return RunOutcome::Stopping;
         }
         let started = ctx.clock.now();
         let run_id = match record_start(&ctx.store, kind, started).await {

@@ -153,7 +153,9 @@ async fn reload(
     stop: &CancellationToken,
 ) -> anyhow::Result<Config> {
     let new = Config::load(path)?;
-    let ctx = context::build(&new, clock.clone(), stop.clone(), None).await?;
+    let store = shared.read().await.store.clone();
+    let ctx =
+        context::build_with_store(&new, clock.clone(), stop.clone(), None, Some(store)).await?;
     if new.server.listen != old.server.listen {
         tracing::warn!(
             "[server] listen changed to {}; it takes effect at the next restart",

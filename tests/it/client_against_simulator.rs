@@ -64,7 +64,11 @@ fn assert_all_conform(sim: &SimHandle) {
             failures.push(format!("request {} {route}: {e:?}", r.method));
         }
     }
-    assert!(failures.is_empty(), "spec violations:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "spec violations:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +78,10 @@ async fn every_call_works_and_every_request_the_client_sends_matches_the_spec() 
     let reference = ReferenceId::generate();
 
     let created = persona
-        .create_inquiry(&request(&sim, &reference, true), &IdempotencyKey::generate())
+        .create_inquiry(
+            &request(&sim, &reference, true),
+            &IdempotencyKey::generate(),
+        )
         .await
         .unwrap();
     assert_eq!(created.inquiry.status, InquiryStatus::Created);
@@ -83,7 +90,10 @@ async fn every_call_works_and_every_request_the_client_sends_matches_the_spec() 
     let id = created.inquiry.id.clone();
 
     let got = persona.retrieve_inquiry(&id, true).await.unwrap();
-    assert_eq!(got.latest_published_version, Some(sim.templates()[0].1.clone()));
+    assert_eq!(
+        got.latest_published_version,
+        Some(sim.templates()[0].1.clone())
+    );
     let listed = persona
         .list_inquiries(&ListFilter {
             reference_id: Some(reference.clone()),
@@ -98,13 +108,25 @@ async fn every_call_works_and_every_request_the_client_sends_matches_the_spec() 
         .await
         .unwrap();
     assert!(link.expose().contains("code="));
-    let expired = persona.expire_inquiry(&id, &IdempotencyKey::generate()).await.unwrap();
+    let expired = persona
+        .expire_inquiry(&id, &IdempotencyKey::generate())
+        .await
+        .unwrap();
     assert_eq!(expired.status, InquiryStatus::Expired);
-    let (resumed, token) = persona.resume_inquiry(&id, &IdempotencyKey::generate()).await.unwrap();
+    let (resumed, token) = persona
+        .resume_inquiry(&id, &IdempotencyKey::generate())
+        .await
+        .unwrap();
     assert_eq!(resumed.status, InquiryStatus::Pending);
     assert!(!token.expose().is_empty());
-    let template = persona.retrieve_template(&sim.templates()[0].0).await.unwrap();
-    assert_eq!(template.latest_published_version, Some(sim.templates()[0].1.clone()));
+    let template = persona
+        .retrieve_template(&sim.templates()[0].0)
+        .await
+        .unwrap();
+    assert_eq!(
+        template.latest_published_version,
+        Some(sim.templates()[0].1.clone())
+    );
     assert!(!persona.rate_limits().await.unwrap().is_empty());
 
     // A permanent error surfaces Persona's title and pointer, and is not retried.
@@ -122,7 +144,11 @@ async fn every_call_works_and_every_request_the_client_sends_matches_the_spec() 
     if let Some(pointer) = &detail.pointer {
         assert!(shown.contains(pointer.as_str()), "{shown}");
     }
-    assert_eq!(sim.requests().len(), before + 1, "a permanent error is not retried");
+    assert_eq!(
+        sim.requests().len(),
+        before + 1,
+        "a permanent error is not retried"
+    );
 
     assert_all_conform(&sim);
     sim.shutdown().await;
@@ -135,7 +161,10 @@ async fn pagination_reads_250_inquiries_in_three_pages() {
     let template = sim.templates()[0].0.clone();
     for _ in 0..250 {
         persona
-            .create_inquiry(&request(&sim, &ReferenceId::generate(), false), &IdempotencyKey::generate())
+            .create_inquiry(
+                &request(&sim, &ReferenceId::generate(), false),
+                &IdempotencyKey::generate(),
+            )
             .await
             .unwrap();
     }
@@ -176,10 +205,20 @@ async fn a_create_retried_after_a_dropped_connection_makes_one_inquiry() {
         .filter(|r| r.method == "POST")
         .collect();
     assert_eq!(posts.len(), 2, "the create was sent twice");
-    assert!(posts[1].replayed, "the second answer came from the idempotency store");
+    assert!(
+        posts[1].replayed,
+        "the second answer came from the idempotency store"
+    );
     let keys: Vec<_> = posts
         .iter()
-        .map(|r| r.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("idempotency-key")).unwrap().1.clone())
+        .map(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("idempotency-key"))
+                .unwrap()
+                .1
+                .clone()
+        })
         .collect();
     assert_eq!(keys[0], keys[1]);
     assert_eq!(keys[0], key.as_str());
@@ -199,12 +238,19 @@ async fn a_429_is_waited_out_and_the_call_succeeds() {
     });
     let started = std::time::Instant::now();
     persona
-        .create_inquiry(&request(&sim, &ReferenceId::generate(), false), &IdempotencyKey::generate())
+        .create_inquiry(
+            &request(&sim, &ReferenceId::generate(), false),
+            &IdempotencyKey::generate(),
+        )
         .await
         .unwrap();
     let waited = started.elapsed();
     let statuses: Vec<_> = sim.requests().iter().map(|r| r.status).collect();
-    assert_eq!(statuses.iter().filter(|s| **s == Some(429)).count(), 1, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == Some(429)).count(),
+        1,
+        "{statuses:?}"
+    );
     assert_eq!(sim.inquiries().len(), 1);
     // It waited for the reset the simulator announced (about 2 s), not a fixed guess.
     assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
