@@ -1,6 +1,7 @@
 //! The one integration-test binary: each file is a behaviour, `support` holds the set-up.
 
 mod bad_rows_are_skipped;
+mod broken_templates;
 mod check_reports_each_part;
 mod client_against_simulator;
 mod config_loading;
