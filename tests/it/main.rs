@@ -6,6 +6,8 @@ mod mail_templates;
 mod persona_client;
 mod provisioning;
 mod refresh;
+mod refresh_finished_users;
+mod refresh_template_versions;
 mod sim_conformance;
 mod sim_semantics;
 mod store_concurrency;

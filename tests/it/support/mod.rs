@@ -5,6 +5,7 @@
 pub mod app;
 pub mod mail;
 pub mod persona;
+pub mod refresh;
 pub mod sim;
 pub mod smtp;
 pub mod spec;
