@@ -7,6 +7,7 @@ mod persona_client;
 mod provisioning;
 mod refresh;
 mod refresh_finished_users;
+mod refresh_limits;
 mod refresh_template_versions;
 mod sim_conformance;
 mod sim_semantics;
