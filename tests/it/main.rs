@@ -8,6 +8,7 @@ mod provisioning;
 mod refresh;
 mod refresh_finished_users;
 mod refresh_limits;
+mod refresh_link_kinds;
 mod refresh_template_versions;
 mod sim_conformance;
 mod sim_semantics;
