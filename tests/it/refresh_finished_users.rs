@@ -51,20 +51,31 @@ async fn finished_users_get_nothing_more_and_keep_their_outcome() {
         }
     }
 
-    let mails = stack.smtp.wait_for_messages(USERS + 2 * (USERS - finished)).await;
+    let mails = stack
+        .smtp
+        .wait_for_messages(USERS + 2 * (USERS - finished))
+        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mails_now = stack.smtp.messages();
     assert_eq!(mails_now.len(), mails.len(), "no mail arrived late");
     let per_user = by_recipient(&mails_now);
     for (user, outcome) in &outcome_of {
         let got = &per_user[&recipient_of(user)];
-        assert_eq!(got.len(), 1, "{user} finished ({outcome}) and was mailed again");
+        assert_eq!(
+            got.len(),
+            1,
+            "{user} finished ({outcome}) and was mailed again"
+        );
         let status = user_status(&stack, user);
         assert_eq!(status["user"]["state"], "finished", "{status}");
         assert_eq!(status["user"]["outcome"], *outcome, "{status}");
     }
     let unfinished = per_user.values().filter(|m| m.len() == 3).count();
-    assert_eq!(unfinished, USERS - finished, "the others got two renewed mails");
+    assert_eq!(
+        unfinished,
+        USERS - finished,
+        "the others got two renewed mails"
+    );
 
     let counts = stack.run(&["status", "--json"]).assert_code(0).json();
     assert_eq!(counts["users"]["finished"], finished, "{counts}");

@@ -67,7 +67,10 @@ async fn out_of_resumes_the_inquiry_is_recreated_and_status_says_why() {
     );
     let text = user_status_text(&stack, "usr_0");
     assert!(text.contains("refresh.recreate"), "{text}");
-    assert!(text.contains("replaced: near expiry and out of resumes"), "{text}");
+    assert!(
+        text.contains("replaced: near expiry and out of resumes"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +91,11 @@ async fn past_max_age_the_inquiry_is_recreated_and_status_says_why() {
 
     let status = user_status(&stack, "usr_0");
     let recreates = event_details(&status, "refresh.recreate");
-    assert_eq!(recreates, vec!["older than max_age (3days)".to_owned()], "{status}");
+    assert_eq!(
+        recreates,
+        vec!["older than max_age (3days)".to_owned()],
+        "{status}"
+    );
     let text = user_status_text(&stack, "usr_0");
     assert!(text.contains("older than max_age"), "{text}");
 }
@@ -111,7 +118,10 @@ async fn within_min_resend_interval_a_due_user_is_held_and_status_says_until_whe
     let status = user_status(&stack, "usr_0");
     let reason = status["user"]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("pinned to template version"), "{status}");
-    assert!(reason.contains("waiting for min_resend_interval until"), "{status}");
+    assert!(
+        reason.contains("waiting for min_resend_interval until"),
+        "{status}"
+    );
     assert_eq!(event_details(&status, "refresh.hold").len(), 1, "{status}");
     let text = user_status_text(&stack, "usr_0");
     assert!(
