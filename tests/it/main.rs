@@ -6,6 +6,7 @@ mod mail_templates;
 mod persona_client;
 mod provisioning;
 mod refresh;
+mod refresh_api_budget;
 mod refresh_crash_recovery;
 mod refresh_finished_users;
 mod refresh_limits;
