@@ -5,6 +5,7 @@
 //! call; the answer and the queued mail commit together after it; the mail is marked `sending`
 //! before the send and `sent` after it. A crash anywhere leaves a row that says what to redo.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -339,7 +340,8 @@ pub(crate) async fn create(
     if row.key_created_at().is_none_or(|t| now - t > KEY_TRUST) {
         // Persona may have forgotten this key: a create with it could make a second inquiry.
         // Look for one made under it first.
-        match find_live(ctx, claimed).await {
+        let recorded = inquiries::recorded_ids(&ctx.store, &claimed.user_id).await?;
+        match find_unrecorded(ctx, claimed, &recorded).await {
             Ok(Some(inquiry)) => {
                 record_created(ctx, claimed, &row, &inquiry, true, mail_kind).await?;
                 return Ok(Created::Done {
@@ -420,10 +422,13 @@ pub(crate) async fn create(
     }
 }
 
-/// The user's newest live inquiry at Persona, found by their reference id.
-async fn find_live(
+/// The user's newest inquiry at Persona that the store has not recorded: one made under a key
+/// whose answer was lost. Recorded ones are skipped: after a crash mid-recreate the replaced
+/// inquiry may still be live, and taking it would bring back what was being replaced.
+async fn find_unrecorded(
     ctx: &JobContext,
     claimed: &Claimed,
+    recorded: &HashSet<String>,
 ) -> Result<Option<crate::persona::Inquiry>, PersonaError> {
     let filter = ListFilter {
         reference_id: Some(claimed.reference_id.clone()),
@@ -436,11 +441,13 @@ async fn find_live(
         inquiry_ids: Vec::new(),
     };
     let mut pages = ctx.persona.inquiry_pages(&filter);
-    // Newest first: the first one is the one to keep.
-    Ok(pages
-        .next_page()
-        .await?
-        .and_then(|page| page.into_iter().next()))
+    // Newest first: the first one not recorded is the one to keep.
+    while let Some(page) = pages.next_page().await? {
+        if let Some(found) = page.into_iter().find(|i| !recorded.contains(i.id.as_str())) {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
 }
 
 /// Records Persona's answer and queues the invite, in one transaction.

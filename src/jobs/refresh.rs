@@ -2,7 +2,8 @@
 //! unless a documented limit holds it back (and then `status --user` says which).
 //!
 //! A run: (1) syncs statuses in bulk — one list of the template's live inquiries, 100 a page,
-//! plus id lookups for the few that left that list; (2) learns the template's latest published
+//! plus id lookups for the few that left that list (static links: a list of what was created
+//! since the last run, to find users who opened their link); (2) learns the template's latest published
 //! version once; (3) decides per current inquiry: nothing, resume, or recreate; (4) retries
 //! renewed mails that did not go out; (5) expires at Persona the inquiries it replaced.
 
@@ -159,7 +160,7 @@ pub async fn run(ctx: &JobContext) -> Result<RefreshReport, JobError> {
     user_states::release_orphaned(&ctx.store, ctx.clock.now()).await?;
     if ctx.settings.link_kind == LinkKind::Static {
         // Static links never expire; what is left is learning who finished.
-        sync_statuses(ctx, &mut report).await?;
+        sync_static(ctx, &mut report).await?;
         retry_unsent(ctx, &mut report, &Arc::new(RunFlags::default())).await?;
         return Ok(report);
     }
@@ -177,10 +178,7 @@ pub async fn run(ctx: &JobContext) -> Result<RefreshReport, JobError> {
 async fn sync_statuses(ctx: &JobContext, report: &mut RefreshReport) -> Result<(), JobError> {
     let now = ctx.clock.now();
     let mine: Vec<InquiryRow> = inquiries::live(&ctx.store).await?;
-    let mut by_id: HashMap<String, &InquiryRow> = mine
-        .iter()
-        .filter_map(|r| r.inquiry_id.clone().map(|id| (id, r)))
-        .collect();
+    let mut by_id = by_inquiry_id(&mine);
     let filter = ListFilter {
         reference_id: None,
         statuses: vec![InquiryStatus::Created, InquiryStatus::Pending],
@@ -188,38 +186,134 @@ async fn sync_statuses(ctx: &JobContext, report: &mut RefreshReport) -> Result<(
         inquiry_ids: Vec::new(),
     };
     let mut pages = ctx.persona.inquiry_pages(&filter);
-    let mut static_seen = Vec::new();
     while let Some(page) = pages.next_page().await.map_err(persona_error)? {
         for inquiry in page {
             report.live_inquiries += 1;
-            match by_id.remove(inquiry.id.as_str()) {
-                Some(row) => apply(ctx, report, row, &inquiry, "status sync", now).await?,
-                None if ctx.settings.link_kind == LinkKind::Static => static_seen.push(inquiry),
-                None => {}
+            if let Some(row) = by_id.remove(inquiry.id.as_str()) {
+                apply(ctx, report, row, &inquiry, "status sync", now).await?;
             }
         }
     }
-    for inquiry in static_seen {
-        adopt_static(ctx, report, &inquiry, now).await?;
+    look_up_missing(ctx, report, &by_id, now).await
+}
+
+/// Marks the static-link sync in `job_runs`: its `started_at` is where the next one lists from.
+const STATIC_SYNC: &str = "refresh.static-sync";
+
+/// How far before the last sync the next one lists again: covers clock skew with Persona and
+/// inquiries created while a listing was under way.
+const STATIC_SYNC_OVERLAP: chrono::Duration = chrono::Duration::hours(1);
+
+/// Static links: an inquiry exists only once a user opens their link, and it may finish before
+/// any run sees it live. So every inquiry of the template created since the last sync is listed,
+/// whatever its status (newest first, stopping at that point), and the ones carrying our
+/// reference ids are followed from then on; those already followed are looked up by id.
+async fn sync_static(ctx: &JobContext, report: &mut RefreshReport) -> Result<(), JobError> {
+    let now = ctx.clock.now();
+    let Some(since) = static_sync_since(ctx).await? else {
+        // No link was sent yet, so nobody can have opened one.
+        return Ok(());
+    };
+    let mine: Vec<InquiryRow> = inquiries::live(&ctx.store).await?;
+    let mut by_id = by_inquiry_id(&mine);
+    let filter = ListFilter {
+        template_id: Some(ctx.settings.template_id.clone()),
+        ..ListFilter::default()
+    };
+    let mut pages = ctx.persona.inquiry_pages(&filter);
+    let mut unknown = Vec::new();
+    'pages: while let Some(page) = pages.next_page().await.map_err(persona_error)? {
+        for inquiry in page {
+            if inquiry.created_at.is_some_and(|t| t < since) {
+                break 'pages;
+            }
+            report.live_inquiries += usize::from(inquiry.status.is_open());
+            match by_id.remove(inquiry.id.as_str()) {
+                Some(row) => apply(ctx, report, row, &inquiry, "status sync", now).await?,
+                None => unknown.push(inquiry),
+            }
+        }
     }
+    // Oldest first, so a user who opened their link twice ends with the newest as current.
+    for inquiry in unknown.iter().rev() {
+        adopt_static(ctx, report, inquiry, now).await?;
+    }
+    look_up_missing(ctx, report, &by_id, now).await?;
+    let mut tx = ctx.store.begin_write().await?;
+    sqlx::query("DELETE FROM job_runs WHERE job = ?")
+        .bind(STATIC_SYNC)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+    sqlx::query(
+        "INSERT INTO job_runs (job, started_at, finished_at, outcome, detail) VALUES (?, ?, ?, 'ok', ?)",
+    )
+    .bind(STATIC_SYNC)
+    .bind(format_ts(now))
+    .bind(format_ts(ctx.clock.now()))
+    .bind(format!("listed the inquiries created since {}", format_ts(since)))
+    .execute(&mut *tx)
+    .await
+    .map_err(StoreError::from)?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(())
+}
+
+/// Where the static sync lists from: the last sync, else the first link sent; `None` when no
+/// link was sent yet.
+async fn static_sync_since(ctx: &JobContext) -> Result<Option<DateTime<Utc>>, JobError> {
+    let last_sync: Option<String> =
+        sqlx::query_scalar("SELECT MAX(started_at) FROM job_runs WHERE job = ? AND outcome = 'ok'")
+            .bind(STATIC_SYNC)
+            .fetch_one(ctx.store.reader())
+            .await
+            .map_err(StoreError::from)?;
+    let since = match last_sync {
+        Some(t) => Some(t),
+        None => sqlx::query_scalar("SELECT MIN(sent_at) FROM mails WHERE sent_at IS NOT NULL")
+            .fetch_one(ctx.store.reader())
+            .await
+            .map_err(StoreError::from)?,
+    };
+    Ok(since
+        .as_deref()
+        .and_then(crate::clock::parse_ts)
+        .map(|t| t - STATIC_SYNC_OVERLAP))
+}
+
+fn by_inquiry_id(rows: &[InquiryRow]) -> HashMap<String, &InquiryRow> {
+    rows.iter()
+        .filter_map(|r| r.inquiry_id.clone().map(|id| (id, r)))
+        .collect()
+}
+
+/// Lookups by id, 100 a call, for followed inquiries a listing did not show (they expired or
+/// finished, or are older than a static sync lists).
+async fn look_up_missing(
+    ctx: &JobContext,
+    report: &mut RefreshReport,
+    by_id: &HashMap<String, &InquiryRow>,
+    now: DateTime<Utc>,
+) -> Result<(), JobError> {
     let missing: Vec<InquiryId> = by_id
         .keys()
         .filter_map(|id| InquiryId::parse(id).ok())
         .collect();
-    if !missing.is_empty() {
-        let filter = ListFilter {
-            inquiry_ids: missing,
-            ..ListFilter::default()
-        };
-        let found = ctx
-            .persona
-            .list_inquiries(&filter)
-            .await
-            .map_err(persona_error)?;
-        for inquiry in found {
-            if let Some(row) = by_id.get(inquiry.id.as_str()) {
-                apply(ctx, report, row, &inquiry, "status sync", now).await?;
-            }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let filter = ListFilter {
+        inquiry_ids: missing,
+        ..ListFilter::default()
+    };
+    let found = ctx
+        .persona
+        .list_inquiries(&filter)
+        .await
+        .map_err(persona_error)?;
+    for inquiry in found {
+        if let Some(row) = by_id.get(inquiry.id.as_str()) {
+            apply(ctx, report, row, &inquiry, "status sync", now).await?;
         }
     }
     Ok(())

@@ -92,6 +92,20 @@ pub async fn by_inquiry_id(store: &Store, inquiry_id: &str) -> Result<Option<Inq
         .await?)
 }
 
+/// The Persona ids of every inquiry recorded for the user, replaced ones included.
+pub async fn recorded_ids(
+    store: &Store,
+    user_id: &str,
+) -> Result<std::collections::HashSet<String>> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT inquiry_id FROM inquiries WHERE user_id = ? AND inquiry_id IS NOT NULL",
+    )
+    .bind(user_id)
+    .fetch_all(store.reader())
+    .await?;
+    Ok(ids.into_iter().collect())
+}
+
 pub async fn by_row_id(conn: impl sqlx::SqliteExecutor<'_>, id: i64) -> Result<Option<InquiryRow>> {
     let sql = format!("{SELECT} WHERE id = ?");
     Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))

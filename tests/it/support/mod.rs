@@ -6,6 +6,7 @@ pub mod app;
 pub mod daemon;
 pub mod mail;
 pub mod persona;
+pub mod refresh;
 pub mod safety;
 pub mod sim;
 pub mod smtp;
