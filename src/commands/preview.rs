@@ -44,13 +44,7 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
         (None, None) => MailKind::Invite,
         (None, Some(_)) => MailKind::Renewed,
     };
-    let reference = match sqlx::query_scalar::<_, String>(
-        "SELECT reference_id FROM user_states WHERE user_id = ?",
-    )
-    .bind(user_id)
-    .fetch_optional(store.reader())
-    .await?
-    {
+    let reference = match user_states::reference_of(&store, user_id).await? {
         Some(r) => ReferenceId::parse(&r)?,
         None => {
             eprintln!(

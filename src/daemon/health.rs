@@ -57,14 +57,10 @@ async fn job_health(
     since: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> JobHealth {
-    let last: Option<(String, Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT started_at, finished_at, outcome FROM job_runs WHERE job = ? ORDER BY id DESC LIMIT 1",
-    )
-    .bind(kind.as_str())
-    .fetch_optional(store.reader())
-    .await
-    .ok()
-    .flatten();
+    let last = crate::store::job_runs::latest(store, kind.as_str())
+        .await
+        .ok()
+        .flatten();
     let last_started = last.as_ref().and_then(|(s, _, _)| parse_ts(s));
     let running = last.as_ref().is_some_and(|(_, f, _)| f.is_none());
     // The latest time the schedule wanted a run to have started by now (runs at start-up count).

@@ -19,10 +19,9 @@ use super::metrics::Metrics;
 use super::scheduler::{JobKind, SharedContext};
 use super::signature::{self, SignatureError};
 use super::webhook_event::WebhookEvent;
-use crate::clock::format_ts;
 use crate::domain::SecretText;
 use crate::jobs::status;
-use crate::store::{inquiries, status as store_status};
+use crate::store::{inquiries, status as store_status, webhook_events};
 
 /// What the HTTP side reads from config; swapped on reload.
 #[derive(Debug, Clone)]
@@ -139,12 +138,7 @@ async fn apply_event(
     event: &WebhookEvent,
     now: DateTime<Utc>,
 ) -> crate::store::Result<&'static str> {
-    let seen: Option<String> =
-        sqlx::query_scalar("SELECT event_id FROM webhook_events WHERE event_id = ?")
-            .bind(&event.id)
-            .fetch_optional(ctx.store.reader())
-            .await?;
-    if seen.is_some() {
+    if webhook_events::seen(&ctx.store, &event.id).await? {
         return Ok("duplicate");
     }
     let mut outcome = "ignored";
@@ -164,13 +158,15 @@ async fn apply_event(
         .await?;
         outcome = "accepted";
     }
-    sqlx::query("INSERT INTO webhook_events (event_id, name, inquiry_id, received_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
-        .bind(&event.id)
-        .bind(&event.name)
-        .bind(event.inquiry.as_ref().map(|i| i.id.to_string()))
-        .bind(format_ts(now))
-        .execute(ctx.store.writer())
-        .await?;
+    let inquiry_id = event.inquiry.as_ref().map(|i| i.id.to_string());
+    webhook_events::record(
+        &ctx.store,
+        &event.id,
+        &event.name,
+        inquiry_id.as_deref(),
+        now,
+    )
+    .await?;
     Ok(outcome)
 }
 

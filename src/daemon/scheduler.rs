@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, RwLock};
 use tokio_cron_scheduler::{Job, JobScheduler};
 use uuid::Uuid;
@@ -13,7 +12,7 @@ use uuid::Uuid;
 use super::notify::Notifier;
 use crate::clock::format_ts;
 use crate::jobs::{JobContext, provision, refresh};
-use crate::store::Store;
+use crate::store::job_runs;
 
 /// The daemon's two jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,7 +82,7 @@ impl Runner {
             return RunOutcome::Stopping;
         }
         let started = ctx.clock.now();
-        let run_id = match record_start(&ctx.store, kind, started).await {
+        let run_id = match job_runs::record_start(&ctx.store, kind.as_str(), started).await {
             Ok(id) => id,
             Err(e) => {
                 tracing::error!(job = kind.as_str(), error = %e, "cannot record the job run");
@@ -110,7 +109,9 @@ impl Runner {
         };
         metrics::counter!("job_runs_total", "job" => kind.as_str(), "outcome" => outcome)
             .increment(1);
-        if let Err(e) = record_finish(&ctx.store, run_id, ctx.clock.now(), outcome, &detail).await {
+        if let Err(e) =
+            job_runs::record_finish(&ctx.store, run_id, ctx.clock.now(), outcome, &detail).await
+        {
             tracing::error!(job = kind.as_str(), error = %e, "cannot record the end of the job run");
         }
         self.notifier.status(&format!(
@@ -131,37 +132,6 @@ impl Runner {
         };
         tokio::time::timeout(within, all).await.is_ok()
     }
-}
-
-async fn record_start(
-    store: &Store,
-    kind: JobKind,
-    at: DateTime<Utc>,
-) -> crate::store::Result<i64> {
-    Ok(
-        sqlx::query_scalar("INSERT INTO job_runs (job, started_at) VALUES (?, ?) RETURNING id")
-            .bind(kind.as_str())
-            .bind(format_ts(at))
-            .fetch_one(store.writer())
-            .await?,
-    )
-}
-
-async fn record_finish(
-    store: &Store,
-    id: i64,
-    at: DateTime<Utc>,
-    outcome: &str,
-    detail: &str,
-) -> crate::store::Result<()> {
-    sqlx::query("UPDATE job_runs SET finished_at = ?, outcome = ?, detail = ? WHERE id = ?")
-        .bind(format_ts(at))
-        .bind(outcome)
-        .bind(detail)
-        .bind(id)
-        .execute(store.writer())
-        .await?;
-    Ok(())
 }
 
 /// The cron schedule around a `Runner`.

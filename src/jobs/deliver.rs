@@ -103,21 +103,11 @@ pub async fn deliver(
                 .as_ref()
                 .map(|r| state_for_status(&r.status))
                 .unwrap_or("invited");
-            let current =
-                sqlx::query_scalar::<_, String>("SELECT state FROM user_states WHERE user_id = ?")
-                    .bind(&claimed.user_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?;
-            if matches!(current.as_str(), "pending" | "invited" | "started") {
+            let current = user_states::state_in(&mut tx, &claimed.user_id).await?;
+            if matches!(current.as_deref(), Some("pending" | "invited" | "started")) {
                 user_states::set_state(&mut tx, &claimed.user_id, state, None, None, now).await?;
             }
-            sqlx::query("UPDATE user_states SET last_mailed_at = ? WHERE user_id = ?")
-                .bind(crate::clock::format_ts(now))
-                .bind(&claimed.user_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
+            user_states::mark_mailed(&mut tx, &claimed.user_id, now).await?;
             events::record(
                 &mut tx,
                 now,
@@ -164,17 +154,7 @@ pub async fn deliver(
             };
             let mut tx = ctx.store.begin_write().await?;
             mails::mark_failed(&mut tx, mail.id, &why, now).await?;
-            user_states::set_state(&mut tx, &claimed.user_id, "skipped", Some(&why), None, now)
-                .await?;
-            events::record(
-                &mut tx,
-                now,
-                Some(&claimed.user_id),
-                None,
-                "mail.failed",
-                &why,
-            )
-            .await?;
+            user_states::skip(&mut tx, &claimed.user_id, &why, "mail.failed", None, now).await?;
             tx.commit().await.map_err(StoreError::from)?;
             metrics::counter!("mails_total", "kind" => kind.as_str(), "outcome" => "failed")
                 .increment(1);

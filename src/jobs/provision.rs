@@ -224,15 +224,15 @@ async fn provision_user(
     Ok(outcome)
 }
 
-async fn skip_user(
+/// A row that stopped being usable (the application edited it): skipped, with the reason.
+pub(crate) async fn skip_user(
     ctx: &JobContext,
     user_id: &str,
     why: &str,
     now: DateTime<Utc>,
 ) -> Result<(), JobError> {
     let mut tx = ctx.store.begin_write().await?;
-    user_states::set_state(&mut tx, user_id, "skipped", Some(why), None, now).await?;
-    events::record(&mut tx, now, Some(user_id), None, "user.skipped", why).await?;
+    user_states::skip(&mut tx, user_id, why, "user.skipped", None, now).await?;
     tx.commit().await.map_err(StoreError::from)?;
     tracing::warn!(user = %user_id, reason = %why, "user skipped");
     Ok(())
@@ -397,22 +397,14 @@ pub(crate) async fn create(
             let why = format!("Persona refused to create the inquiry: {e}");
             let now = ctx.clock.now();
             let mut tx = ctx.store.begin_write().await?;
-            sqlx::query("UPDATE inquiries SET status = ?, updated_at = ? WHERE id = ?")
-                .bind(REJECTED)
-                .bind(crate::clock::format_ts(now))
-                .bind(row.id)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
-            user_states::set_state(&mut tx, &claimed.user_id, "skipped", Some(&why), None, now)
-                .await?;
-            events::record(
+            inquiries::mark_rejected(&mut tx, row.id, now).await?;
+            user_states::skip(
                 &mut tx,
-                now,
-                Some(&claimed.user_id),
-                None,
-                "inquiry.rejected",
+                &claimed.user_id,
                 &why,
+                "inquiry.rejected",
+                None,
+                now,
             )
             .await?;
             tx.commit().await.map_err(StoreError::from)?;

@@ -25,7 +25,7 @@ use crate::mail::MailKind;
 use crate::persona::{IdempotencyKey, Inquiry, ListFilter, PersonaError};
 use crate::store::inquiries::{self, CREATING, InquiryRow};
 use crate::store::user_states::{self, Claimed};
-use crate::store::{StoreError, events, mails, users};
+use crate::store::{StoreError, events, job_runs, mails, users};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RefreshReport {
@@ -239,41 +239,17 @@ async fn sync_static(ctx: &JobContext, report: &mut RefreshReport) -> Result<(),
         adopt_static(ctx, report, inquiry, now).await?;
     }
     look_up_missing(ctx, report, &by_id, now).await?;
-    let mut tx = ctx.store.begin_write().await?;
-    sqlx::query("DELETE FROM job_runs WHERE job = ?")
-        .bind(STATIC_SYNC)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-    sqlx::query(
-        "INSERT INTO job_runs (job, started_at, finished_at, outcome, detail) VALUES (?, ?, ?, 'ok', ?)",
-    )
-    .bind(STATIC_SYNC)
-    .bind(format_ts(now))
-    .bind(format_ts(ctx.clock.now()))
-    .bind(format!("listed the inquiries created since {}", format_ts(since)))
-    .execute(&mut *tx)
-    .await
-    .map_err(StoreError::from)?;
-    tx.commit().await.map_err(StoreError::from)?;
+    let detail = format!("listed the inquiries created since {}", format_ts(since));
+    job_runs::set_bookmark(&ctx.store, STATIC_SYNC, now, ctx.clock.now(), &detail).await?;
     Ok(())
 }
 
 /// Where the static sync lists from: the last sync, else the first link sent; `None` when no
 /// link was sent yet.
 async fn static_sync_since(ctx: &JobContext) -> Result<Option<DateTime<Utc>>, JobError> {
-    let last_sync: Option<String> =
-        sqlx::query_scalar("SELECT MAX(started_at) FROM job_runs WHERE job = ? AND outcome = 'ok'")
-            .bind(STATIC_SYNC)
-            .fetch_one(ctx.store.reader())
-            .await
-            .map_err(StoreError::from)?;
-    let since = match last_sync {
+    let since = match job_runs::last_ok_start(&ctx.store, STATIC_SYNC).await? {
         Some(t) => Some(t),
-        None => sqlx::query_scalar("SELECT MIN(sent_at) FROM mails WHERE sent_at IS NOT NULL")
-            .fetch_one(ctx.store.reader())
-            .await
-            .map_err(StoreError::from)?,
+        None => mails::first_sent_at(&ctx.store).await?,
     };
     Ok(since
         .as_deref()
@@ -522,26 +498,12 @@ async fn act_on_due(
 async fn current_rows(
     ctx: &JobContext,
 ) -> Result<Vec<(InquiryRow, Option<DateTime<Utc>>)>, JobError> {
-    let rows: Vec<InquiryRow> = sqlx::query_as(
-        "SELECT i.id, i.user_id, i.generation, i.idempotency_key, i.key_created_at, i.inquiry_id, i.status, \
-                i.template_id, i.template_version_id, i.persona_created_at, i.expires_at, i.resume_count, \
-                i.session_count, i.superseded_at, i.superseded_reason, i.expired_remotely_at, i.created_at \
-         FROM inquiries i JOIN user_states s ON s.user_id = i.user_id \
-         WHERE s.state IN ('invited', 'started') AND i.superseded_at IS NULL \
-           AND i.generation = (SELECT MAX(generation) FROM inquiries j WHERE j.user_id = i.user_id) \
-           AND i.status IN ('created', 'pending', 'expired', 'creating') ORDER BY i.id",
-    )
-    .fetch_all(ctx.store.reader())
-    .await
-    .map_err(StoreError::from)?;
-    let mailed: HashMap<String, Option<String>> = sqlx::query_as::<_, (String, Option<String>)>(
-        "SELECT user_id, last_mailed_at FROM user_states WHERE state IN ('invited', 'started')",
-    )
-    .fetch_all(ctx.store.reader())
-    .await
-    .map_err(StoreError::from)?
-    .into_iter()
-    .collect();
+    let rows = inquiries::current_of_unfinished_users(&ctx.store).await?;
+    let mailed: HashMap<String, Option<String>> =
+        user_states::last_mailed_of_unfinished(&ctx.store)
+            .await?
+            .into_iter()
+            .collect();
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -560,13 +522,7 @@ async fn hold(
     why: &str,
     now: DateTime<Utc>,
 ) -> Result<(), JobError> {
-    let current: Option<String> =
-        sqlx::query_scalar("SELECT reason FROM user_states WHERE user_id = ?")
-            .bind(&row.user_id)
-            .fetch_optional(ctx.store.reader())
-            .await
-            .map_err(StoreError::from)?
-            .flatten();
+    let current = user_states::reason_of(&ctx.store, &row.user_id).await?;
     // The same hold is recorded once, not every run.
     let first_line = why.split("; waiting").next().unwrap_or(why);
     if current
@@ -576,12 +532,7 @@ async fn hold(
         return Ok(());
     }
     let mut tx = ctx.store.begin_write().await?;
-    sqlx::query("UPDATE user_states SET reason = ? WHERE user_id = ?")
-        .bind(why)
-        .bind(&row.user_id)
-        .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
+    user_states::set_reason_in(&mut tx, &row.user_id, Some(why)).await?;
     events::record(
         &mut tx,
         now,
@@ -622,19 +573,7 @@ async fn act(
     let user = match User::parse(&raw, now.date_naive()) {
         Ok(u) => u,
         Err(e) => {
-            let mut tx = ctx.store.begin_write().await?;
-            user_states::set_state(&mut tx, &claimed.user_id, "skipped", Some(&e.0), None, now)
-                .await?;
-            events::record(
-                &mut tx,
-                now,
-                Some(&claimed.user_id),
-                None,
-                "user.skipped",
-                &e.0,
-            )
-            .await?;
-            tx.commit().await.map_err(StoreError::from)?;
+            provision::skip_user(ctx, &claimed.user_id, &e.0, now).await?;
             return Ok(Done {
                 action: None,
                 delivery: None,

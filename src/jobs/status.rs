@@ -43,12 +43,7 @@ pub async fn apply(
     inquiries::update_status(&mut tx, row.id, status.as_str(), expires_at, now).await?;
     let mut applied = Applied::Updated;
     if row.superseded_at.is_none() && row.status != status.as_str() {
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM user_states WHERE user_id = ?")
-                .bind(&row.user_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
+        let state = user_states::state_in(&mut tx, &row.user_id).await?;
         let inquiry = row.inquiry_id.as_deref();
         match state.as_deref() {
             Some("finished" | "skipped") | None => {}

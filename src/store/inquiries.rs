@@ -202,6 +202,37 @@ pub async fn record_facts(
     Ok(())
 }
 
+/// Persona refused to create this inquiry (a permanent error); the row stays as a record.
+pub async fn mark_rejected(
+    conn: &mut sqlx::SqliteConnection,
+    row_id: i64,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query("UPDATE inquiries SET status = ?, updated_at = ? WHERE id = ?")
+        .bind(REJECTED)
+        .bind(format_ts(now))
+        .bind(row_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Each unfinished (invited or started) user's newest inquiry, unless replaced: live ones and
+/// ones whose create was interrupted (`creating`).
+pub async fn current_of_unfinished_users(store: &Store) -> Result<Vec<InquiryRow>> {
+    Ok(sqlx::query_as(
+        "SELECT i.id, i.user_id, i.generation, i.idempotency_key, i.key_created_at, i.inquiry_id, i.status, \
+                i.template_id, i.template_version_id, i.persona_created_at, i.expires_at, i.resume_count, \
+                i.session_count, i.superseded_at, i.superseded_reason, i.expired_remotely_at, i.created_at \
+         FROM inquiries i JOIN user_states s ON s.user_id = i.user_id \
+         WHERE s.state IN ('invited', 'started') AND i.superseded_at IS NULL \
+           AND i.generation = (SELECT MAX(generation) FROM inquiries j WHERE j.user_id = i.user_id) \
+           AND i.status IN ('created', 'pending', 'expired', 'creating') ORDER BY i.id",
+    )
+    .fetch_all(store.reader())
+    .await?)
+}
+
 /// A status (and expiry) learned later: from a list, a webhook, a resume.
 pub async fn update_status(
     conn: &mut sqlx::SqliteConnection,

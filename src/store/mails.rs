@@ -156,6 +156,15 @@ pub async fn mark_failed(
     Ok(())
 }
 
+/// When the first link went out to anyone (the start of the daemon's history with Persona).
+pub async fn first_sent_at(store: &Store) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT MIN(sent_at) FROM mails WHERE sent_at IS NOT NULL")
+            .fetch_one(store.reader())
+            .await?,
+    )
+}
+
 /// Drops a user's unsent mails (the user finished, or a newer mail replaces them).
 pub async fn cancel_unsent(
     conn: &mut sqlx::SqliteConnection,

@@ -3,10 +3,12 @@
 
 pub mod events;
 pub mod inquiries;
+pub mod job_runs;
 pub mod mails;
 pub mod status;
 pub mod user_states;
 pub mod users;
+pub mod webhook_events;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

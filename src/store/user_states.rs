@@ -284,12 +284,86 @@ pub async fn set_state(
     Ok(())
 }
 
+/// Marks a user skipped with the reason, and records why, inside the caller's transaction.
+pub async fn skip(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    why: &str,
+    event_kind: &str,
+    inquiry_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    set_state(conn, user_id, "skipped", Some(why), None, now).await?;
+    events::record(conn, now, Some(user_id), inquiry_id, event_kind, why).await
+}
+
+/// The user's state, inside the caller's transaction.
+pub async fn state_in(conn: &mut sqlx::SqliteConnection, user_id: &str) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT state FROM user_states WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// Stamps the moment the user was last mailed (for `min_resend_interval`).
+pub async fn mark_mailed(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query("UPDATE user_states SET last_mailed_at = ? WHERE user_id = ?")
+        .bind(format_ts(now))
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn reason_of(store: &Store, user_id: &str) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar::<_, Option<String>>("SELECT reason FROM user_states WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_optional(store.reader())
+            .await?
+            .flatten(),
+    )
+}
+
+pub async fn reference_of(store: &Store, user_id: &str) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("SELECT reference_id FROM user_states WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_optional(store.reader())
+            .await?,
+    )
+}
+
+/// Unfinished users (invited or started) with when they were last mailed.
+pub async fn last_mailed_of_unfinished(store: &Store) -> Result<Vec<(String, Option<String>)>> {
+    Ok(sqlx::query_as(
+        "SELECT user_id, last_mailed_at FROM user_states WHERE state IN ('invited', 'started')",
+    )
+    .fetch_all(store.reader())
+    .await?)
+}
+
 /// Only the reason (e.g. which limit holds the user back), leaving the state alone.
 pub async fn set_reason(store: &Store, user_id: &str, reason: Option<&str>) -> Result<()> {
+    let mut conn = store.writer().acquire().await?;
+    set_reason_in(&mut conn, user_id, reason).await
+}
+
+pub async fn set_reason_in(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    reason: Option<&str>,
+) -> Result<()> {
     sqlx::query("UPDATE user_states SET reason = ? WHERE user_id = ?")
         .bind(reason)
         .bind(user_id)
-        .execute(store.writer())
+        .execute(conn)
         .await?;
     Ok(())
 }
