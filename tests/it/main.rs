@@ -1,6 +1,7 @@
 //! The one integration-test binary: each file is a behaviour, `support` holds the set-up.
 
 mod config_loading;
+mod demo;
 mod mail_delivery;
 mod mail_templates;
 mod persona_client;
