@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod context;
+pub mod demo;
 pub mod once;
 pub mod preview;
 pub mod status;
@@ -28,8 +29,11 @@ pub struct UsageError(pub String);
 #[error("{0}")]
 pub struct Reported(pub String);
 
-/// Loads config, sets up logging, runs one command.
+/// Loads config, sets up logging, runs one command. `demo` brings its own config.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Demo = cli.command {
+        return demo::run(cli.log_format).await;
+    }
     let path = config::resolve_path(cli.config.as_deref());
     let config = Config::load(&path)?;
     let format = match cli.log_format {
@@ -55,11 +59,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo => Err(UsageError(format!(
-            "{:?} is not available in this build yet",
-            cli.command
-        ))
-        .into()),
+        Command::Demo => unreachable!("demo is dispatched before the config is loaded"),
     }
 }
 

@@ -8,6 +8,7 @@ mod config_loading;
 mod crash_recovery_daemon;
 mod crashes_lose_nothing;
 mod daemon_lifecycle;
+mod demo;
 mod fault_tolerance;
 mod job_overlap;
 mod mail_delivery;
