@@ -98,54 +98,72 @@ pub async fn run(ctx: &JobContext) -> Result<ProvisionReport, JobError> {
 
     let run_started = ctx.clock.now();
     let flags = Arc::new(RunFlags::default());
-    let permits = Arc::new(Semaphore::new(ctx.settings.concurrency.max(1)));
-    while !ctx.stop.is_cancelled() && !flags.persona_down() {
-        let batch = user_states::claim_pending(
-            &ctx.store,
-            ctx.clock.now(),
-            run_started,
-            LEASE,
-            ctx.settings.batch_size,
-        )
-        .await?;
-        if batch.is_empty() {
-            break;
-        }
-        let mut tasks = JoinSet::new();
-        for claimed in batch {
-            let ctx = ctx.clone();
-            let flags = flags.clone();
-            let permits = permits.clone();
-            tasks.spawn(async move {
-                let _permit = permits.acquire_owned().await.expect("semaphore open");
-                let user_id = claimed.user_id.clone();
-                if ctx.stop.is_cancelled() || flags.persona_down() {
-                    user_states::release(&ctx.store, &user_id, None).await?;
-                    return Ok(UserOutcome::default());
-                }
-                let result = provision_user(&ctx, &flags, &claimed).await;
-                let defer = match &result {
-                    Ok(o) if !o.deferred => None,
-                    _ => Some(ctx.clock.now()),
-                };
-                user_states::release(&ctx.store, &user_id, defer).await?;
-                result
-            });
-        }
-        let mut fatal = None;
-        while let Some(joined) = tasks.join_next().await {
-            match joined.expect("provision task panicked") {
-                Ok(outcome) => report.add(&outcome),
-                Err(e) => fatal = fatal.or(Some(e)),
+    let concurrency = ctx.settings.concurrency.max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    // The next batch is claimed while the last users of the previous one are still in flight,
+    // so Persona calls and sends never wait for the slowest user of a batch.
+    let mut tasks = JoinSet::new();
+    let mut exhausted = false;
+    let mut fatal = None;
+    loop {
+        let stopping = ctx.stop.is_cancelled() || flags.persona_down() || fatal.is_some();
+        if !exhausted && !stopping && tasks.len() < concurrency {
+            let batch = user_states::claim_pending(
+                &ctx.store,
+                ctx.clock.now(),
+                run_started,
+                LEASE,
+                ctx.settings.batch_size,
+            )
+            .await?;
+            exhausted = batch.is_empty();
+            for claimed in batch {
+                tasks.spawn(provision_claimed(
+                    ctx.clone(),
+                    flags.clone(),
+                    permits.clone(),
+                    claimed,
+                ));
             }
+            continue;
         }
-        if let Some(e) = fatal {
-            return Err(e);
+        let Some(joined) = tasks.join_next().await else {
+            break;
+        };
+        match joined.expect("provision task panicked") {
+            Ok(outcome) => report.add(&outcome),
+            Err(e) => fatal = fatal.or(Some(e)),
         }
+    }
+    if let Some(e) = fatal {
+        return Err(e);
     }
     metrics::counter!("provision_users_total", "outcome" => "mailed")
         .increment(report.mails_sent as u64);
     Ok(report)
+}
+
+/// One claimed user's task: waits for a permit, provisions, and always gives the lease back
+/// (deferred when the user could not be finished now).
+async fn provision_claimed(
+    ctx: JobContext,
+    flags: Arc<RunFlags>,
+    permits: Arc<Semaphore>,
+    claimed: Claimed,
+) -> Result<UserOutcome, JobError> {
+    let _permit = permits.acquire_owned().await.expect("semaphore open");
+    let user_id = claimed.user_id.clone();
+    if ctx.stop.is_cancelled() || flags.persona_down() {
+        user_states::release(&ctx.store, &user_id, None).await?;
+        return Ok(UserOutcome::default());
+    }
+    let result = provision_user(&ctx, &flags, &claimed).await;
+    let defer = match &result {
+        Ok(o) if !o.deferred => None,
+        _ => Some(ctx.clock.now()),
+    };
+    user_states::release(&ctx.store, &user_id, defer).await?;
+    result
 }
 
 /// Takes one claimed user as far as possible: inquiry, queued mail, sent mail.

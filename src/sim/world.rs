@@ -186,6 +186,9 @@ pub struct World {
     token_key: Vec<u8>,
     seq: u64,
     outbox: Vec<Event>,
+    /// No open inquiry expires before this; `None` = not known, the next sweep scans them all.
+    /// Keeps a request's sweep O(1) when nothing is due, so big runs do not go quadratic.
+    expiry_floor: Option<DateTime<Utc>>,
 }
 
 fn is_finished(status: &InquiryStatus) -> bool {
@@ -219,6 +222,7 @@ impl World {
             token_key: random_alnum(32).into_bytes(),
             seq: 0,
             outbox: Vec::new(),
+            expiry_floor: None,
         }
     }
 
@@ -255,15 +259,20 @@ impl World {
     /// Does what Persona's expirer does: every open inquiry whose `expires-at` passed becomes
     /// `expired` as of that moment, with its sessions.
     pub fn sweep(&mut self, now: DateTime<Utc>) {
-        let due: Vec<String> = self
-            .order
-            .iter()
-            .filter(|id| {
-                let inq = &self.inquiries[*id];
-                inq.status.is_open() && inq.expires_at.is_some_and(|t| t <= now)
-            })
-            .cloned()
-            .collect();
+        if self.expiry_floor.is_some_and(|floor| now < floor) {
+            return;
+        }
+        let mut due = Vec::new();
+        let mut floor = DateTime::<Utc>::MAX_UTC;
+        for id in &self.order {
+            let inq = &self.inquiries[id];
+            match inq.expires_at {
+                Some(t) if inq.status.is_open() && t <= now => due.push(id.clone()),
+                Some(t) if inq.status.is_open() => floor = floor.min(t),
+                _ => {}
+            }
+        }
+        self.expiry_floor = Some(floor);
         for id in due {
             let at = self.inquiries[&id]
                 .expires_at
@@ -355,8 +364,10 @@ impl World {
             intervals: req.intervals,
             sessions: Vec::new(),
         };
+        let expires_at = inquiry.expires_at;
         self.inquiries.insert(id.clone(), inquiry);
         self.order.push(id.clone());
+        self.lower_expiry_floor(expires_at);
         let session_token = if req.create_session {
             Some(self.new_session(&id, now)?)
         } else {
@@ -446,6 +457,8 @@ impl World {
             inq.expires_at = Some(now + inq.intervals.after_resume);
             inq.expired_at = None;
             inq.updated_at = now;
+            let expires_at = inq.expires_at;
+            self.lower_expiry_floor(expires_at);
             return self.new_session(id, now);
         }
         if let Some(s) = inq.sessions.iter().find(|s| !s.used && s.valid_at(now)) {
@@ -566,7 +579,16 @@ impl World {
         inq.started_at = Some(now);
         inq.updated_at = now;
         inq.expires_at = Some(now + inq.intervals.after_start);
+        let expires_at = inq.expires_at;
+        self.lower_expiry_floor(expires_at);
         self.emit("inquiry.started", id, now);
+    }
+
+    /// Keeps [`World::sweep`]'s shortcut honest when an inquiry gets a new `expires-at`.
+    fn lower_expiry_floor(&mut self, expires_at: Option<DateTime<Utc>>) {
+        if let (Some(floor), Some(t)) = (self.expiry_floor, expires_at) {
+            self.expiry_floor = Some(floor.min(t));
+        }
     }
 
     fn opened(&self, id: &str) -> Opened {
