@@ -85,45 +85,37 @@ const DISCOVER_BATCH: u32 = 1000;
 pub async fn run(ctx: &JobContext) -> Result<ProvisionReport, JobError> {
     let mut report = ProvisionReport::default();
     user_states::release_orphaned(&ctx.store, ctx.clock.now()).await?;
-    loop {
-        let (pending, skipped) =
-            user_states::discover(&ctx.store, ctx.clock.now(), DISCOVER_BATCH).await?;
-        report.discovered += pending + skipped;
-        report.skipped += skipped;
-        if pending + skipped < DISCOVER_BATCH as usize || ctx.stop.is_cancelled() {
-            break;
-        }
-    }
     user_states::revalidate_edited(&ctx.store, ctx.clock.now()).await?;
 
     let run_started = ctx.clock.now();
     let flags = Arc::new(RunFlags::default());
     let concurrency = ctx.settings.concurrency.max(1);
     let permits = Arc::new(Semaphore::new(concurrency));
-    // The next batch is claimed while the last users of the previous one are still in flight,
-    // so Persona calls and sends never wait for the slowest user of a batch.
+    // New rows are discovered a page at a time between claims, so the first mails of a large
+    // backlog go out at once instead of after the whole table was read. The next batch is
+    // claimed while the last users of the previous one are still in flight, so Persona calls
+    // and sends never wait for the slowest user of a batch.
+    let mut discovery = Discovery::default();
     let mut tasks = JoinSet::new();
     let mut exhausted = false;
     let mut fatal = None;
     loop {
         let stopping = ctx.stop.is_cancelled() || flags.persona_down() || fatal.is_some();
         if !exhausted && !stopping && tasks.len() < concurrency {
-            let batch = user_states::claim_pending(
-                &ctx.store,
-                ctx.clock.now(),
-                run_started,
-                LEASE,
-                ctx.settings.batch_size,
-            )
-            .await?;
-            exhausted = batch.is_empty();
-            for claimed in batch {
-                tasks.spawn(provision_claimed(
-                    ctx.clone(),
-                    flags.clone(),
-                    permits.clone(),
-                    claimed,
-                ));
+            match next_batch(ctx, &mut discovery, &mut report, run_started).await {
+                Ok(batch) => {
+                    exhausted = batch.is_empty() && discovery.done;
+                    for claimed in batch {
+                        tasks.spawn(provision_claimed(
+                            ctx.clone(),
+                            flags.clone(),
+                            permits.clone(),
+                            claimed,
+                        ));
+                    }
+                }
+                // In-flight users finish (and give their leases back) before the error is told.
+                Err(e) => fatal = Some(e),
             }
             continue;
         }
@@ -141,6 +133,45 @@ pub async fn run(ctx: &JobContext) -> Result<ProvisionReport, JobError> {
     metrics::counter!("provision_users_total", "outcome" => "mailed")
         .increment(report.mails_sent as u64);
     Ok(report)
+}
+
+/// Where discovery of new `users` rows stands within one run.
+#[derive(Debug, Default)]
+struct Discovery {
+    /// The last id seen; the next page starts after it.
+    after: Option<String>,
+    done: bool,
+}
+
+/// Discovers the next page of new rows (while any are left), then claims a batch of pending
+/// users. An empty batch with discovery not done yet means: call again.
+async fn next_batch(
+    ctx: &JobContext,
+    discovery: &mut Discovery,
+    report: &mut ProvisionReport,
+    run_started: DateTime<Utc>,
+) -> Result<Vec<Claimed>, JobError> {
+    if !discovery.done {
+        let page = user_states::discover(
+            &ctx.store,
+            ctx.clock.now(),
+            discovery.after.as_deref(),
+            DISCOVER_BATCH,
+        )
+        .await?;
+        report.discovered += page.pending + page.skipped;
+        report.skipped += page.skipped;
+        discovery.done = page.last_id.is_none();
+        discovery.after = page.last_id;
+    }
+    Ok(user_states::claim_pending(
+        &ctx.store,
+        ctx.clock.now(),
+        run_started,
+        LEASE,
+        ctx.settings.batch_size,
+    )
+    .await?)
 }
 
 /// One claimed user's task: waits for a permit, provisions, and always gives the lease back

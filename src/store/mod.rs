@@ -85,14 +85,19 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(opts.busy_timeout)
             .foreign_keys(true);
+        // A local file does not go stale like a network connection, so no ping before each
+        // acquire: with sqlx's worker thread per connection that ping doubled the cost of
+        // every statement run straight on a pool.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(opts.busy_timeout + Duration::from_secs(25))
             .connect_with(base.clone().create_if_missing(true))
             .await
             .map_err(open_err)?;
         let read = SqlitePoolOptions::new()
             .max_connections(opts.read_connections.max(1))
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(base.read_only(true))
             .await

@@ -1,8 +1,10 @@
 //! The daemon's view of each user: state, opaque reference id, and a lease so that two workers
 //! (or a `once` beside a `run`) never work on the same user at the same time.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
 
 use super::{Result, Store, events};
 use crate::clock::format_ts;
@@ -77,61 +79,94 @@ pub async fn release_orphaned(store: &Store, now: DateTime<Utc>) -> Result<u64> 
 }
 
 /// Gives every user row the daemon has not seen yet a state: `pending` when the row is usable,
-/// `skipped` with the reasons when not. Returns (pending, skipped) counts.
-pub async fn discover(store: &Store, now: DateTime<Utc>, limit: u32) -> Result<(usize, usize)> {
-    let rows = super::users::unseen(store, limit).await?;
-    if rows.is_empty() {
-        return Ok((0, 0));
-    }
+/// `skipped` with the reasons when not; one page of at most `limit`, in id order after `after`.
+pub async fn discover(
+    store: &Store,
+    now: DateTime<Utc>,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<Discovered> {
+    let rows = super::users::unseen(store, after, limit).await?;
+    let Some(last) = rows.last() else {
+        return Ok(Discovered::default());
+    };
+    let last_id = Some(last.id.clone());
     let today = now.date_naive();
     let ts = format_ts(now);
-    let (mut pending, mut skipped) = (0, 0);
+    let verdicts: Vec<(&RawUser, Option<String>)> = rows
+        .iter()
+        .map(|raw| (raw, User::parse(raw, today).err().map(|e| e.0)))
+        .collect();
+    // Two statements per page, not two per user: each statement is a round trip to sqlx's
+    // connection thread, and a backlog of a million would otherwise take minutes to see.
+    let mut insert = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO user_states (user_id, reference_id, state, reason, row_fingerprint, created_at, updated_at) ",
+    );
+    insert.push_values(&verdicts, |mut row, (raw, reason)| {
+        row.push_bind(raw.id.clone())
+            .push_bind(ReferenceId::generate().as_str().to_owned())
+            .push_bind(if reason.is_some() {
+                "skipped"
+            } else {
+                "pending"
+            })
+            .push_bind(reason.clone())
+            .push_bind(raw.fingerprint())
+            .push_bind(ts.clone())
+            .push_bind(ts.clone());
+    });
+    insert.push(" ON CONFLICT (user_id) DO NOTHING RETURNING user_id");
     let mut tx = store.begin_write().await?;
-    for raw in &rows {
-        let verdict = User::parse(raw, today);
-        let (state, reason) = match &verdict {
-            Ok(_) => ("pending", None),
-            Err(e) => ("skipped", Some(e.0.clone())),
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO user_states (user_id, reference_id, state, reason, row_fingerprint, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING",
-        )
-        .bind(&raw.id)
-        .bind(ReferenceId::generate().as_str())
-        .bind(state)
-        .bind(&reason)
-        .bind(raw.fingerprint())
-        .bind(&ts)
-        .bind(&ts)
-        .execute(&mut *tx)
+    let inserted: HashSet<String> = insert
+        .build_query_scalar::<String>()
+        .fetch_all(&mut *tx)
         .await?
-        .rows_affected();
-        if inserted == 0 {
-            continue;
-        }
+        .into_iter()
+        .collect();
+    let new: Vec<&(&RawUser, Option<String>)> = verdicts
+        .iter()
+        .filter(|(raw, _)| inserted.contains(&raw.id))
+        .collect();
+    let (mut pending, mut skipped) = (0, 0);
+    for (raw, reason) in &new {
         match reason {
-            None => {
-                pending += 1;
-                events::record(
-                    &mut tx,
-                    now,
-                    Some(&raw.id),
-                    None,
-                    "user.discovered",
-                    "new user, pending",
-                )
-                .await?;
-            }
+            None => pending += 1,
             Some(r) => {
                 skipped += 1;
                 tracing::warn!(user = %raw.id, reason = %r, "user row cannot be used; skipped");
-                events::record(&mut tx, now, Some(&raw.id), None, "user.skipped", &r).await?;
             }
         }
     }
+    if !new.is_empty() {
+        let mut events =
+            QueryBuilder::<Sqlite>::new("INSERT INTO events (user_id, kind, detail, at) ");
+        events.push_values(&new, |mut row, (raw, reason)| {
+            let (kind, detail) = match reason {
+                None => ("user.discovered", "new user, pending"),
+                Some(r) => ("user.skipped", r.as_str()),
+            };
+            row.push_bind(raw.id.clone())
+                .push_bind(kind)
+                .push_bind(detail.to_owned())
+                .push_bind(ts.clone());
+        });
+        events.build().execute(&mut *tx).await?;
+    }
     tx.commit().await?;
-    Ok((pending, skipped))
+    Ok(Discovered {
+        pending,
+        skipped,
+        last_id,
+    })
+}
+
+/// One page of [`discover`]: how many new users, and the id to continue after.
+#[derive(Debug, Default)]
+pub struct Discovered {
+    pub pending: usize,
+    pub skipped: usize,
+    /// `None` when there was nothing left to discover.
+    pub last_id: Option<String>,
 }
 
 /// Skipped users whose row the application has since edited get validated again.

@@ -112,15 +112,28 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<RawUser>> {
     Ok(row.map(|r| raw_from_row(&r)))
 }
 
-/// Rows the daemon has not seen yet (no `user_states` row), oldest first, at most `limit`.
-pub async fn unseen(store: &Store, limit: u32) -> Result<Vec<RawUser>> {
-    let rows = sqlx::query(
-        "SELECT u.id, u.email, u.name_first, u.name_last, u.birthdate, u.phone_number \
-         FROM users u LEFT JOIN user_states s ON s.user_id = u.id \
-         WHERE s.user_id IS NULL ORDER BY u.created_at, u.id LIMIT ?",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(store.reader())
-    .await?;
+/// Rows the daemon has not seen yet (no `user_states` row), in id order after `after`, at most
+/// `limit`. Walks the primary key, so a run that pages through a million rows with the last id
+/// as `after` reads each row once instead of sorting the whole table per page.
+pub async fn unseen(store: &Store, after: Option<&str>, limit: u32) -> Result<Vec<RawUser>> {
+    let query = match after {
+        Some(_) => {
+            "SELECT u.id, u.email, u.name_first, u.name_last, u.birthdate, u.phone_number \
+             FROM users u WHERE u.id > ?1 \
+             AND NOT EXISTS (SELECT 1 FROM user_states s WHERE s.user_id = u.id) \
+             ORDER BY u.id LIMIT ?2"
+        }
+        None => {
+            "SELECT u.id, u.email, u.name_first, u.name_last, u.birthdate, u.phone_number \
+             FROM users u WHERE ?1 IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM user_states s WHERE s.user_id = u.id) \
+             ORDER BY u.id LIMIT ?2"
+        }
+    };
+    let rows = sqlx::query(query)
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(store.reader())
+        .await?;
     Ok(rows.iter().map(raw_from_row).collect())
 }
