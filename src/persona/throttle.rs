@@ -21,17 +21,25 @@ const PACE_BELOW_PERCENT: u64 = 15;
 /// `p = 60s / (rpm - b + 1)`, rounded up, gives fewer than `rpm + 1`, i.e. at most `rpm`, in
 /// every sliding 60-s window, hence in each of Persona's fixed windows too. The burst stays
 /// small (rpm/30, at most 10) so concurrent callers can start together while the steady rate
-/// loses at most 3 %.
+/// loses at most 3 %. One slot in a hundred more is held back for the network: Persona counts
+/// requests when they arrive and we can only space them when they leave, so two sent a period
+/// apart may land closer together (measured: one 429 in 1,500 calls at 600/min with 300 ms
+/// latency before this margin, none after).
 pub(crate) fn quota_for(rpm: NonZeroU32) -> Quota {
     let rpm = rpm.get();
     let burst = (rpm / 30).clamp(1, 10);
-    let slots = u128::from(rpm - burst + 1);
+    let slots = u128::from(rpm - burst + 1 - jitter_margin(rpm));
     let window_ns = Duration::from_secs(60).as_nanos();
     let period_ns = window_ns.div_ceil(slots);
     let period = Duration::from_nanos(u64::try_from(period_ns).unwrap_or(u64::MAX));
     Quota::with_period(period)
         .expect("a minute divided by at most u32::MAX slots is longer than zero")
         .allow_burst(NonZeroU32::new(burst).expect("burst is at least 1"))
+}
+
+/// Slots per minute kept unused against arrival jitter (see [`quota_for`]).
+fn jitter_margin(rpm: u32) -> u32 {
+    rpm / 100
 }
 
 /// What Persona's headers said about its own window.
@@ -220,10 +228,11 @@ mod tests {
             let granted = grants(rpm, Duration::from_secs(5 * 60));
             let worst = max_in_any_minute(&granted);
             assert!(worst <= rpm as usize, "rpm {rpm}: {worst} in one minute");
-            // And it is not needlessly strict: the steady rate loses at most the burst.
+            // And it is not needlessly strict: the steady rate loses at most the burst and
+            // the 1 % jitter margin.
             let burst = (rpm / 30).clamp(1, 10);
             assert!(
-                granted.len() >= 5 * (rpm - burst + 1) as usize,
+                granted.len() >= 5 * (rpm - burst + 1 - jitter_margin(rpm)) as usize,
                 "rpm {rpm}: only {} in five minutes",
                 granted.len()
             );
