@@ -7,7 +7,7 @@ use super::{Result, Store};
 use crate::clock::format_ts;
 
 /// One line of a user's history.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub id: i64,
     pub user_id: Option<String>,
@@ -16,6 +16,15 @@ pub struct Event {
     pub detail: String,
     pub at: String,
 }
+
+from_row!(Event {
+    id,
+    user_id,
+    inquiry_id,
+    kind,
+    detail,
+    at
+});
 
 /// Records an event inside the caller's transaction, so the decision and its record commit together.
 pub async fn record(

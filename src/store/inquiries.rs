@@ -12,7 +12,7 @@ pub const CREATING: &str = "creating";
 /// Status of a row Persona refused to create (a permanent error); the user is skipped.
 pub const REJECTED: &str = "rejected";
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct InquiryRow {
     pub id: i64,
     pub user_id: String,
@@ -32,6 +32,26 @@ pub struct InquiryRow {
     pub expired_remotely_at: Option<String>,
     pub created_at: String,
 }
+
+from_row!(InquiryRow {
+    id,
+    user_id,
+    generation,
+    idempotency_key,
+    key_created_at,
+    inquiry_id,
+    status,
+    template_id,
+    template_version_id,
+    persona_created_at,
+    expires_at,
+    resume_count,
+    session_count,
+    superseded_at,
+    superseded_reason,
+    expired_remotely_at,
+    created_at
+});
 
 impl InquiryRow {
     pub fn expires_at(&self) -> Option<DateTime<Utc>> {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::{Result, Store};
 use crate::clock::{format_ts, parse_ts};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct MailRow {
     pub id: i64,
     pub user_id: String,
@@ -21,6 +21,21 @@ pub struct MailRow {
     pub last_error: Option<String>,
     pub created_at: String,
 }
+
+from_row!(MailRow {
+    id,
+    user_id,
+    inquiry_row,
+    kind,
+    status,
+    message_id,
+    attempts,
+    next_attempt_at,
+    link_expires_at,
+    sent_at,
+    last_error,
+    created_at
+});
 
 impl MailRow {
     pub fn link_expires_at(&self) -> Option<DateTime<Utc>> {

@@ -97,7 +97,7 @@ pub struct UserSummary {
     pub last_mailed_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct InquirySummary {
     pub generation: i64,
     pub inquiry_id: Option<String>,
@@ -109,7 +109,18 @@ pub struct InquirySummary {
     pub superseded_reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+from_row!(InquirySummary {
+    generation,
+    inquiry_id,
+    status,
+    template_version_id,
+    created_at,
+    expires_at,
+    resume_count,
+    superseded_reason
+});
+
+#[derive(Debug, Clone, Serialize)]
 pub struct MailSummary {
     pub kind: String,
     pub status: String,
@@ -120,6 +131,17 @@ pub struct MailSummary {
     pub last_error: Option<String>,
     pub created_at: String,
 }
+
+from_row!(MailSummary {
+    kind,
+    status,
+    message_id,
+    attempts,
+    sent_at,
+    next_attempt_at,
+    last_error,
+    created_at
+});
 
 #[derive(Debug, Clone, Serialize)]
 pub struct UserHistory {
