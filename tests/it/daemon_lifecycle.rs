@@ -217,7 +217,7 @@ async fn run_notifies_systemd_serves_health_and_metrics_and_reloads_on_sighup() 
 /// A user the daemon left alone in the middle of a run: still `pending`, holding no lease (so
 /// the next run takes them at once), with no mail caught in `sending` and no more than one
 /// inquiry row, whose idempotency key lets the next run finish it without a second inquiry.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct Leftover {
     user_id: String,
     state: String,
@@ -289,7 +289,8 @@ async fn sigterm_during_a_provision_run_stops_cleanly_and_leaves_no_user_half_do
     );
 
     let now = inquiry_mailer::clock::format_ts(stack.clock.now());
-    let users: Vec<Leftover> = sqlx::query_as(
+    type Columns = (String, String, Option<String>, i64, i64, i64, i64);
+    let users: Vec<Leftover> = sqlx::query_as::<_, Columns>(
         "SELECT u.id AS user_id, COALESCE(s.state, 'pending') AS state, s.lease_until, \
            (SELECT COUNT(*) FROM inquiries i WHERE i.user_id = u.id) AS inquiries, \
            (SELECT COUNT(*) FROM mails m WHERE m.user_id = u.id AND m.status = 'sent') AS mails_sent, \
@@ -299,7 +300,20 @@ async fn sigterm_during_a_provision_run_stops_cleanly_and_leaves_no_user_half_do
     )
     .fetch_all(store.reader())
     .await
-    .unwrap();
+    .unwrap()
+    .into_iter()
+    .map(
+        |(user_id, state, lease_until, inquiries, mails_sent, mails_sending, mails)| Leftover {
+            user_id,
+            state,
+            lease_until,
+            inquiries,
+            mails_sent,
+            mails_sending,
+            mails,
+        },
+    )
+    .collect();
     assert_eq!(users.len(), USERS);
     let delivered: HashMap<String, usize> =
         stack
