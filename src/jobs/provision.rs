@@ -19,6 +19,7 @@ use crate::domain::{InquiryStatus, LinkKind, User};
 use crate::mail::MailKind;
 use crate::persona::{CreateInquiry, IdempotencyKey, InquiryFields, ListFilter, PersonaError};
 use crate::store::inquiries::{self, CREATING, InquiryRow, REJECTED};
+use crate::store::mails::MailRow;
 use crate::store::user_states::{self, Claimed};
 use crate::store::{StoreError, events, mails, users};
 
@@ -218,6 +219,7 @@ async fn provision_user(
     };
 
     let mut fresh = Fresh::Nothing;
+    let mut queued = None;
     if ctx.settings.link_kind.precreates() {
         let current = inquiries::current(ctx.store.reader(), &claimed.user_id).await?;
         let row = match current {
@@ -227,8 +229,13 @@ async fn provision_user(
         };
         if row.status == CREATING {
             match create(ctx, claimed, &user, row, MailKind::Invite).await? {
-                Created::Done { fresh: f, adopted } => {
+                Created::Done {
+                    fresh: f,
+                    adopted,
+                    mail,
+                } => {
                     fresh = f;
+                    queued = mail.map(|m| *m);
                     outcome.created = !adopted;
                     outcome.adopted = adopted;
                 }
@@ -245,7 +252,12 @@ async fn provision_user(
         }
     }
 
-    let mail = match mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await? {
+    let unsent = match queued {
+        // Just queued with the inquiry, in the transaction that committed: no need to read it.
+        Some(m) => Some(m),
+        None => mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await?,
+    };
+    let mail = match unsent {
         Some(m) => m,
         None if mails::last_for_user(ctx.store.reader(), &claimed.user_id)
             .await?
@@ -310,7 +322,7 @@ async fn enqueue_invite(
     tx: &mut sqlx::SqliteConnection,
     claimed: &Claimed,
     inquiry_row: Option<i64>,
-) -> Result<(), JobError> {
+) -> Result<MailRow, JobError> {
     enqueue(ctx, tx, claimed, inquiry_row, MailKind::Invite).await
 }
 
@@ -321,10 +333,10 @@ pub(crate) async fn enqueue(
     claimed: &Claimed,
     inquiry_row: Option<i64>,
     kind: MailKind,
-) -> Result<(), JobError> {
+) -> Result<MailRow, JobError> {
     let now = ctx.clock.now();
     let message_id = ctx.mailer.new_message_id();
-    mails::enqueue(
+    let mail = mails::enqueue(
         tx,
         &claimed.user_id,
         inquiry_row,
@@ -343,11 +355,16 @@ pub(crate) async fn enqueue(
         &detail,
     )
     .await?;
-    Ok(())
+    Ok(mail)
 }
 
 pub(crate) enum Created {
-    Done { fresh: Fresh, adopted: bool },
+    /// `mail`: the mail queued with the inquiry, when one was.
+    Done {
+        fresh: Fresh,
+        adopted: bool,
+        mail: Option<Box<MailRow>>,
+    },
     Rejected,
     Later,
 }
@@ -392,10 +409,11 @@ pub(crate) async fn create(
         let recorded = inquiries::recorded_ids(&ctx.store, &claimed.user_id).await?;
         match find_unrecorded(ctx, claimed, &recorded).await {
             Ok(Some(inquiry)) => {
-                record_created(ctx, claimed, &row, &inquiry, true, mail_kind).await?;
+                let mail = record_created(ctx, claimed, &row, &inquiry, true, mail_kind).await?;
                 return Ok(Created::Done {
                     fresh: Fresh::Nothing,
                     adopted: true,
+                    mail: mail.map(Box::new),
                 });
             }
             Ok(None) => {
@@ -418,7 +436,8 @@ pub(crate) async fn create(
     {
         Ok(created) => {
             crate::faults::crash_point("provision.after-create");
-            record_created(ctx, claimed, &row, &created.inquiry, false, mail_kind).await?;
+            let mail =
+                record_created(ctx, claimed, &row, &created.inquiry, false, mail_kind).await?;
             let fresh = match (created.one_time_link, created.session_token) {
                 (Some(l), _) => Fresh::OneTime(l),
                 (None, Some(t)) => Fresh::Token(t),
@@ -427,6 +446,7 @@ pub(crate) async fn create(
             Ok(Created::Done {
                 fresh,
                 adopted: false,
+                mail: mail.map(Box::new),
             })
         }
         Err(e) if is_fatal(&e) => Err(JobError::Persona(e)),
@@ -499,7 +519,7 @@ async fn record_created(
     inquiry: &crate::persona::Inquiry,
     adopted: bool,
     mail_kind: MailKind,
-) -> Result<(), JobError> {
+) -> Result<Option<MailRow>, JobError> {
     let now = ctx.clock.now();
     let mut tx = ctx.store.begin_write().await?;
     inquiries::record_facts(&mut tx, row.id, &facts_of(inquiry), now).await?;
@@ -532,18 +552,14 @@ async fn record_created(
         &detail,
     )
     .await?;
-    let first = mails::last_for_user(&mut *tx, &claimed.user_id)
-        .await?
-        .is_none();
-    if mails::unsent_for_user(&mut *tx, &claimed.user_id)
-        .await?
-        .is_none()
-        && (first || mail_kind == MailKind::Renewed)
-    {
+    let mails = mails::presence(&mut tx, &claimed.user_id).await?;
+    let first = !mails.any;
+    let mut queued = None;
+    if !mails.unsent && (first || mail_kind == MailKind::Renewed) {
         let kind = if first { MailKind::Invite } else { mail_kind };
-        enqueue(ctx, &mut tx, claimed, Some(row.id), kind).await?;
+        queued = Some(enqueue(ctx, &mut tx, claimed, Some(row.id), kind).await?);
     }
     tx.commit().await.map_err(StoreError::from)?;
     tracing::info!(user = %claimed.user_id, inquiry = %inquiry.id, adopted, "inquiry ready");
-    Ok(())
+    Ok(queued)
 }

@@ -46,7 +46,8 @@ impl MailRow {
 const SELECT: &str = "SELECT id, user_id, inquiry_row, kind, status, message_id, attempts, next_attempt_at, \
      link_expires_at, sent_at, last_error, created_at FROM mails";
 
-/// Queues a mail inside the caller's transaction (the one that records what it links to).
+/// Queues a mail inside the caller's transaction (the one that records what it links to), and
+/// returns it as stored.
 pub async fn enqueue(
     conn: &mut sqlx::SqliteConnection,
     user_id: &str,
@@ -54,11 +55,13 @@ pub async fn enqueue(
     kind: &str,
     message_id: &str,
     now: DateTime<Utc>,
-) -> Result<i64> {
+) -> Result<MailRow> {
     let ts = format_ts(now);
-    Ok(sqlx::query_scalar(
+    Ok(sqlx::query_as::<_, MailRow>(
         "INSERT INTO mails (user_id, inquiry_row, kind, status, message_id, next_attempt_at, created_at, updated_at) \
-         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING id",
+         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?) \
+         RETURNING id, user_id, inquiry_row, kind, status, message_id, attempts, next_attempt_at, \
+           link_expires_at, sent_at, last_error, created_at",
     )
     .bind(user_id)
     .bind(inquiry_row)
@@ -69,6 +72,24 @@ pub async fn enqueue(
     .bind(&ts)
     .fetch_one(conn)
     .await?)
+}
+
+/// Whether the user has any mail at all, and whether one is waiting to go out: one statement.
+pub async fn presence(conn: &mut sqlx::SqliteConnection, user_id: &str) -> Result<MailPresence> {
+    let (any, unsent): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM mails WHERE user_id = ?1), \
+                EXISTS (SELECT 1 FROM mails WHERE user_id = ?1 AND status IN ('queued', 'sending'))",
+    )
+    .bind(user_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(MailPresence { any, unsent })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailPresence {
+    pub any: bool,
+    pub unsent: bool,
 }
 
 /// The user's mail waiting to go out (queued, or caught mid-send by a crash), if any.
