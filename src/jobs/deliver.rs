@@ -103,11 +103,7 @@ pub async fn deliver(
                 .as_ref()
                 .map(|r| state_for_status(&r.status))
                 .unwrap_or("invited");
-            let current = user_states::state_in(&mut tx, &claimed.user_id).await?;
-            if matches!(current.as_deref(), Some("pending" | "invited" | "started")) {
-                user_states::set_state(&mut tx, &claimed.user_id, state, None, None, now).await?;
-            }
-            user_states::mark_mailed(&mut tx, &claimed.user_id, now).await?;
+            user_states::mark_mailed(&mut tx, &claimed.user_id, state, now).await?;
             events::record(
                 &mut tx,
                 now,

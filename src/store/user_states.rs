@@ -342,17 +342,28 @@ pub async fn state_in(conn: &mut sqlx::SqliteConnection, user_id: &str) -> Resul
     )
 }
 
-/// Stamps the moment the user was last mailed (for `min_resend_interval`).
+/// Stamps the moment the user was last mailed (for `min_resend_interval`) and, unless the user
+/// already finished or was skipped, moves them to `state` with no reason left: one statement.
 pub async fn mark_mailed(
     conn: &mut sqlx::SqliteConnection,
     user_id: &str,
+    state: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query("UPDATE user_states SET last_mailed_at = ? WHERE user_id = ?")
-        .bind(format_ts(now))
-        .bind(user_id)
-        .execute(conn)
-        .await?;
+    // SQLite evaluates every SET expression against the row as it was: `state` is the old one.
+    sqlx::query(
+        "UPDATE user_states SET \
+           state = CASE WHEN state IN ('pending', 'invited', 'started') THEN ?1 ELSE state END, \
+           reason = CASE WHEN state IN ('pending', 'invited', 'started') THEN NULL ELSE reason END, \
+           updated_at = CASE WHEN state IN ('pending', 'invited', 'started') THEN ?2 ELSE updated_at END, \
+           last_mailed_at = ?2 \
+         WHERE user_id = ?3",
+    )
+    .bind(state)
+    .bind(format_ts(now))
+    .bind(user_id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -252,18 +252,55 @@ pub fn inquiry(id: &str, status: &str) -> Value {
 }
 
 /// Everything logged (at TRACE, all targets) on this thread while the guard lives.
+///
+/// The subscriber is process-global and installed once, capturing only on threads that asked
+/// for it: a thread-scoped subscriber (`set_default`) races with other test threads that hit a
+/// callsite first and can cache it as disabled for everyone, which lost events now and then.
 #[derive(Clone, Default)]
 pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
 
+thread_local! {
+    static CAPTURING: std::cell::RefCell<Option<CapturedLogs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Stops this thread's capture when dropped.
+pub struct CaptureGuard(());
+
+impl Drop for CaptureGuard {
+    fn drop(&mut self) {
+        CAPTURING.with(|c| c.borrow_mut().take());
+    }
+}
+
+/// Writes to the capture of the thread the event is logged on (nothing when it has none).
+struct ThreadCapture;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ThreadCapture {
+    type Writer = CapturedLogs;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        CAPTURING.with(|c| c.borrow().clone()).unwrap_or_default()
+    }
+}
+
 impl CapturedLogs {
-    pub fn start() -> (Self, tracing::subscriber::DefaultGuard) {
+    pub fn start() -> (Self, CaptureGuard) {
+        static INSTALL: std::sync::Once = std::sync::Once::new();
+        INSTALL.call_once(|| {
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::{Layer as _, filter};
+            let capture = tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(ThreadCapture)
+                .with_filter(filter::filter_fn(|_| {
+                    CAPTURING.with(|c| c.borrow().is_some())
+                }));
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(capture))
+                .expect("no other global subscriber in the test binary");
+        });
         let logs = Self::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(logs.clone())
-            .finish();
-        (logs.clone(), tracing::subscriber::set_default(subscriber))
+        CAPTURING.with(|c| *c.borrow_mut() = Some(logs.clone()));
+        (logs, CaptureGuard(()))
     }
 
     pub fn text(&self) -> String {
@@ -279,13 +316,5 @@ impl std::io::Write for CapturedLogs {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
-    type Writer = CapturedLogs;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
     }
 }
