@@ -267,12 +267,9 @@ async fn provision_user(
             // was queued with the inquiry; this also covers a row adopted without one.)
             let row = inquiries::current(ctx.store.reader(), &claimed.user_id).await?;
             let mut tx = ctx.store.begin_write().await?;
-            enqueue_invite(ctx, &mut tx, claimed, row.as_ref().map(|r| r.id)).await?;
+            let mail = enqueue_invite(ctx, &mut tx, claimed, row.as_ref().map(|r| r.id)).await?;
             tx.commit().await.map_err(StoreError::from)?;
-            match mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await? {
-                Some(m) => m,
-                None => return Ok(outcome),
-            }
+            mail
         }
         None => return Ok(outcome),
     };

@@ -116,21 +116,19 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<RawUser>> {
 /// `limit`. Walks the primary key, so a run that pages through a million rows with the last id
 /// as `after` reads each row once instead of sorting the whole table per page.
 pub async fn unseen(store: &Store, after: Option<&str>, limit: u32) -> Result<Vec<RawUser>> {
-    let query = match after {
-        Some(_) => {
-            "SELECT u.id, u.email, u.name_first, u.name_last, u.birthdate, u.phone_number \
-             FROM users u WHERE u.id > ?1 \
-             AND NOT EXISTS (SELECT 1 FROM user_states s WHERE s.user_id = u.id) \
-             ORDER BY u.id LIMIT ?2"
-        }
-        None => {
-            "SELECT u.id, u.email, u.name_first, u.name_last, u.birthdate, u.phone_number \
-             FROM users u WHERE ?1 IS NULL \
-             AND NOT EXISTS (SELECT 1 FROM user_states s WHERE s.user_id = u.id) \
-             ORDER BY u.id LIMIT ?2"
-        }
+    // `u.id > ?1` only when paging on: with a bound of its own, the first page would miss an
+    // id that sorts before any bound we could pick (the empty string is a valid TEXT key).
+    let from = if after.is_some() {
+        "u.id > ?1"
+    } else {
+        "?1 IS NULL"
     };
-    let rows = sqlx::query(query)
+    let sql = format!(
+        "SELECT {COLUMNS} FROM users u WHERE {from} \
+         AND NOT EXISTS (SELECT 1 FROM user_states s WHERE s.user_id = u.id) \
+         ORDER BY u.id LIMIT ?2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(after)
         .bind(i64::from(limit))
         .fetch_all(store.reader())
