@@ -77,7 +77,9 @@ fn main() -> anyhow::Result<()> {
 async fn throughput(users: u64) -> anyhow::Result<()> {
     let sink = Sink::start()?;
     let sim = start_sim(|_| {}).await?;
+    let cpu_before = own_cpu();
     let before = ceiling(&sink, users).await?;
+    let client_cpu = own_cpu() - cpu_before;
     let work = Workdir::new(&sim, &sink.url(), &[])?;
     let seeded = work.seed(users).await?;
     let run = work.once("provision", None)?;
@@ -104,6 +106,10 @@ async fn throughput(users: u64) -> anyhow::Result<()> {
         run.cpu().as_secs_f64() * 1000.0 / users as f64,
         run.user,
         run.system
+    );
+    println!(
+        "plain client CPU      {:.3} ms per mail (the same sends straight from lettre, for scale)",
+        client_cpu.as_secs_f64() * 1000.0 / users as f64
     );
     println!(
         "Persona calls         {} (POST /inquiries)",
@@ -524,6 +530,19 @@ fn count_sent(work: &Workdir) -> anyhow::Result<u64> {
     Ok(json["mails"]["sent"].as_u64().unwrap_or(0))
 }
 
+/// CPU (user + system) this bench process has used so far.
+fn own_cpu() -> Duration {
+    // SAFETY: zeroed rusage is a valid out-parameter for getrusage.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    timeval(usage.ru_utime) + timeval(usage.ru_stime)
+}
+
+fn timeval(t: libc::timeval) -> Duration {
+    Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000)
+}
+
 /// What `wait4` says of a finished child.
 struct Measured {
     wall: Duration,
@@ -576,11 +595,10 @@ fn measure(mut child: Child, stop_after: Option<Duration>) -> anyhow::Result<Mea
     let wall = started.elapsed();
     let stderr = reader.join().unwrap_or_default();
     let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok(Measured {
         wall,
-        user: tv(usage.ru_utime),
-        system: tv(usage.ru_stime),
+        user: timeval(usage.ru_utime),
+        system: timeval(usage.ru_stime),
         max_rss_kib: usage.ru_maxrss,
         status: libc::WEXITSTATUS(status),
         stderr_tail: tail,

@@ -7,8 +7,9 @@ use super::fresh_link::{self, Fresh, LinkProblem};
 use super::{JobContext, JobError, RunFlags, state_for_status};
 use crate::domain::User;
 use crate::mail::{MailKind, SendError};
-use crate::store::inquiries;
+use crate::store::inquiries::{self, InquiryRow};
 use crate::store::mails::{self, MailRow};
+use crate::store::steps::{self, Sent};
 use crate::store::user_states::{self, Claimed};
 use crate::store::{StoreError, events};
 
@@ -35,13 +36,25 @@ pub fn retry_at(now: DateTime<Utc>, attempts: i64) -> DateTime<Utc> {
     now + chrono::Duration::minutes(minutes.min(60))
 }
 
+/// What the caller brings to a delivery besides the mail.
+#[derive(Debug, Default)]
+pub struct Carry<'a> {
+    /// The inquiry row the caller holds (just recorded): saves a read when it is the mail's.
+    pub inquiry: Option<&'a InquiryRow>,
+    /// A secret Persona just handed over for the link.
+    pub fresh: Fresh,
+    /// Whether a sent mail ends the user's lease in the same transaction (the caller has
+    /// nothing left to do for the user then).
+    pub end_lease: bool,
+}
+
 pub async fn deliver(
     ctx: &JobContext,
     run: &RunFlags,
     claimed: &Claimed,
     user: &User,
     mail: &MailRow,
-    fresh: Fresh,
+    carry: Carry<'_>,
 ) -> Result<Delivery, JobError> {
     if run.smtp_down() {
         // Not tried, so nothing on the mail says why it waits: say it on the user.
@@ -50,11 +63,12 @@ pub async fn deliver(
         return Ok(Delivery::Deferred(why));
     }
     let kind = MailKind::parse(&mail.kind).map_err(|e| StoreError::Conflict(e.0))?;
-    let row = match mail.inquiry_row {
-        Some(id) => inquiries::by_row_id(ctx.store.reader(), id).await?,
-        None => None,
+    let row = match (mail.inquiry_row, carry.inquiry) {
+        (Some(id), Some(row)) if row.id == id => Some(row.clone()),
+        (Some(id), _) => inquiries::by_row_id(ctx.store.reader(), id).await?,
+        (None, _) => None,
     };
-    let obtained = match fresh_link::obtain(ctx, claimed, row.as_ref(), fresh).await {
+    let obtained = match fresh_link::obtain(ctx, claimed, row.as_ref(), carry.fresh).await {
         Ok(o) => o,
         Err(LinkProblem::Store(e)) => return Err(e.into()),
         Err(LinkProblem::Persona(e)) if super::is_fatal(&e) => return Err(JobError::Persona(e)),
@@ -97,27 +111,23 @@ pub async fn deliver(
     match result {
         Ok(()) => {
             crate::faults::crash_point("deliver.after-send");
-            let mut tx = ctx.store.begin_write().await?;
-            mails::mark_sent(&mut tx, mail.id, now).await?;
-            let state = row
-                .as_ref()
-                .map(|r| state_for_status(&r.status))
-                .unwrap_or("invited");
-            user_states::mark_mailed(&mut tx, &claimed.user_id, state, now).await?;
-            events::record(
-                &mut tx,
-                now,
-                Some(&claimed.user_id),
-                row.as_ref().and_then(|r| r.inquiry_id.as_deref()),
-                "mail.sent",
-                &format!(
-                    "{kind} mail {} sent ({})",
-                    mail.message_id,
-                    outgoing_summary(attempts)
-                ),
-            )
-            .await?;
-            tx.commit().await.map_err(StoreError::from)?;
+            let detail = format!(
+                "{kind} mail {} sent ({})",
+                mail.message_id,
+                outgoing_summary(attempts)
+            );
+            let sent = Sent {
+                mail_id: mail.id,
+                user_id: &claimed.user_id,
+                state: row
+                    .as_ref()
+                    .map(|r| state_for_status(&r.status))
+                    .unwrap_or("invited"),
+                inquiry_id: row.as_ref().and_then(|r| r.inquiry_id.as_deref()),
+                detail: &detail,
+                end_lease: carry.end_lease,
+            };
+            steps::mail_sent(&ctx.store, &sent, now).await?;
             metrics::counter!("mails_total", "kind" => kind.as_str(), "outcome" => "sent")
                 .increment(1);
             tracing::info!(user = %claimed.user_id, kind = %kind, "mail sent");

@@ -5,21 +5,22 @@
 //! call; the answer and the queued mail commit together after it; the mail is marked `sending`
 //! before the send and `sent` after it. A crash anywhere leaves a row that says what to redo.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::deliver::{Delivery, deliver};
+use super::deliver::{Carry, Delivery, deliver};
 use super::fresh_link::{Fresh, facts_of};
 use super::{JobContext, JobError, LEASE, RunFlags, is_fatal};
-use crate::domain::{InquiryStatus, LinkKind, User};
+use crate::domain::{InquiryStatus, LinkKind, RawUser, User};
 use crate::mail::MailKind;
 use crate::persona::{CreateInquiry, IdempotencyKey, InquiryFields, ListFilter, PersonaError};
 use crate::store::inquiries::{self, CREATING, InquiryRow, REJECTED};
 use crate::store::mails::MailRow;
+use crate::store::steps::{self, Answer, Recorded, WantedMail};
 use crate::store::user_states::{self, Claimed};
 use crate::store::{StoreError, events, mails, users};
 
@@ -106,12 +107,13 @@ pub async fn run(ctx: &JobContext) -> Result<ProvisionReport, JobError> {
             match next_batch(ctx, &mut discovery, &mut report, run_started).await {
                 Ok(batch) => {
                     exhausted = batch.is_empty() && discovery.done;
-                    for claimed in batch {
+                    for (claimed, known) in batch {
                         tasks.spawn(provision_claimed(
                             ctx.clone(),
                             flags.clone(),
                             permits.clone(),
                             claimed,
+                            known,
                         ));
                     }
                 }
@@ -144,14 +146,25 @@ struct Discovery {
     done: bool,
 }
 
+/// What is read for each claimed user together with the whole batch (two statements per batch),
+/// so no user costs reads of their own. The lease keeps other workers from changing it.
+#[derive(Debug, Default)]
+struct Known {
+    /// The application's row; `None` when it was deleted since.
+    user: Option<RawUser>,
+    /// The user's newest unreplaced inquiry.
+    current: Option<InquiryRow>,
+}
+
 /// Discovers the next page of new rows (while any are left), then claims a batch of pending
-/// users. An empty batch with discovery not done yet means: call again.
+/// users and reads what is known of them. An empty batch with discovery not done yet means:
+/// call again.
 async fn next_batch(
     ctx: &JobContext,
     discovery: &mut Discovery,
     report: &mut ProvisionReport,
     run_started: DateTime<Utc>,
-) -> Result<Vec<Claimed>, JobError> {
+) -> Result<Vec<(Claimed, Known)>, JobError> {
     if !discovery.done {
         let page = user_states::discover(
             &ctx.store,
@@ -165,14 +178,42 @@ async fn next_batch(
         discovery.done = page.last_id.is_none();
         discovery.after = page.last_id;
     }
-    Ok(user_states::claim_pending(
+    let claimed = user_states::claim_pending(
         &ctx.store,
         ctx.clock.now(),
         run_started,
         LEASE,
         ctx.settings.batch_size,
     )
-    .await?)
+    .await?;
+    if claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = claimed.iter().map(|c| c.user_id.as_str()).collect();
+    let mut users: HashMap<String, RawUser> = users::get_many(&ctx.store, &ids)
+        .await?
+        .into_iter()
+        .map(|u| (u.id.clone(), u))
+        .collect();
+    let mut current: HashMap<String, InquiryRow> = if ctx.settings.link_kind.precreates() {
+        inquiries::current_of_users(&ctx.store, &ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.user_id.clone(), r))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    Ok(claimed
+        .into_iter()
+        .map(|c| {
+            let known = Known {
+                user: users.remove(&c.user_id),
+                current: current.remove(&c.user_id),
+            };
+            (c, known)
+        })
+        .collect())
 }
 
 /// One claimed user's task: waits for a permit, provisions, and always gives the lease back
@@ -182,6 +223,7 @@ async fn provision_claimed(
     flags: Arc<RunFlags>,
     permits: Arc<Semaphore>,
     claimed: Claimed,
+    known: Known,
 ) -> Result<UserOutcome, JobError> {
     let _permit = permits.acquire_owned().await.expect("semaphore open");
     let user_id = claimed.user_id.clone();
@@ -189,8 +231,10 @@ async fn provision_claimed(
         user_states::release(&ctx.store, &user_id, None).await?;
         return Ok(UserOutcome::default());
     }
-    let result = provision_user(&ctx, &flags, &claimed).await;
+    let result = provision_user(&ctx, &flags, &claimed, known).await;
     let defer = match &result {
+        // The transaction that recorded the sent mail ended the lease.
+        Ok(o) if o.delivery == Some(Delivery::Sent) => return result,
         Ok(o) if !o.deferred => None,
         _ => Some(ctx.clock.now()),
     };
@@ -203,9 +247,10 @@ async fn provision_user(
     ctx: &JobContext,
     flags: &RunFlags,
     claimed: &Claimed,
+    known: Known,
 ) -> Result<UserOutcome, JobError> {
     let mut outcome = UserOutcome::default();
-    let Some(raw) = users::get(&ctx.store, &claimed.user_id).await? else {
+    let Some(raw) = known.user else {
         return Ok(outcome);
     };
     let now = ctx.clock.now();
@@ -220,22 +265,26 @@ async fn provision_user(
 
     let mut fresh = Fresh::Nothing;
     let mut queued = None;
+    let mut inquiry = None;
     if ctx.settings.link_kind.precreates() {
-        let current = inquiries::current(ctx.store.reader(), &claimed.user_id).await?;
-        let row = match current {
+        let row = match known.current {
             Some(row) if row.status == REJECTED => return Ok(outcome),
             Some(row) => row,
             None => begin_create(ctx, claimed).await?,
         };
-        if row.status == CREATING {
+        if row.status != CREATING {
+            inquiry = Some(row);
+        } else {
             match create(ctx, claimed, &user, row, MailKind::Invite).await? {
                 Created::Done {
                     fresh: f,
                     adopted,
                     mail,
+                    inquiry: recorded,
                 } => {
                     fresh = f;
                     queued = mail.map(|m| *m);
+                    inquiry = Some(*recorded);
                     outcome.created = !adopted;
                     outcome.adopted = adopted;
                 }
@@ -265,9 +314,9 @@ async fn provision_user(
         {
             // Static links: no inquiry, so the invite is queued here. (For the other kinds it
             // was queued with the inquiry; this also covers a row adopted without one.)
-            let row = inquiries::current(ctx.store.reader(), &claimed.user_id).await?;
             let mut tx = ctx.store.begin_write().await?;
-            let mail = enqueue_invite(ctx, &mut tx, claimed, row.as_ref().map(|r| r.id)).await?;
+            let mail =
+                enqueue_invite(ctx, &mut tx, claimed, inquiry.as_ref().map(|r| r.id)).await?;
             tx.commit().await.map_err(StoreError::from)?;
             mail
         }
@@ -276,7 +325,12 @@ async fn provision_user(
     if mail.next_attempt_at.as_str() > crate::clock::format_ts(ctx.clock.now()).as_str() {
         return Ok(outcome);
     }
-    let delivery = deliver(ctx, flags, claimed, &user, &mail, fresh).await?;
+    let carry = Carry {
+        inquiry: inquiry.as_ref(),
+        fresh,
+        end_lease: true,
+    };
+    let delivery = deliver(ctx, flags, claimed, &user, &mail, carry).await?;
     outcome.deferred = matches!(delivery, Delivery::Deferred(_));
     outcome.delivery = Some(delivery);
     Ok(outcome)
@@ -300,18 +354,14 @@ pub(crate) async fn begin_create(
     ctx: &JobContext,
     claimed: &Claimed,
 ) -> Result<InquiryRow, JobError> {
-    let now = ctx.clock.now();
-    let mut tx = ctx.store.begin_write().await?;
-    let row = inquiries::begin_create(
-        &mut tx,
+    Ok(inquiries::begin_create_alone(
+        &ctx.store,
         &claimed.user_id,
         claimed.reference_id.as_str(),
         ctx.settings.template_id.as_str(),
-        now,
+        ctx.clock.now(),
     )
-    .await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    Ok(row)
+    .await?)
 }
 
 async fn enqueue_invite(
@@ -356,11 +406,12 @@ pub(crate) async fn enqueue(
 }
 
 pub(crate) enum Created {
-    /// `mail`: the mail queued with the inquiry, when one was.
+    /// `mail`: the mail queued with the inquiry, when one was; `inquiry`: the row as recorded.
     Done {
         fresh: Fresh,
         adopted: bool,
         mail: Option<Box<MailRow>>,
+        inquiry: Box<InquiryRow>,
     },
     Rejected,
     Later,
@@ -406,11 +457,13 @@ pub(crate) async fn create(
         let recorded = inquiries::recorded_ids(&ctx.store, &claimed.user_id).await?;
         match find_unrecorded(ctx, claimed, &recorded).await {
             Ok(Some(inquiry)) => {
-                let mail = record_created(ctx, claimed, &row, &inquiry, true, mail_kind).await?;
+                let recorded =
+                    record_created(ctx, claimed, &row, &inquiry, true, mail_kind).await?;
                 return Ok(Created::Done {
                     fresh: Fresh::Nothing,
                     adopted: true,
-                    mail: mail.map(Box::new),
+                    mail: recorded.mail.map(Box::new),
+                    inquiry: Box::new(recorded.inquiry),
                 });
             }
             Ok(None) => {
@@ -433,7 +486,7 @@ pub(crate) async fn create(
     {
         Ok(created) => {
             crate::faults::crash_point("provision.after-create");
-            let mail =
+            let recorded =
                 record_created(ctx, claimed, &row, &created.inquiry, false, mail_kind).await?;
             let fresh = match (created.one_time_link, created.session_token) {
                 (Some(l), _) => Fresh::OneTime(l),
@@ -443,7 +496,8 @@ pub(crate) async fn create(
             Ok(Created::Done {
                 fresh,
                 adopted: false,
-                mail: mail.map(Box::new),
+                mail: recorded.mail.map(Box::new),
+                inquiry: Box::new(recorded.inquiry),
             })
         }
         Err(e) if is_fatal(&e) => Err(JobError::Persona(e)),
@@ -508,7 +562,7 @@ async fn find_unrecorded(
     Ok(None)
 }
 
-/// Records Persona's answer and queues the invite, in one transaction.
+/// Records Persona's answer and queues the mail with it, in one transaction.
 async fn record_created(
     ctx: &JobContext,
     claimed: &Claimed,
@@ -516,10 +570,7 @@ async fn record_created(
     inquiry: &crate::persona::Inquiry,
     adopted: bool,
     mail_kind: MailKind,
-) -> Result<Option<MailRow>, JobError> {
-    let now = ctx.clock.now();
-    let mut tx = ctx.store.begin_write().await?;
-    inquiries::record_facts(&mut tx, row.id, &facts_of(inquiry), now).await?;
+) -> Result<Recorded, JobError> {
     let detail = if adopted {
         format!(
             "found {} at Persona (made before a restart) and kept it",
@@ -536,27 +587,23 @@ async fn record_created(
                 .unwrap_or_else(|| "-".into())
         )
     };
-    events::record(
-        &mut tx,
-        now,
-        Some(&claimed.user_id),
-        Some(inquiry.id.as_str()),
-        if adopted {
+    let answer = Answer {
+        row_id: row.id,
+        user_id: &claimed.user_id,
+        facts: &facts_of(inquiry),
+        event_kind: if adopted {
             "inquiry.adopted"
         } else {
             "inquiry.created"
         },
-        &detail,
-    )
-    .await?;
-    let mails = mails::presence(&mut tx, &claimed.user_id).await?;
-    let first = !mails.any;
-    let mut queued = None;
-    if !mails.unsent && (first || mail_kind == MailKind::Renewed) {
-        let kind = if first { MailKind::Invite } else { mail_kind };
-        queued = Some(enqueue(ctx, &mut tx, claimed, Some(row.id), kind).await?);
-    }
-    tx.commit().await.map_err(StoreError::from)?;
+        detail: &detail,
+    };
+    let message_id = ctx.mailer.new_message_id();
+    let mail = WantedMail {
+        kind: mail_kind.as_str(),
+        message_id: &message_id,
+    };
+    let recorded = steps::record_answer(&ctx.store, &answer, &mail, ctx.clock.now()).await?;
     tracing::info!(user = %claimed.user_id, inquiry = %inquiry.id, adopted, "inquiry ready");
-    Ok(queued)
+    Ok(recorded)
 }

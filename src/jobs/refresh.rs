@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::deliver::{Delivery, deliver};
+use super::deliver::{Carry, Delivery, deliver};
 use super::fresh_link::{self, Fresh, LinkProblem, MAX_SESSIONS};
 use super::provision::{self, Created};
 use super::status::{self, Applied};
@@ -631,7 +631,20 @@ async fn act(
     }
     let mail = mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await?;
     let delivery = match mail {
-        Some(mail) => Some(deliver(ctx, flags, claimed, &user, &mail, fresh).await?),
+        Some(mail) => Some(
+            deliver(
+                ctx,
+                flags,
+                claimed,
+                &user,
+                &mail,
+                Carry {
+                    fresh,
+                    ..Carry::default()
+                },
+            )
+            .await?,
+        ),
         None => None,
     };
     Ok(Done {
@@ -842,7 +855,7 @@ async fn retry_one(
         return Ok(None);
     };
     Ok(Some(
-        deliver(ctx, flags, claimed, &user, &mail, Fresh::Nothing).await?,
+        deliver(ctx, flags, claimed, &user, &mail, Carry::default()).await?,
     ))
 }
 

@@ -3,7 +3,11 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Result, Store};
+use std::sync::LazyLock;
+
+use sqlx::FromRow as _;
+
+use super::{Result, Script, Store};
 use crate::clock::{format_ts, parse_ts};
 use crate::domain::random_alnum;
 
@@ -81,9 +85,29 @@ pub struct InquiryFacts {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-const SELECT: &str = "SELECT id, user_id, generation, idempotency_key, key_created_at, inquiry_id, status, \
+/// The columns of [`InquiryRow`], for SELECT and RETURNING.
+pub const COLUMNS: &str = "id, user_id, generation, idempotency_key, key_created_at, inquiry_id, status, \
      template_id, template_version_id, persona_created_at, expires_at, resume_count, session_count, \
-     superseded_at, superseded_reason, expired_remotely_at, created_at FROM inquiries";
+     superseded_at, superseded_reason, expired_remotely_at, created_at";
+
+static SELECT: LazyLock<String> = LazyLock::new(|| format!("SELECT {COLUMNS} FROM inquiries"));
+
+/// The intent to create a user's next inquiry: next generation, a new key, a `creating` row.
+/// ?1 user, ?2 reference id, ?3 key nonce, ?4 now, ?5 template, ?6 [`CREATING`]. The key reads
+/// like [`new_idempotency_key`] makes it.
+static BEGIN_CREATE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE user_states SET generation = generation + 1 WHERE user_id = ?1; \
+         INSERT INTO inquiries (user_id, generation, idempotency_key, key_created_at, status, \
+           template_id, created_at, updated_at) \
+         SELECT ?1, generation, 'im-' || ?2 || '-g' || generation || '-' || ?3, ?4, ?6, ?5, ?4, ?4 \
+         FROM user_states WHERE user_id = ?1 \
+         RETURNING {COLUMNS};"
+    )
+});
+
+static BEGIN_CREATE_ALONE: LazyLock<String> =
+    LazyLock::new(|| super::transaction_script(&BEGIN_CREATE));
 
 /// A fresh idempotency key: unique per (user, generation) and per retry-after-prune.
 pub fn new_idempotency_key(reference_id: &str, generation: i64) -> String {
@@ -96,7 +120,8 @@ pub async fn current(
     user_id: &str,
 ) -> Result<Option<InquiryRow>> {
     let sql = format!(
-        "{SELECT} WHERE user_id = ? AND superseded_at IS NULL ORDER BY generation DESC LIMIT 1"
+        "{} WHERE user_id = ? AND superseded_at IS NULL ORDER BY generation DESC LIMIT 1",
+        *SELECT
     );
     Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
         .bind(user_id)
@@ -105,7 +130,7 @@ pub async fn current(
 }
 
 pub async fn by_inquiry_id(store: &Store, inquiry_id: &str) -> Result<Option<InquiryRow>> {
-    let sql = format!("{SELECT} WHERE inquiry_id = ?");
+    let sql = format!("{} WHERE inquiry_id = ?", *SELECT);
     Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
         .bind(inquiry_id)
         .fetch_optional(store.reader())
@@ -127,7 +152,7 @@ pub async fn recorded_ids(
 }
 
 pub async fn by_row_id(conn: impl sqlx::SqliteExecutor<'_>, id: i64) -> Result<Option<InquiryRow>> {
-    let sql = format!("{SELECT} WHERE id = ?");
+    let sql = format!("{} WHERE id = ?", *SELECT);
     Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .fetch_optional(conn)
@@ -143,28 +168,54 @@ pub async fn begin_create(
     template_id: &str,
     now: DateTime<Utc>,
 ) -> Result<InquiryRow> {
-    let generation: i64 = sqlx::query_scalar(
-        "UPDATE user_states SET generation = generation + 1 WHERE user_id = ? RETURNING generation",
-    )
-    .bind(user_id)
-    .fetch_one(&mut *conn)
-    .await?;
-    let ts = format_ts(now);
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO inquiries (user_id, generation, idempotency_key, key_created_at, status, template_id, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(user_id)
-    .bind(generation)
-    .bind(new_idempotency_key(reference_id, generation))
-    .bind(&ts)
-    .bind(CREATING)
-    .bind(template_id)
-    .bind(&ts)
-    .bind(&ts)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(by_row_id(&mut *conn, id).await?.expect("just inserted"))
+    let row = begin_create_query(&BEGIN_CREATE, user_id, reference_id, template_id, now)
+        .fetch_one(conn)
+        .await?;
+    Ok(InquiryRow::from_row(&row)?)
+}
+
+/// [`begin_create`] as a transaction of its own, in one round trip.
+pub async fn begin_create_alone(
+    store: &Store,
+    user_id: &str,
+    reference_id: &str,
+    template_id: &str,
+    now: DateTime<Utc>,
+) -> Result<InquiryRow> {
+    let script = begin_create_query(&BEGIN_CREATE_ALONE, user_id, reference_id, template_id, now);
+    let rows = store.run_script(script).await?;
+    let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+    Ok(InquiryRow::from_row(row)?)
+}
+
+fn begin_create_query(
+    sql: &'static str,
+    user_id: &str,
+    reference_id: &str,
+    template_id: &str,
+    now: DateTime<Utc>,
+) -> Script {
+    sqlx::query(sql)
+        .bind(user_id.to_owned())
+        .bind(reference_id.to_owned())
+        .bind(random_alnum(8))
+        .bind(format_ts(now))
+        .bind(template_id.to_owned())
+        .bind(CREATING)
+}
+
+/// The newest unreplaced inquiry of each of `user_ids` that has one, in one statement.
+pub async fn current_of_users(store: &Store, user_ids: &[&str]) -> Result<Vec<InquiryRow>> {
+    let sql = format!(
+        "{} i WHERE i.user_id IN (SELECT value FROM json_each(?1)) AND i.superseded_at IS NULL \
+         AND i.generation = (SELECT MAX(j.generation) FROM inquiries j \
+                             WHERE j.user_id = i.user_id AND j.superseded_at IS NULL)",
+        *SELECT
+    );
+    Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::to_string(user_ids).expect("strings serialize"))
+        .fetch_all(store.reader())
+        .await?)
 }
 
 /// Gives a still-`creating` row a new key: its old one is older than Persona keeps keys, and
@@ -331,8 +382,9 @@ pub async fn mark_expired_remotely(store: &Store, row_id: i64, now: DateTime<Utc
 /// Superseded inquiries still live at Persona (their expire call has not succeeded yet).
 pub async fn superseded_unexpired(store: &Store, limit: u32) -> Result<Vec<InquiryRow>> {
     let sql = format!(
-        "{SELECT} WHERE superseded_at IS NOT NULL AND expired_remotely_at IS NULL \
-         AND inquiry_id IS NOT NULL AND status IN ('created', 'pending') ORDER BY id LIMIT ?"
+        "{} WHERE superseded_at IS NOT NULL AND expired_remotely_at IS NULL \
+         AND inquiry_id IS NOT NULL AND status IN ('created', 'pending') ORDER BY id LIMIT ?",
+        *SELECT
     );
     Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
         .bind(i64::from(limit))
@@ -343,8 +395,9 @@ pub async fn superseded_unexpired(store: &Store, limit: u32) -> Result<Vec<Inqui
 /// Every current (not superseded) inquiry whose status is not finished, for refresh.
 pub async fn live(store: &Store) -> Result<Vec<InquiryRow>> {
     let sql = format!(
-        "{SELECT} WHERE superseded_at IS NULL AND inquiry_id IS NOT NULL \
-         AND status IN ('created', 'pending', 'expired') ORDER BY id"
+        "{} WHERE superseded_at IS NULL AND inquiry_id IS NOT NULL \
+         AND status IN ('created', 'pending', 'expired') ORDER BY id",
+        *SELECT
     );
     Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
         .fetch_all(store.reader())

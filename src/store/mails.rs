@@ -3,6 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
+use std::sync::LazyLock;
+
 use super::{Result, Store};
 use crate::clock::{format_ts, parse_ts};
 
@@ -43,8 +45,11 @@ impl MailRow {
     }
 }
 
-const SELECT: &str = "SELECT id, user_id, inquiry_row, kind, status, message_id, attempts, next_attempt_at, \
-     link_expires_at, sent_at, last_error, created_at FROM mails";
+/// The columns of [`MailRow`], for SELECT and RETURNING.
+pub const COLUMNS: &str = "id, user_id, inquiry_row, kind, status, message_id, attempts, next_attempt_at, \
+     link_expires_at, sent_at, last_error, created_at";
+
+static SELECT: LazyLock<String> = LazyLock::new(|| format!("SELECT {COLUMNS} FROM mails"));
 
 /// Queues a mail inside the caller's transaction (the one that records what it links to), and
 /// returns it as stored.
@@ -57,21 +62,22 @@ pub async fn enqueue(
     now: DateTime<Utc>,
 ) -> Result<MailRow> {
     let ts = format_ts(now);
-    Ok(sqlx::query_as::<_, MailRow>(
-        "INSERT INTO mails (user_id, inquiry_row, kind, status, message_id, next_attempt_at, created_at, updated_at) \
-         VALUES (?, ?, ?, 'queued', ?, ?, ?, ?) \
-         RETURNING id, user_id, inquiry_row, kind, status, message_id, attempts, next_attempt_at, \
-           link_expires_at, sent_at, last_error, created_at",
-    )
-    .bind(user_id)
-    .bind(inquiry_row)
-    .bind(kind)
-    .bind(message_id)
-    .bind(&ts)
-    .bind(&ts)
-    .bind(&ts)
-    .fetch_one(conn)
-    .await?)
+    static ENQUEUE: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO mails (user_id, inquiry_row, kind, status, message_id, next_attempt_at, created_at, updated_at) \
+             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING {COLUMNS}"
+        )
+    });
+    Ok(sqlx::query_as::<_, MailRow>(ENQUEUE.as_str())
+        .bind(user_id)
+        .bind(inquiry_row)
+        .bind(kind)
+        .bind(message_id)
+        .bind(&ts)
+        .bind(&ts)
+        .bind(&ts)
+        .fetch_one(conn)
+        .await?)
 }
 
 /// Whether the user has any mail at all, and whether one is waiting to go out: one statement.
@@ -98,7 +104,8 @@ pub async fn unsent_for_user(
     user_id: &str,
 ) -> Result<Option<MailRow>> {
     let sql = format!(
-        "{SELECT} WHERE user_id = ? AND status IN ('queued', 'sending') ORDER BY id DESC LIMIT 1"
+        "{} WHERE user_id = ? AND status IN ('queued', 'sending') ORDER BY id DESC LIMIT 1",
+        *SELECT
     );
     Ok(sqlx::query_as::<_, MailRow>(sqlx::AssertSqlSafe(sql))
         .bind(user_id)
@@ -110,7 +117,7 @@ pub async fn last_for_user(
     conn: impl sqlx::SqliteExecutor<'_>,
     user_id: &str,
 ) -> Result<Option<MailRow>> {
-    let sql = format!("{SELECT} WHERE user_id = ? ORDER BY id DESC LIMIT 1");
+    let sql = format!("{} WHERE user_id = ? ORDER BY id DESC LIMIT 1", *SELECT);
     Ok(sqlx::query_as::<_, MailRow>(sqlx::AssertSqlSafe(sql))
         .bind(user_id)
         .fetch_optional(conn)
@@ -133,20 +140,6 @@ pub async fn mark_sending(
     .bind(id)
     .execute(store.writer())
     .await?;
-    Ok(())
-}
-
-pub async fn mark_sent(
-    conn: &mut sqlx::SqliteConnection,
-    id: i64,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    sqlx::query("UPDATE mails SET status = 'sent', sent_at = ?, last_error = NULL, updated_at = ? WHERE id = ?")
-        .bind(format_ts(now))
-        .bind(format_ts(now))
-        .bind(id)
-        .execute(conn)
-        .await?;
     Ok(())
 }
 

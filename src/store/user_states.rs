@@ -343,29 +343,15 @@ pub async fn state_in(conn: &mut sqlx::SqliteConnection, user_id: &str) -> Resul
 }
 
 /// Stamps the moment the user was last mailed (for `min_resend_interval`) and, unless the user
-/// already finished or was skipped, moves them to `state` with no reason left: one statement.
-pub async fn mark_mailed(
-    conn: &mut sqlx::SqliteConnection,
-    user_id: &str,
-    state: &str,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    // SQLite evaluates every SET expression against the row as it was: `state` is the old one.
-    sqlx::query(
-        "UPDATE user_states SET \
-           state = CASE WHEN state IN ('pending', 'invited', 'started') THEN ?1 ELSE state END, \
-           reason = CASE WHEN state IN ('pending', 'invited', 'started') THEN NULL ELSE reason END, \
-           updated_at = CASE WHEN state IN ('pending', 'invited', 'started') THEN ?2 ELSE updated_at END, \
-           last_mailed_at = ?2 \
-         WHERE user_id = ?3",
-    )
-    .bind(state)
-    .bind(format_ts(now))
-    .bind(user_id)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
+/// already finished or was skipped, moves them to a state with no reason left: one statement.
+/// ?1 state, ?2 now, ?3 user. SQLite evaluates every SET expression against the row as it was,
+/// so `state` in them is the old one.
+pub const MARK_MAILED: &str = "UPDATE user_states SET \
+       state = CASE WHEN state IN ('pending', 'invited', 'started') THEN ?1 ELSE state END, \
+       reason = CASE WHEN state IN ('pending', 'invited', 'started') THEN NULL ELSE reason END, \
+       updated_at = CASE WHEN state IN ('pending', 'invited', 'started') THEN ?2 ELSE updated_at END, \
+       last_mailed_at = ?2 \
+     WHERE user_id = ?3";
 
 pub async fn reason_of(store: &Store, user_id: &str) -> Result<Option<String>> {
     Ok(

@@ -102,6 +102,16 @@ pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written
     Ok(out)
 }
 
+/// The rows of `ids` that exist, in one statement whatever their number.
+pub async fn get_many(store: &Store, ids: &[&str]) -> Result<Vec<RawUser>> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id IN (SELECT value FROM json_each(?1))");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::to_string(ids).expect("strings serialize"))
+        .fetch_all(store.reader())
+        .await?;
+    Ok(rows.iter().map(raw_from_row).collect())
+}
+
 pub async fn get(store: &Store, id: &str) -> Result<Option<RawUser>> {
     let row = sqlx::query(
         "SELECT id, email, name_first, name_last, birthdate, phone_number FROM users WHERE id = ?",
