@@ -195,15 +195,11 @@ async fn next_batch(
         .into_iter()
         .map(|u| (u.id.clone(), u))
         .collect();
-    let mut current: HashMap<String, InquiryRow> = if ctx.settings.link_kind.precreates() {
-        inquiries::current_of_users(&ctx.store, &ids)
-            .await?
-            .into_iter()
-            .map(|r| (r.user_id.clone(), r))
-            .collect()
-    } else {
-        HashMap::new()
-    };
+    let mut current: HashMap<String, InquiryRow> = inquiries::current_of_users(&ctx.store, &ids)
+        .await?
+        .into_iter()
+        .map(|r| (r.user_id.clone(), r))
+        .collect();
     Ok(claimed
         .into_iter()
         .map(|c| {
@@ -265,15 +261,17 @@ async fn provision_user(
 
     let mut fresh = Fresh::Nothing;
     let mut queued = None;
-    let mut inquiry = None;
-    if ctx.settings.link_kind.precreates() {
+    let inquiry = if !ctx.settings.link_kind.precreates() {
+        // Static links: a row the user's own visit made (refresh follows those), if any.
+        known.current
+    } else {
         let row = match known.current {
             Some(row) if row.status == REJECTED => return Ok(outcome),
             Some(row) => row,
             None => begin_create(ctx, claimed).await?,
         };
         if row.status != CREATING {
-            inquiry = Some(row);
+            Some(row)
         } else {
             match create(ctx, claimed, &user, row, MailKind::Invite).await? {
                 Created::Done {
@@ -284,9 +282,9 @@ async fn provision_user(
                 } => {
                     fresh = f;
                     queued = mail.map(|m| *m);
-                    inquiry = Some(*recorded);
                     outcome.created = !adopted;
                     outcome.adopted = adopted;
+                    Some(*recorded)
                 }
                 Created::Rejected => {
                     outcome.skipped = true;
@@ -299,7 +297,7 @@ async fn provision_user(
                 }
             }
         }
-    }
+    };
 
     let unsent = match queued {
         // Just queued with the inquiry, in the transaction that committed: no need to read it.

@@ -80,24 +80,6 @@ pub async fn enqueue(
         .await?)
 }
 
-/// Whether the user has any mail at all, and whether one is waiting to go out: one statement.
-pub async fn presence(conn: &mut sqlx::SqliteConnection, user_id: &str) -> Result<MailPresence> {
-    let (any, unsent): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM mails WHERE user_id = ?1), \
-                EXISTS (SELECT 1 FROM mails WHERE user_id = ?1 AND status IN ('queued', 'sending'))",
-    )
-    .bind(user_id)
-    .fetch_one(conn)
-    .await?;
-    Ok(MailPresence { any, unsent })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MailPresence {
-    pub any: bool,
-    pub unsent: bool,
-}
-
 /// The user's mail waiting to go out (queued, or caught mid-send by a crash), if any.
 pub async fn unsent_for_user(
     conn: impl sqlx::SqliteExecutor<'_>,

@@ -219,6 +219,10 @@ impl Store {
     /// half-way cannot leave its transaction open on the shared connection.
     pub async fn run_script(&self, script: Script) -> Result<Vec<SqliteRow>> {
         let write = self.write.clone();
+        let mut script = script;
+        for _ in 0..SCRIPT_PADDING {
+            script = script.bind(None::<i64>);
+        }
         let run = tokio::spawn(async move {
             let mut conn = write.acquire().await?;
             match script.fetch_all(&mut *conn).await {
@@ -252,6 +256,12 @@ impl Store {
 /// A query of several statements with its arguments bound (`?NNN` parameters are shared by
 /// all its statements), owned so it can run on a task of its own.
 pub type Script = sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// sqlx binds the `?NNN` slots a statement does not use from a running count of positional
+/// arguments, and stops binding that statement's remaining parameters once the count passes the
+/// last value. In a script, later statements skip numbers the earlier ones use, so without
+/// these trailing NULLs their later parameters would silently stay NULL.
+const SCRIPT_PADDING: usize = 64;
 
 /// `statements` as one write transaction for [`Store::run_script`]. Made once per step (keep
 /// the result in a `LazyLock`), so sqlx's statement cache sees the same text every time.

@@ -28,6 +28,7 @@ mod sim_conformance;
 mod sim_semantics;
 mod smtp_outage_loses_nothing;
 mod store_concurrency;
+mod store_steps;
 mod support;
 mod unit_file;
 mod users_and_status;

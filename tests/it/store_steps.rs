@@ -1,0 +1,225 @@
+//! A provisioning step is one transaction sent to SQLite as one script: all of it lands or none
+//! of it does, and a step that fails half-way leaves the write connection usable.
+
+use chrono::Utc;
+use inquiry_mailer::domain::RawUser;
+use inquiry_mailer::store::inquiries::{self, InquiryFacts};
+use inquiry_mailer::store::steps::{self, Answer, Sent, WantedMail};
+use inquiry_mailer::store::{Store, StoreOptions, events, mails, user_states, users};
+
+fn raw(id: &str) -> RawUser {
+    RawUser {
+        id: id.into(),
+        email: format!("{id}@example.com"),
+        name_first: Some("Sam".into()),
+        name_last: Some("Sample".into()),
+        birthdate: None,
+        phone_number: None,
+    }
+}
+
+fn facts(inquiry_id: &str) -> InquiryFacts {
+    InquiryFacts {
+        inquiry_id: inquiry_id.into(),
+        status: "created".into(),
+        template_version_id: None,
+        created_at: None,
+        expires_at: None,
+    }
+}
+
+async fn event_kinds(store: &Store, user: &str) -> Vec<String> {
+    events::for_user(store, user)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&StoreOptions::new(dir.path().join("steps.db")))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    for id in ["usr_one", "usr_two"] {
+        users::add(&store, &raw(id)).await.unwrap();
+    }
+    let now = Utc::now();
+    user_states::discover(&store, now, None, 10).await.unwrap();
+
+    // The intent: next generation and a `creating` row with a key, in one trip.
+    let one = inquiries::begin_create_alone(&store, "usr_one", "ref_one", "itmpl_x", now)
+        .await
+        .unwrap();
+    assert_eq!(one.status, inquiries::CREATING);
+    assert_eq!(one.generation, 1);
+    assert!(one.idempotency_key.starts_with("im-ref_one-g1-"));
+
+    // The answer with the first mail: the row, its event, the queued invite and its event.
+    let recorded = steps::record_answer(
+        &store,
+        &Answer {
+            row_id: one.id,
+            user_id: "usr_one",
+            facts: &facts("inq_one"),
+            event_kind: "inquiry.created",
+            detail: "created inq_one",
+        },
+        &WantedMail {
+            kind: "renewed",
+            message_id: "<m1@example.com>",
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(recorded.inquiry.inquiry_id.as_deref(), Some("inq_one"));
+    let mail = recorded.mail.expect("a first mail is queued");
+    assert_eq!(mail.kind, "invite", "a user's first mail is the invite");
+    assert_eq!(
+        event_kinds(&store, "usr_one").await,
+        ["user.discovered", "inquiry.created", "mail.queued"]
+    );
+    assert_eq!(
+        events::for_user(&store, "usr_one").await.unwrap()[2].detail,
+        "invite queued"
+    );
+
+    // A second user's answer that breaks half-way: its mail reuses a Message-ID (unique), so
+    // the insert fails after the row was updated and an event written. None of it may stay.
+    let two = inquiries::begin_create_alone(&store, "usr_two", "ref_two", "itmpl_x", now)
+        .await
+        .unwrap();
+    let broken = steps::record_answer(
+        &store,
+        &Answer {
+            row_id: two.id,
+            user_id: "usr_two",
+            facts: &facts("inq_two"),
+            event_kind: "inquiry.created",
+            detail: "created inq_two",
+        },
+        &WantedMail {
+            kind: "invite",
+            message_id: "<m1@example.com>",
+        },
+        now,
+    )
+    .await;
+    let err = broken
+        .expect_err("a duplicate Message-ID is refused")
+        .to_string();
+    assert!(err.contains("UNIQUE"), "{err}");
+    let row = inquiries::current(store.reader(), "usr_two")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.status,
+        inquiries::CREATING,
+        "the update was rolled back"
+    );
+    assert_eq!(row.inquiry_id, None);
+    assert_eq!(event_kinds(&store, "usr_two").await, ["user.discovered"]);
+    assert!(
+        mails::last_for_user(store.reader(), "usr_two")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // The writer is not left inside the failed transaction: the same step goes through now.
+    let retried = steps::record_answer(
+        &store,
+        &Answer {
+            row_id: two.id,
+            user_id: "usr_two",
+            facts: &facts("inq_two"),
+            event_kind: "inquiry.created",
+            detail: "created inq_two",
+        },
+        &WantedMail {
+            kind: "invite",
+            message_id: "<m2@example.com>",
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    let queued = retried.mail.expect("queued this time");
+
+    // An answer recorded again (a retry after a lost reply) queues no second unsent mail.
+    let again = steps::record_answer(
+        &store,
+        &Answer {
+            row_id: two.id,
+            user_id: "usr_two",
+            facts: &facts("inq_two"),
+            event_kind: "inquiry.created",
+            detail: "created inq_two",
+        },
+        &WantedMail {
+            kind: "renewed",
+            message_id: "<m3@example.com>",
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(again.mail.is_none(), "one unsent mail at a time");
+
+    // Sent: the mail, the user's state and lease, and the event, together.
+    let lease = std::time::Duration::from_secs(300);
+    assert!(
+        user_states::claim_one(&store, "usr_two", now, lease)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    steps::mail_sent(
+        &store,
+        &Sent {
+            mail_id: queued.id,
+            user_id: "usr_two",
+            state: "invited",
+            inquiry_id: Some("inq_two"),
+            detail: "invite mail sent",
+            end_lease: true,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(
+        user_states::claim_one(&store, "usr_two", now, lease)
+            .await
+            .unwrap()
+            .is_some(),
+        "the lease ended with the sent mail"
+    );
+    let sent = mails::last_for_user(store.reader(), "usr_two")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sent.status, "sent");
+    assert_eq!(
+        user_states::get_state(&store, "usr_two")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("invited")
+    );
+    assert_eq!(
+        event_kinds(&store, "usr_two").await,
+        [
+            "user.discovered",
+            "inquiry.created",
+            "mail.queued",
+            "inquiry.created",
+            "mail.sent"
+        ]
+    );
+}
