@@ -82,7 +82,9 @@ async fn throughput(users: u64) -> anyhow::Result<()> {
     let client_cpu = own_cpu() - cpu_before;
     let work = Workdir::new(&sim, &sink.url(), &[])?;
     let seeded = work.seed(users).await?;
+    let cpu_before = own_cpu();
     let run = work.once("provision", None)?;
+    let sim_cpu = own_cpu() - cpu_before;
     let after = ceiling(&sink, users).await?;
     let sent = count_sent(&work)?;
     anyhow::ensure!(
@@ -110,6 +112,10 @@ async fn throughput(users: u64) -> anyhow::Result<()> {
     println!(
         "plain client CPU      {:.3} ms per mail (the same sends straight from lettre, for scale)",
         client_cpu.as_secs_f64() * 1000.0 / users as f64
+    );
+    println!(
+        "simulator CPU         {:.3} ms per user (this process while the daemon ran)",
+        sim_cpu.as_secs_f64() * 1000.0 / users as f64
     );
     println!(
         "Persona calls         {} (POST /inquiries)",
