@@ -200,6 +200,29 @@ async fn next_batch(
         .into_iter()
         .map(|r| (r.user_id.clone(), r))
         .collect();
+    if ctx.settings.link_kind.precreates() {
+        // The intents of the batch's users that need an inquiry, in one transaction before
+        // any create call. Rows that do not validate get none: they are skipped below.
+        let today = ctx.clock.now().date_naive();
+        let needing: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !current.contains_key(*id))
+            .filter(|id| {
+                users
+                    .get(*id)
+                    .is_some_and(|u| User::parse(u, today).is_ok())
+            })
+            .collect();
+        let intents = inquiries::begin_create_many(
+            &ctx.store,
+            &needing,
+            ctx.settings.template_id.as_str(),
+            ctx.clock.now(),
+        )
+        .await?;
+        current.extend(intents.into_iter().map(|r| (r.user_id.clone(), r)));
+    }
     Ok(claimed
         .into_iter()
         .map(|c| {
@@ -352,14 +375,16 @@ pub(crate) async fn begin_create(
     ctx: &JobContext,
     claimed: &Claimed,
 ) -> Result<InquiryRow, JobError> {
-    Ok(inquiries::begin_create_alone(
+    let rows = inquiries::begin_create_many(
         &ctx.store,
-        &claimed.user_id,
-        claimed.reference_id.as_str(),
+        &[claimed.user_id.as_str()],
         ctx.settings.template_id.as_str(),
         ctx.clock.now(),
     )
-    .await?)
+    .await?;
+    rows.into_iter().next().ok_or_else(|| {
+        StoreError::Conflict(format!("user {} has no state row", claimed.user_id)).into()
+    })
 }
 
 async fn enqueue_invite(

@@ -344,14 +344,8 @@ async fn adopt_static(
         return Ok(());
     }
     let mut tx = ctx.store.begin_write().await?;
-    let row = inquiries::begin_create(
-        &mut tx,
-        &user_id,
-        reference,
-        ctx.settings.template_id.as_str(),
-        now,
-    )
-    .await?;
+    let row =
+        inquiries::begin_create(&mut tx, &user_id, ctx.settings.template_id.as_str(), now).await?;
     inquiries::record_facts(&mut tx, row.id, &fresh_link::facts_of(inquiry), now).await?;
     events::record(
         &mut tx,
@@ -739,7 +733,6 @@ async fn recreate(
         let new_row = inquiries::begin_create(
             &mut tx,
             &claimed.user_id,
-            claimed.reference_id.as_str(),
             ctx.settings.template_id.as_str(),
             now,
         )

@@ -161,9 +161,8 @@ impl Traffic {
     /// simulator 0.7 ms each instead of 0.3).
     fn prune_idempotency(&mut self, key: &str, now: DateTime<Utc>) {
         let ttl = Duration::hours(IDEMPOTENCY_TTL_HOURS);
-        let expired = |e: &IdempotencyEntry| {
-            !matches!(e.answer, Stored::Running) && e.stored_at + ttl <= now
-        };
+        let expired =
+            |e: &IdempotencyEntry| !matches!(e.answer, Stored::Running) && e.stored_at + ttl <= now;
         if self.idempotency.get(key).is_some_and(expired) {
             self.idempotency.remove(key);
         }

@@ -92,16 +92,19 @@ pub const COLUMNS: &str = "id, user_id, generation, idempotency_key, key_created
 
 static SELECT: LazyLock<String> = LazyLock::new(|| format!("SELECT {COLUMNS} FROM inquiries"));
 
-/// The intent to create a user's next inquiry: next generation, a new key, a `creating` row.
-/// ?1 user, ?2 reference id, ?3 key nonce, ?4 now, ?5 template, ?6 [`CREATING`]. The key reads
-/// like [`new_idempotency_key`] makes it.
+/// The intent to create the next inquiry of each user in ?1 (a JSON array of `{"user", "nonce"}`):
+/// next generation, a new key, a `creating` row. ?2 now, ?3 template, ?4 [`CREATING`]. The key
+/// reads like [`new_idempotency_key`] makes it.
 static BEGIN_CREATE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE user_states SET generation = generation + 1 WHERE user_id = ?1; \
+        "UPDATE user_states SET generation = generation + 1 \
+         WHERE user_id IN (SELECT value ->> '$.user' FROM json_each(?1)); \
          INSERT INTO inquiries (user_id, generation, idempotency_key, key_created_at, status, \
            template_id, created_at, updated_at) \
-         SELECT ?1, generation, 'im-' || ?2 || '-g' || generation || '-' || ?3, ?4, ?6, ?5, ?4, ?4 \
-         FROM user_states WHERE user_id = ?1 \
+         SELECT s.user_id, s.generation, \
+           'im-' || s.reference_id || '-g' || s.generation || '-' || (j.value ->> '$.nonce'), \
+           ?2, ?4, ?3, ?2, ?2 \
+         FROM json_each(?1) j JOIN user_states s ON s.user_id = j.value ->> '$.user' \
          RETURNING {COLUMNS};"
     )
 });
@@ -164,41 +167,46 @@ pub async fn by_row_id(conn: impl sqlx::SqliteExecutor<'_>, id: i64) -> Result<O
 pub async fn begin_create(
     conn: &mut sqlx::SqliteConnection,
     user_id: &str,
-    reference_id: &str,
     template_id: &str,
     now: DateTime<Utc>,
 ) -> Result<InquiryRow> {
-    let row = begin_create_query(&BEGIN_CREATE, user_id, reference_id, template_id, now)
+    let row = begin_create_query(&BEGIN_CREATE, &[user_id], template_id, now)
         .fetch_one(conn)
         .await?;
     Ok(InquiryRow::from_row(&row)?)
 }
 
-/// [`begin_create`] as a transaction of its own, in one round trip.
-pub async fn begin_create_alone(
+/// [`begin_create`] for each of `user_ids` (known to `user_states`), as one transaction of its
+/// own in one round trip: what a provisioning batch writes before its first create call.
+pub async fn begin_create_many(
     store: &Store,
-    user_id: &str,
-    reference_id: &str,
+    user_ids: &[&str],
     template_id: &str,
     now: DateTime<Utc>,
-) -> Result<InquiryRow> {
-    let script = begin_create_query(&BEGIN_CREATE_ALONE, user_id, reference_id, template_id, now);
+) -> Result<Vec<InquiryRow>> {
+    if user_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let script = begin_create_query(&BEGIN_CREATE_ALONE, user_ids, template_id, now);
     let rows = store.run_script(script).await?;
-    let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
-    Ok(InquiryRow::from_row(row)?)
+    Ok(rows
+        .iter()
+        .map(InquiryRow::from_row)
+        .collect::<Result<_, _>>()?)
 }
 
 fn begin_create_query(
     sql: &'static str,
-    user_id: &str,
-    reference_id: &str,
+    user_ids: &[&str],
     template_id: &str,
     now: DateTime<Utc>,
 ) -> Script {
+    let intents: Vec<serde_json::Value> = user_ids
+        .iter()
+        .map(|user| serde_json::json!({ "user": user, "nonce": random_alnum(8) }))
+        .collect();
     sqlx::query(sql)
-        .bind(user_id.to_owned())
-        .bind(reference_id.to_owned())
-        .bind(random_alnum(8))
+        .bind(serde_json::Value::Array(intents).to_string())
         .bind(format_ts(now))
         .bind(template_id.to_owned())
         .bind(CREATING)

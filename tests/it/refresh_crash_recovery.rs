@@ -23,10 +23,11 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// dropped, the next generation's `creating` row with its idempotency key. Then it "crashes".
 async fn crash_after_supersede(ctx: &JobContext, user_id: &str) -> InquiryRow {
     let now = ctx.clock.now();
-    let claimed = user_states::claim_one(&ctx.store, user_id, now, LEASE)
+    // Leased, as the crashed worker held the user.
+    let leased = user_states::claim_one(&ctx.store, user_id, now, LEASE)
         .await
-        .unwrap()
-        .expect("user free");
+        .unwrap();
+    assert!(leased.is_some(), "user free");
     let current = inquiries::current(ctx.store.reader(), user_id)
         .await
         .unwrap()
@@ -36,15 +37,9 @@ async fn crash_after_supersede(ctx: &JobContext, user_id: &str) -> InquiryRow {
         .await
         .unwrap();
     mails::cancel_unsent(&mut tx, user_id, now).await.unwrap();
-    let row = inquiries::begin_create(
-        &mut tx,
-        user_id,
-        claimed.reference_id.as_str(),
-        ctx.settings.template_id.as_str(),
-        now,
-    )
-    .await
-    .unwrap();
+    let row = inquiries::begin_create(&mut tx, user_id, ctx.settings.template_id.as_str(), now)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     // The crashed worker's lease runs out; a fresh process does not wait for it.
     user_states::release(&ctx.store, user_id, None)

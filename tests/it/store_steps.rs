@@ -50,13 +50,37 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     let now = Utc::now();
     user_states::discover(&store, now, None, 10).await.unwrap();
 
-    // The intent: next generation and a `creating` row with a key, in one trip.
-    let one = inquiries::begin_create_alone(&store, "usr_one", "ref_one", "itmpl_x", now)
+    // The intents of a batch: next generation and a `creating` row with its own key per user,
+    // in one trip.
+    let intents = inquiries::begin_create_many(&store, &["usr_one", "usr_two"], "itmpl_x", now)
         .await
         .unwrap();
-    assert_eq!(one.status, inquiries::CREATING);
-    assert_eq!(one.generation, 1);
-    assert!(one.idempotency_key.starts_with("im-ref_one-g1-"));
+    assert_eq!(intents.len(), 2);
+    for row in &intents {
+        let reference = user_states::reference_of(&store, &row.user_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.status, inquiries::CREATING);
+        assert_eq!(row.generation, 1);
+        assert!(
+            row.idempotency_key
+                .starts_with(&format!("im-{reference}-g1-")),
+            "{}",
+            row.idempotency_key
+        );
+    }
+    assert_ne!(intents[0].idempotency_key, intents[1].idempotency_key);
+    let one = intents
+        .iter()
+        .find(|r| r.user_id == "usr_one")
+        .unwrap()
+        .clone();
+    let two = intents
+        .iter()
+        .find(|r| r.user_id == "usr_two")
+        .unwrap()
+        .clone();
 
     // The answer with the first mail: the row, its event, the queued invite and its event.
     let recorded = steps::record_answer(
@@ -90,9 +114,6 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
 
     // A second user's answer that breaks half-way: its mail reuses a Message-ID (unique), so
     // the insert fails after the row was updated and an event written. None of it may stay.
-    let two = inquiries::begin_create_alone(&store, "usr_two", "ref_two", "itmpl_x", now)
-        .await
-        .unwrap();
     let broken = steps::record_answer(
         &store,
         &Answer {

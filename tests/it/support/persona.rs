@@ -292,7 +292,10 @@ impl CapturedLogs {
             let capture = tracing_subscriber::fmt::layer()
                 .with_ansi(false)
                 .with_writer(ThreadCapture)
-                .with_filter(filter::filter_fn(|_| {
+                // Dynamic, so it is asked per event: a plain `filter_fn` caches its first
+                // answer per callsite, and a callsite first hit on a thread that captures
+                // nothing would then never be captured on any thread.
+                .with_filter(filter::dynamic_filter_fn(|_, _| {
                     CAPTURING.with(|c| c.borrow().is_some())
                 }));
             tracing::subscriber::set_global_default(tracing_subscriber::registry().with(capture))
