@@ -152,7 +152,7 @@ async fn rss(users: u64, seconds: u64) -> anyhow::Result<()> {
     );
     let (discovered, seconds) = work.discovery().await?;
     println!(
-        "discovery             {discovered} users seen in {seconds:.1}s before the first claim"
+        "discovery             {discovered} users seen, a page at a time between claims, over {seconds:.1}s"
     );
     println!("peak RSS              {:.1} MiB", run.max_rss_mib());
     sim.shutdown().await;

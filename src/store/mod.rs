@@ -1,5 +1,6 @@
 //! The SQLite store: one write connection and a read-only pool over one WAL-mode file.
-//! One file per table family; nothing here knows about jobs, Persona or mail.
+//! One file per table family, and `steps` for the provisioning writes that span tables;
+//! nothing here knows about jobs, Persona or mail.
 
 /// `sqlx::FromRow` by column name for a struct whose fields are named like its columns: what
 /// `#[derive(sqlx::FromRow)]` does, without sqlx's proc-macro crate, which would build a second
@@ -217,6 +218,10 @@ impl Store {
     /// of the daemon's CPU per user. When a statement fails, the transaction is rolled back
     /// before the error returns. The script runs in a task of its own, so a caller dropped
     /// half-way cannot leave its transaction open on the shared connection.
+    ///
+    /// sqlx calls several statements in one query with arguments a SQLite-only behaviour it
+    /// means to drop (launchbadge/sqlx#3108); 0.9 has it, and tests/it/store_steps.rs fails
+    /// should a later version not.
     pub async fn run_script(&self, script: Script) -> Result<Vec<SqliteRow>> {
         let write = self.write.clone();
         let mut script = script;
