@@ -37,6 +37,30 @@ async fn event_kinds(store: &Store, user: &str) -> Vec<String> {
         .collect()
 }
 
+/// Records `inquiry_id` as created on `row_id`, asking for a `kind` mail with `message_id`.
+async fn answer(
+    store: &Store,
+    row_id: i64,
+    user: &str,
+    inquiry_id: &str,
+    kind: &str,
+    message_id: &str,
+) -> inquiry_mailer::store::Result<steps::Recorded> {
+    steps::record_answer(
+        store,
+        &Answer {
+            row_id,
+            user_id: user,
+            facts: &facts(inquiry_id),
+            event_kind: "inquiry.created",
+            detail: &format!("created {inquiry_id}"),
+        },
+        &WantedMail { kind, message_id },
+        Utc::now(),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     let dir = tempfile::tempdir().unwrap();
@@ -83,20 +107,13 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
         .clone();
 
     // The answer with the first mail: the row, its event, the queued invite and its event.
-    let recorded = steps::record_answer(
+    let recorded = answer(
         &store,
-        &Answer {
-            row_id: one.id,
-            user_id: "usr_one",
-            facts: &facts("inq_one"),
-            event_kind: "inquiry.created",
-            detail: "created inq_one",
-        },
-        &WantedMail {
-            kind: "renewed",
-            message_id: "<m1@example.com>",
-        },
-        now,
+        one.id,
+        "usr_one",
+        "inq_one",
+        "renewed",
+        "<m1@example.com>",
     )
     .await
     .unwrap();
@@ -114,20 +131,13 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
 
     // A second user's answer that breaks half-way: its mail reuses a Message-ID (unique), so
     // the insert fails after the row was updated and an event written. None of it may stay.
-    let broken = steps::record_answer(
+    let broken = answer(
         &store,
-        &Answer {
-            row_id: two.id,
-            user_id: "usr_two",
-            facts: &facts("inq_two"),
-            event_kind: "inquiry.created",
-            detail: "created inq_two",
-        },
-        &WantedMail {
-            kind: "invite",
-            message_id: "<m1@example.com>",
-        },
-        now,
+        two.id,
+        "usr_two",
+        "inq_two",
+        "invite",
+        "<m1@example.com>",
     )
     .await;
     let err = broken
@@ -153,40 +163,26 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     );
 
     // The writer is not left inside the failed transaction: the same step goes through now.
-    let retried = steps::record_answer(
+    let retried = answer(
         &store,
-        &Answer {
-            row_id: two.id,
-            user_id: "usr_two",
-            facts: &facts("inq_two"),
-            event_kind: "inquiry.created",
-            detail: "created inq_two",
-        },
-        &WantedMail {
-            kind: "invite",
-            message_id: "<m2@example.com>",
-        },
-        now,
+        two.id,
+        "usr_two",
+        "inq_two",
+        "invite",
+        "<m2@example.com>",
     )
     .await
     .unwrap();
     let queued = retried.mail.expect("queued this time");
 
     // An answer recorded again (a retry after a lost reply) queues no second unsent mail.
-    let again = steps::record_answer(
+    let again = answer(
         &store,
-        &Answer {
-            row_id: two.id,
-            user_id: "usr_two",
-            facts: &facts("inq_two"),
-            event_kind: "inquiry.created",
-            detail: "created inq_two",
-        },
-        &WantedMail {
-            kind: "renewed",
-            message_id: "<m3@example.com>",
-        },
-        now,
+        two.id,
+        "usr_two",
+        "inq_two",
+        "renewed",
+        "<m3@example.com>",
     )
     .await
     .unwrap();
