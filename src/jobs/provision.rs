@@ -1,9 +1,10 @@
 //! Provisioning: every pending user gets one prefilled inquiry (none for static links) and one
 //! e-mail with a working link, exactly once in effect, whatever crashes or outages happen.
 //!
-//! Per user: the intent (a `creating` row with its idempotency key) commits before the create
-//! call; the answer and the queued mail commit together after it; the mail is marked `sending`
-//! before the send and `sent` after it. A crash anywhere leaves a row that says what to redo.
+//! Per user: the intent (a `creating` row with its idempotency key, written for a whole batch
+//! in one transaction) commits before the create call; the answer and the queued mail commit
+//! together after it; the mail is marked `sending` before the send and `sent` after it. A crash
+//! anywhere leaves a row that says what to redo.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -186,6 +187,23 @@ async fn next_batch(
         ctx.settings.batch_size,
     )
     .await?;
+    match know_claimed(ctx, &claimed).await {
+        Ok(known) => Ok(claimed.into_iter().zip(known).collect()),
+        Err(e) => {
+            // Leases back at once, not when they lapse: the next run may take these users.
+            for c in &claimed {
+                if let Err(release) = user_states::release(&ctx.store, &c.user_id, None).await {
+                    tracing::warn!(user = %c.user_id, error = %release, "lease kept until it lapses");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Reads the claimed users' rows and current inquiries, and writes the intents of those that
+/// need an inquiry: what each user's task starts from, in the order of `claimed`.
+async fn know_claimed(ctx: &JobContext, claimed: &[Claimed]) -> Result<Vec<Known>, JobError> {
     if claimed.is_empty() {
         return Ok(Vec::new());
     }
@@ -224,13 +242,10 @@ async fn next_batch(
         current.extend(intents.into_iter().map(|r| (r.user_id.clone(), r)));
     }
     Ok(claimed
-        .into_iter()
-        .map(|c| {
-            let known = Known {
-                user: users.remove(&c.user_id),
-                current: current.remove(&c.user_id),
-            };
-            (c, known)
+        .iter()
+        .map(|c| Known {
+            user: users.remove(&c.user_id),
+            current: current.remove(&c.user_id),
         })
         .collect())
 }
