@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use super::deliver::{Carry, Delivery, deliver};
 use super::fresh_link::{Fresh, facts_of};
 use super::{JobContext, JobError, LEASE, RunFlags, is_fatal};
-use crate::domain::{InquiryStatus, LinkKind, RawUser, User};
+use crate::domain::{InquiryStatus, LinkKind, ParseError, User};
 use crate::mail::MailKind;
 use crate::persona::{CreateInquiry, IdempotencyKey, InquiryFields, ListFilter, PersonaError};
 use crate::store::inquiries::{self, CREATING, InquiryRow, REJECTED};
@@ -151,8 +151,8 @@ struct Discovery {
 /// so no user costs reads of their own. The lease keeps other workers from changing it.
 #[derive(Debug, Default)]
 struct Known {
-    /// The application's row; `None` when it was deleted since.
-    user: Option<RawUser>,
+    /// The application's row, validated once for the batch; `None` when it was deleted since.
+    user: Option<Result<User, ParseError>>,
     /// The user's newest unreplaced inquiry.
     current: Option<InquiryRow>,
 }
@@ -208,10 +208,11 @@ async fn know_claimed(ctx: &JobContext, claimed: &[Claimed]) -> Result<Vec<Known
         return Ok(Vec::new());
     }
     let ids: Vec<&str> = claimed.iter().map(|c| c.user_id.as_str()).collect();
-    let mut users: HashMap<String, RawUser> = users::get_many(&ctx.store, &ids)
+    let today = ctx.clock.now().date_naive();
+    let mut users: HashMap<String, Result<User, ParseError>> = users::get_many(&ctx.store, &ids)
         .await?
         .into_iter()
-        .map(|u| (u.id.clone(), u))
+        .map(|u| (u.id.clone(), User::parse(&u, today)))
         .collect();
     let mut current: HashMap<String, InquiryRow> = inquiries::current_of_users(&ctx.store, &ids)
         .await?
@@ -221,16 +222,11 @@ async fn know_claimed(ctx: &JobContext, claimed: &[Claimed]) -> Result<Vec<Known
     if ctx.settings.link_kind.precreates() {
         // The intents of the batch's users that need an inquiry, in one transaction before
         // any create call. Rows that do not validate get none: they are skipped below.
-        let today = ctx.clock.now().date_naive();
         let needing: Vec<&str> = ids
             .iter()
             .copied()
             .filter(|id| !current.contains_key(*id))
-            .filter(|id| {
-                users
-                    .get(*id)
-                    .is_some_and(|u| User::parse(u, today).is_ok())
-            })
+            .filter(|id| users.get(*id).is_some_and(Result::is_ok))
             .collect();
         let intents = inquiries::begin_create_many(
             &ctx.store,
@@ -284,11 +280,11 @@ async fn provision_user(
     known: Known,
 ) -> Result<UserOutcome, JobError> {
     let mut outcome = UserOutcome::default();
-    let Some(raw) = known.user else {
+    let Some(verdict) = known.user else {
         return Ok(outcome);
     };
     let now = ctx.clock.now();
-    let user = match User::parse(&raw, now.date_naive()) {
+    let user = match verdict {
         Ok(u) => u,
         Err(e) => {
             skip_user(ctx, &claimed.user_id, &e.0, now).await?;

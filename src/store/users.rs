@@ -113,12 +113,11 @@ pub async fn get_many(store: &Store, ids: &[&str]) -> Result<Vec<RawUser>> {
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<Option<RawUser>> {
-    let row = sqlx::query(
-        "SELECT id, email, name_first, name_last, birthdate, phone_number FROM users WHERE id = ?",
-    )
-    .bind(id)
-    .fetch_optional(store.reader())
-    .await?;
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(store.reader())
+        .await?;
     Ok(row.map(|r| raw_from_row(&r)))
 }
 
