@@ -26,20 +26,17 @@ use anyhow::{Context as _, bail};
 use inquiry_mailer::clock::Clock;
 use inquiry_mailer::domain::EnvironmentId;
 use inquiry_mailer::sim::{self, SimConfig, SimHandle};
+use lettre::Message;
 use lettre::message::MultiPart;
-use lettre::transport::smtp::PoolConfig;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use tokio::sync::Semaphore;
 
 const API_KEY: &str = "bench-key-for-the-simulator-only";
 const ENVIRONMENT: &str = "env_benchmarkenvironment0001";
 const BIN: &str = env!("CARGO_BIN_EXE_inquiry-mailer");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
-/// What the daemon's SMTP pool and provisioning use by default (src/mail/transport.rs,
-/// config.toml), so the ceiling client gets the same connections and the same overlap.
+/// The connections the daemon's SMTP pool keeps (src/mail/transport.rs), so the clients the
+/// daemon is measured against get the same.
 const SMTP_CONNECTIONS: u32 = 4;
-const SENDERS: usize = 16;
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` adds `--bench`; everything else is ours.
@@ -73,30 +70,30 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Provisioning throughput and CPU per user, beside a plain client's rate into the same sink.
+/// Provisioning throughput and CPU per user, beside the sink's own ceiling: the rate of the
+/// least a client can do against it (see [`bare_exchange`]), measured before and after.
 async fn throughput(users: u64) -> anyhow::Result<()> {
     let sink = Sink::start()?;
     let sim = start_sim(|_| {}).await?;
-    let cpu_before = own_cpu();
-    let before = ceiling(&sink, users).await?;
-    let client_cpu = own_cpu() - cpu_before;
+    let (before, bare_cpu) = cpu_of(bare_exchange(&sink, users)).await?;
     let work = Workdir::new(&sim, &sink.url(), &[])?;
     let seeded = work.seed(users).await?;
     let cpu_before = own_cpu();
     let run = work.once("provision", None)?;
     let sim_cpu = own_cpu() - cpu_before;
-    let after = ceiling(&sink, users).await?;
+    let (after, _) = cpu_of(bare_exchange(&sink, users)).await?;
     let sent = count_sent(&work)?;
     anyhow::ensure!(
         sent == users,
         "only {sent} of {users} users were mailed: {}",
         run.stderr_tail
     );
+    let per_user = |cpu: Duration| cpu.as_secs_f64() * 1000.0 / users as f64;
     let rate = users as f64 / run.wall.as_secs_f64();
     let sink_ceiling = (before + after) / 2.0;
     println!("users                 {users} (seeded in {:.2?})", seeded);
     println!(
-        "SMTP sink ceiling     {before:.0} / {after:.0} mails/s before / after (plain lettre client, {SMTP_CONNECTIONS} connections, {SENDERS} senders)"
+        "SMTP sink ceiling     {before:.0} / {after:.0} mails/s before / after (bare client, {SMTP_CONNECTIONS} connections)"
     );
     println!(
         "provisioning          {rate:.0} users/s ({:.2?} wall) = {:.0} % of the ceiling",
@@ -105,17 +102,17 @@ async fn throughput(users: u64) -> anyhow::Result<()> {
     );
     println!(
         "CPU per user          {:.3} ms ({:.2?} user + {:.2?} system, the daemon process only)",
-        run.cpu().as_secs_f64() * 1000.0 / users as f64,
+        per_user(run.cpu()),
         run.user,
         run.system
     );
     println!(
-        "plain client CPU      {:.3} ms per mail (the same sends straight from lettre, for scale)",
-        client_cpu.as_secs_f64() * 1000.0 / users as f64
+        "bare client CPU       {:.3} ms per mail (MAIL, RCPT, DATA, body and nothing else: the floor under any client of this sink)",
+        per_user(bare_cpu)
     );
     println!(
         "simulator CPU         {:.3} ms per user (this process while the daemon ran)",
-        sim_cpu.as_secs_f64() * 1000.0 / users as f64
+        per_user(sim_cpu)
     );
     println!(
         "Persona calls         {} (POST /inquiries)",
@@ -124,6 +121,13 @@ async fn throughput(users: u64) -> anyhow::Result<()> {
     println!("peak RSS              {:.1} MiB", run.max_rss_mib());
     sim.shutdown().await;
     Ok(())
+}
+
+/// What `work` returns, and the CPU this process spent while it ran.
+async fn cpu_of<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<(T, Duration)> {
+    let before = own_cpu();
+    let out = work.await?;
+    Ok((out, own_cpu() - before))
 }
 
 /// Peak RSS of `once` over `users` pending users; with `seconds` > 0 it is stopped with
@@ -250,22 +254,47 @@ async fn ready(times: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Mails/s a plain lettre client achieves into the sink: `n` messages the size of an invite.
-async fn ceiling(sink: &Sink, n: u64) -> anyhow::Result<f64> {
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-        .port(sink.addr.port())
-        .pool_config(PoolConfig::new().max_size(SMTP_CONNECTIONS))
-        .build();
-    let transport = Arc::new(transport);
-    let senders = Arc::new(Semaphore::new(SENDERS));
+/// Mails/s of the least a client can do per mail against this sink, which does not offer
+/// PIPELINING (RFC 2920): four round trips (MAIL, RCPT, DATA, the body), on
+/// `SMTP_CONNECTIONS` connections opened beforehand, with the messages formatted before the
+/// clock starts. Its CPU is the floor under any SMTP client's, ours included.
+async fn bare_exchange(sink: &Sink, n: u64) -> anyhow::Result<f64> {
+    use tokio::io::{AsyncWriteExt, BufReader};
+    let connections = u64::from(SMTP_CONNECTIONS);
+    let mut streams = Vec::new();
+    for _ in 0..connections {
+        let mut stream = BufReader::new(tokio::net::TcpStream::connect(sink.addr).await?);
+        stream.get_mut().set_nodelay(true)?;
+        expect_reply(&mut stream, "220").await?;
+        stream
+            .get_mut()
+            .write_all(b"EHLO bench.localhost\r\n")
+            .await?;
+        expect_reply(&mut stream, "250").await?;
+        streams.push(stream);
+    }
+    let bodies = (0..n)
+        .map(|i| Ok(dot_stuffed(&invite_sized_message(i)?.formatted())))
+        .collect::<anyhow::Result<Vec<Vec<u8>>>>()?;
+    let bodies = Arc::new(bodies);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..n {
-        let transport = transport.clone();
-        let permit = senders.clone().acquire_owned().await?;
+    for (k, mut stream) in (0..connections).zip(streams) {
+        let bodies = bodies.clone();
         tasks.spawn(async move {
-            let _permit = permit;
-            transport.send(invite_sized_message(i)?).await?;
+            for i in (k..n).step_by(connections as usize) {
+                let rcpt = format!("RCPT TO:<user{i}@example.com>\r\n");
+                for (line, code) in [
+                    (&b"MAIL FROM:<verify@example.com>\r\n"[..], "250"),
+                    (rcpt.as_bytes(), "250"),
+                    (b"DATA\r\n", "354"),
+                    (&bodies[i as usize], "250"),
+                ] {
+                    stream.get_mut().write_all(line).await?;
+                    expect_reply(&mut stream, code).await?;
+                }
+            }
+            stream.get_mut().write_all(b"QUIT\r\n").await?;
             anyhow::Ok(())
         });
     }
@@ -273,6 +302,44 @@ async fn ceiling(sink: &Sink, n: u64) -> anyhow::Result<f64> {
         done??;
     }
     Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Reads one (possibly multi-line) SMTP reply and checks its code.
+async fn expect_reply(
+    stream: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    code: &str,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).await? == 0 {
+            bail!("the sink closed the connection");
+        }
+        anyhow::ensure!(
+            line.starts_with(code),
+            "expected {code}, the sink said {line:?}"
+        );
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Ok(());
+        }
+    }
+}
+
+/// The message as DATA sends it: lines starting with a dot doubled, ended by `.` alone.
+fn dot_stuffed(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 8);
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
 }
 
 /// A multipart/alternative message with parts the size of a rendered invite (about 1 KiB of

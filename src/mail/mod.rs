@@ -4,6 +4,7 @@
 mod file_outbox;
 mod mailer;
 mod message;
+mod smtp;
 mod templates;
 mod transport;
 

@@ -9,13 +9,10 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::response::{Category, Code, Severity};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::OutgoingMail;
 use super::file_outbox;
+use super::smtp::{SmtpPool, redacted_url};
 use crate::domain::SecretText;
 
 /// `[mail] transport`.
@@ -175,11 +172,7 @@ impl MemoryOutbox {
 
 #[derive(Clone)]
 enum Backend {
-    Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
-        /// The URL without credentials, for messages.
-        endpoint: String,
-    },
+    Smtp(Arc<SmtpPool>),
     File(PathBuf),
     Memory(MemoryOutbox),
 }
@@ -189,7 +182,6 @@ enum Backend {
 pub struct Transport {
     backend: Backend,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
-    send_timeout: Duration,
 }
 
 impl fmt::Debug for Transport {
@@ -198,18 +190,19 @@ impl fmt::Debug for Transport {
     }
 }
 
-const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
-
 impl Transport {
     pub fn from_settings(settings: &MailSettings) -> Result<Transport, MailError> {
         let backend = match settings.transport {
-            TransportKind::Smtp => smtp_backend(settings)?,
+            TransportKind::Smtp => {
+                // The TLS configurations are built here; make sure rustls has a provider.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Backend::Smtp(Arc::new(SmtpPool::from_settings(settings)?))
+            }
             TransportKind::File => Backend::File(settings.file_dir.clone()),
         };
         Ok(Transport {
             backend,
             limiter: None,
-            send_timeout: settings.send_timeout,
         }
         .with_messages_per_minute(settings.messages_per_minute))
     }
@@ -224,7 +217,6 @@ impl Transport {
         Transport {
             backend: Backend::Memory(outbox),
             limiter: None,
-            send_timeout: DEFAULT_SEND_TIMEOUT,
         }
     }
 
@@ -244,7 +236,7 @@ impl Transport {
     /// Safe to log: `smtp smtp://host:port`, `file outbox/`, `memory`.
     pub fn describe(&self) -> String {
         match &self.backend {
-            Backend::Smtp { endpoint, .. } => format!("smtp {endpoint}"),
+            Backend::Smtp(pool) => format!("smtp {}", pool.endpoint()),
             Backend::File(dir) => format!("file {}", dir.display()),
             Backend::Memory(_) => "memory".to_owned(),
         }
@@ -257,17 +249,7 @@ impl Transport {
             limiter.until_ready().await;
         }
         match &self.backend {
-            Backend::Smtp {
-                transport,
-                endpoint,
-            } => match tokio::time::timeout(self.send_timeout, transport.send(message)).await {
-                Ok(Ok(_response)) => Ok(()),
-                Ok(Err(e)) => Err(classify_smtp(endpoint, &e)),
-                Err(_elapsed) => Err(SendError::Transient(format!(
-                    "SMTP server {endpoint}: no answer within {}",
-                    humantime::format_duration(self.send_timeout)
-                ))),
-            },
+            Backend::Smtp(pool) => pool.send(message.envelope(), &message.formatted()).await,
             Backend::File(dir) => {
                 let dir = dir.clone();
                 let message_id = mail.message_id.clone();
@@ -311,24 +293,7 @@ impl Transport {
     /// For `check`: SMTP connects and says EHLO and NOOP; a file outbox must be writable.
     pub async fn check(&self) -> Result<String, MailError> {
         match &self.backend {
-            Backend::Smtp {
-                transport,
-                endpoint,
-            } => {
-                let unreachable = |reason: String| MailError::SmtpUnreachable {
-                    endpoint: endpoint.clone(),
-                    reason,
-                };
-                match tokio::time::timeout(self.send_timeout, transport.test_connection()).await {
-                    Ok(Ok(true)) => Ok(format!("SMTP server {endpoint} answers EHLO and NOOP")),
-                    Ok(Ok(false)) => Err(unreachable("the server did not accept NOOP".into())),
-                    Ok(Err(e)) => Err(unreachable(e.to_string())),
-                    Err(_) => Err(unreachable(format!(
-                        "no answer within {}",
-                        humantime::format_duration(self.send_timeout)
-                    ))),
-                }
-            }
+            Backend::Smtp(pool) => pool.check().await,
             Backend::File(dir) => {
                 let probe_dir = dir.clone();
                 tokio::task::spawn_blocking(move || file_outbox::check_writable(&probe_dir))
@@ -348,119 +313,9 @@ impl Transport {
     }
 }
 
-fn smtp_backend(settings: &MailSettings) -> Result<Backend, MailError> {
-    // lettre builds its TLS config when the transport is built; make sure rustls has a provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-
-    let url = url::Url::parse(&settings.smtp_url).map_err(|e| {
-        MailError::SmtpUrl(format!(
-            "{:?} does not parse: {e}",
-            redacted_url(&settings.smtp_url)
-        ))
-    })?;
-    if url.password().is_some() && settings.smtp_password.is_some() {
-        return Err(MailError::SmtpUrl(
-            "has a password and SMTP_PASSWORD/smtp-password is set too: keep only the secret"
-                .into(),
-        ));
-    }
-    if settings.smtp_password.is_some() && url.username().is_empty() {
-        return Err(MailError::SmtpUrl(format!(
-            "{} names no user, but an SMTP password is set: use smtp://USER@host…",
-            redacted_url(&settings.smtp_url)
-        )));
-    }
-    let endpoint = redacted_url(&settings.smtp_url);
-    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&settings.smtp_url)
-        .map_err(|e| MailError::SmtpUrl(format!("{endpoint}: {e}")))?
-        .timeout(Some(settings.send_timeout))
-        // Servers drop idle connections; a short idle timeout keeps the pool from holding dead ones.
-        .pool_config(
-            PoolConfig::new()
-                .max_size(4)
-                .idle_timeout(Duration::from_secs(30)),
-        );
-    if let Some(password) = &settings.smtp_password {
-        let user = percent_encoding_decode(url.username());
-        builder = builder.credentials(Credentials::new(user, password.expose().to_owned()));
-    }
-    Ok(Backend::Smtp {
-        transport: builder.build(),
-        endpoint,
-    })
-}
-
-fn percent_encoding_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("u={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
-/// `smtp_url` without user or password, for messages and logs.
-fn redacted_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(url) => {
-            let host = url.host_str().unwrap_or("?");
-            match url.port() {
-                Some(port) => format!("{}://{host}:{port}", url.scheme()),
-                None => format!("{}://{host}", url.scheme()),
-            }
-        }
-        Err(_) => "(unparsable URL)".to_owned(),
-    }
-}
-
-/// lettre's error kinds to ours. Permanent means "this mail will never be taken here": a 5xx
-/// reply about the mail, or lettre refusing this envelope for this server. Problems of the
-/// whole server or our login (refused connection, 4xx, timeouts, TLS, 5xx to AUTH) are
-/// transient: fixing them makes every waiting mail go, so no mail should be given up for them.
-fn classify_smtp(endpoint: &str, e: &lettre::transport::smtp::Error) -> SendError {
-    let text = format!("SMTP server {endpoint}: {e}");
-    let client_refusal = e.is_client().then(|| e.to_string());
-    if is_about_this_mail(e.status(), client_refusal.as_deref()) {
-        SendError::Permanent(text)
-    } else if e
-        .status()
-        .is_some_and(|code| code.category == Category::Unspecified3)
-    {
-        SendError::Transient(format!(
-            "{text} (the server refused our login: check the user in [mail] smtp_url and SMTP_PASSWORD)"
-        ))
-    } else {
-        SendError::Transient(text)
-    }
-}
-
-fn is_about_this_mail(code: Option<Code>, client_refusal: Option<&str>) -> bool {
-    if let Some(code) = code {
-        // x3z replies are RFC 4954's authentication ones (530, 534, 535, 538).
-        return code.severity == Severity::PermanentNegativeCompletion
-            && code.category != Category::Unspecified3;
-    }
-    // lettre's own refusals before talking: only these two are about the message (non-ASCII
-    // addresses or body the server cannot take); the rest (no STARTTLS, no auth mechanism) are
-    // about the server. Pinned by a test against aiosmtpd.
-    client_refusal
-        .is_some_and(|m| m.contains("Envelope contains") || m.contains("Message contains"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lettre::transport::smtp::response::Detail;
-
-    #[test]
-    fn redacted_url_drops_credentials() {
-        assert_eq!(
-            redacted_url("smtp://bob:hunter2@mail.example.com:587?tls=required"),
-            "smtp://mail.example.com:587"
-        );
-        assert_eq!(
-            redacted_url("smtps://mail.example.com"),
-            "smtps://mail.example.com"
-        );
-    }
 
     #[test]
     fn settings_debug_hides_the_password() {
@@ -491,51 +346,5 @@ mod tests {
         };
         let err = Transport::from_settings(&settings).unwrap_err();
         assert!(err.to_string().contains("names no user"), "{err}");
-    }
-
-    #[test]
-    fn unknown_schemes_are_refused_naming_the_key() {
-        let settings = MailSettings {
-            transport: TransportKind::Smtp,
-            smtp_url: "imap://mail.example.com".into(),
-            smtp_password: None,
-            file_dir: "outbox".into(),
-            messages_per_minute: NonZeroU32::new(10).unwrap(),
-            send_timeout: Duration::from_secs(5),
-        };
-        let err = Transport::from_settings(&settings).unwrap_err();
-        assert!(err.to_string().starts_with("[mail] smtp_url"), "{err}");
-    }
-
-    #[test]
-    fn only_replies_about_the_mail_are_permanent() {
-        let code = |severity, category| Some(Code::new(severity, category, Detail::Zero));
-        let perm = Severity::PermanentNegativeCompletion;
-        let temp = Severity::TransientNegativeCompletion;
-        assert!(is_about_this_mail(code(perm, Category::MailSystem), None)); // 550 unknown user
-        assert!(is_about_this_mail(code(perm, Category::Syntax), None)); // 501 bad address
-        assert!(!is_about_this_mail(
-            code(perm, Category::Unspecified3),
-            None
-        )); // 535 login refused
-        assert!(!is_about_this_mail(code(temp, Category::MailSystem), None)); // 450 mailbox busy
-        assert!(is_about_this_mail(
-            None,
-            Some("internal client error: Envelope contains non-ascii chars")
-        ));
-        assert!(!is_about_this_mail(
-            None,
-            Some("internal client error: STARTTLS is not supported on this server")
-        ));
-        assert!(!is_about_this_mail(None, None));
-    }
-
-    #[test]
-    fn user_names_are_percent_decoded() {
-        assert_eq!(
-            percent_encoding_decode("bob%40example.com"),
-            "bob@example.com"
-        );
-        assert_eq!(percent_encoding_decode("a+b"), "a+b");
     }
 }

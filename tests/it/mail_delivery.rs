@@ -8,6 +8,7 @@ use inquiry_mailer::domain::Email;
 use inquiry_mailer::mail::{MailKind, SendError, Transport};
 
 use crate::support::mail::{file_settings, outgoing, session_link, smtp_settings};
+use crate::support::relay::CountingRelay;
 use crate::support::smtp::{SmtpServer, eml_files, parse_eml_files};
 
 /// What the HTML part must contain for a link: Tera's escaping of it.
@@ -144,6 +145,60 @@ async fn a_retried_send_gets_through_once_the_server_is_back() {
     result.unwrap();
     let mails = server.wait_for_messages(2).await;
     assert_eq!(mails.last().unwrap().message_id, mail.message_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_sends_share_a_few_connections() {
+    let server = SmtpServer::start();
+    let relay = CountingRelay::start(server.addr()).await;
+    let transport = Transport::from_settings(&smtp_settings(&relay.smtp_url())).unwrap();
+    let mails: Vec<_> = (0..24)
+        .map(|i| {
+            outgoing(
+                MailKind::Invite,
+                "Alex",
+                session_link(&format!("token-{i}")),
+            )
+        })
+        .collect();
+
+    let mut sends = tokio::task::JoinSet::new();
+    for mail in mails.clone() {
+        let transport = transport.clone();
+        sends.spawn(async move { transport.send(&mail).await });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.unwrap().unwrap();
+    }
+
+    let received = server.wait_for_messages(mails.len()).await;
+    assert_eq!(received.len(), mails.len());
+    let opened = relay.connections();
+    assert!(
+        (1..=4).contains(&opened),
+        "{} concurrent mails opened {opened} connections (the pool keeps 4)",
+        mails.len()
+    );
+}
+
+#[tokio::test]
+async fn a_connection_the_server_closed_while_idle_is_replaced_within_the_same_send() {
+    let mut server = SmtpServer::start();
+    let transport = Transport::from_settings(&smtp_settings(&server.url())).unwrap();
+    let first = outgoing(MailKind::Invite, "Alex", session_link("a"));
+    let second = outgoing(MailKind::Renewed, "Alex", session_link("b"));
+    transport.send(&first).await.unwrap();
+
+    // The pooled connection dies with the old server process.
+    server.restart();
+    transport
+        .send(&second)
+        .await
+        .expect("one attempt: the dead pooled connection is replaced, not reported");
+
+    let mails = server.wait_for_messages(2).await;
+    let ids: Vec<_> = mails.iter().map(|m| m.message_id.clone()).collect();
+    assert_eq!(ids, [first.message_id, second.message_id]);
 }
 
 #[tokio::test]

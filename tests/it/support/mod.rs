@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod mail;
 pub mod persona;
 pub mod refresh;
+pub mod relay;
 pub mod safety;
 pub mod sim;
 pub mod smtp;
