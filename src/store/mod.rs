@@ -40,7 +40,7 @@ use sqlx::{SqlStr, Sqlite, SqlitePool, Transaction};
 
 /// The migrations of `migrations/`, embedded in the binary: (version, description, SQL).
 /// A new file there must be listed here too (a unit test compares the two).
-const MIGRATIONS: [(i64, &str, &str); 4] = [
+const MIGRATIONS: [(i64, &str, &str); 5] = [
     (1, "users", include_str!("../../migrations/0001_users.sql")),
     (
         2,
@@ -56,6 +56,11 @@ const MIGRATIONS: [(i64, &str, &str); 4] = [
         4,
         "pending order",
         include_str!("../../migrations/0004_pending_order.sql"),
+    ),
+    (
+        5,
+        "drop redundant indexes",
+        include_str!("../../migrations/0005_drop_redundant_indexes.sql"),
     ),
 ];
 
