@@ -46,6 +46,10 @@ pub struct Carry<'a> {
     /// Whether a sent mail ends the user's lease in the same transaction (the caller has
     /// nothing left to do for the user then).
     pub end_lease: bool,
+    /// The mail was stored as `sending` with this attempt already counted (queued by the
+    /// caller for sending at once): no write before the send, and a send not tried puts the
+    /// attempt back.
+    pub counted: bool,
 }
 
 pub async fn deliver(
@@ -59,6 +63,7 @@ pub async fn deliver(
     if run.smtp_down() {
         // Not tried, so nothing on the mail says why it waits: say it on the user.
         let why = format!("{} mail waits: the mail server was unreachable", mail.kind);
+        put_back_uncounted(ctx, mail, carry.counted).await?;
         user_states::set_reason(&ctx.store, &claimed.user_id, Some(&why)).await?;
         return Ok(Delivery::Deferred(why));
     }
@@ -74,18 +79,22 @@ pub async fn deliver(
         Err(LinkProblem::Persona(e)) if super::is_fatal(&e) => return Err(JobError::Persona(e)),
         Err(LinkProblem::Persona(e)) if e.is_transient() => {
             run.set_persona_down();
+            put_back_uncounted(ctx, mail, carry.counted).await?;
             return Ok(Delivery::Deferred(format!("no link yet: {e}")));
         }
         Err(problem) => {
             // The link cannot be had from this inquiry; the mail waits for refresh to recreate it
             // (or is moot when the inquiry finished).
+            put_back_uncounted(ctx, mail, carry.counted).await?;
             let why = format!("no link for the {kind} mail: {problem}");
             user_states::set_reason(&ctx.store, &claimed.user_id, Some(&why)).await?;
             return Ok(Delivery::Deferred(why));
         }
     };
     let now = ctx.clock.now();
-    mails::mark_sending(&ctx.store, mail.id, obtained.expires_at, now).await?;
+    if !carry.counted {
+        mails::mark_sending(&ctx.store, mail.id, obtained.expires_at, now).await?;
+    }
     crate::faults::crash_point("deliver.before-send");
     let outgoing = match ctx.mailer.compose(
         kind,
@@ -107,7 +116,11 @@ pub async fn deliver(
         .send_with_retry(&outgoing, SEND_TRIES)
         .await;
     let now = ctx.clock.now();
-    let attempts = mail.attempts + 1;
+    let attempts = if carry.counted {
+        mail.attempts
+    } else {
+        mail.attempts + 1
+    };
     match result {
         Ok(()) => {
             crate::faults::crash_point("deliver.after-send");
@@ -125,6 +138,7 @@ pub async fn deliver(
                     .unwrap_or("invited"),
                 inquiry_id: row.as_ref().and_then(|r| r.inquiry_id.as_deref()),
                 detail: &detail,
+                link_expires_at: obtained.expires_at,
                 end_lease: carry.end_lease,
             };
             steps::mail_sent(&ctx.store, &sent, now).await?;
@@ -168,6 +182,19 @@ pub async fn deliver(
             Ok(Delivery::Failed(why))
         }
     }
+}
+
+/// A mail stored as `sending` whose send was not tried goes back to the queue, its attempt
+/// uncounted.
+async fn put_back_uncounted(
+    ctx: &JobContext,
+    mail: &MailRow,
+    counted: bool,
+) -> Result<(), JobError> {
+    if counted {
+        mails::unclaim(&ctx.store, mail.id).await?;
+    }
+    Ok(())
 }
 
 fn outgoing_summary(attempts: i64) -> String {

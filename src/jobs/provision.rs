@@ -307,7 +307,9 @@ async fn provision_user(
         if row.status != CREATING {
             Some(row)
         } else {
-            match create(ctx, claimed, &user, row, MailKind::Invite).await? {
+            // Sent straight after, unless the mail server is known to be down this run.
+            let send_now = !flags.smtp_down();
+            match create(ctx, claimed, &user, row, MailKind::Invite, send_now).await? {
                 Created::Done {
                     fresh: f,
                     adopted,
@@ -333,6 +335,8 @@ async fn provision_user(
         }
     };
 
+    // Queued by the create just now as `sending`: its attempt is counted already.
+    let counted = queued.as_ref().is_some_and(|m| m.status == "sending");
     let unsent = match queued {
         // Just queued with the inquiry, in the transaction that committed: no need to read it.
         Some(m) => Some(m),
@@ -361,6 +365,7 @@ async fn provision_user(
         inquiry: inquiry.as_ref(),
         fresh,
         end_lease: true,
+        counted,
     };
     let delivery = deliver(ctx, flags, claimed, &user, &mail, carry).await?;
     outcome.deferred = matches!(delivery, Delivery::Deferred(_));
@@ -476,13 +481,15 @@ pub fn create_request(ctx: &JobContext, claimed: &Claimed, user: &User) -> Creat
 }
 
 /// Runs (or re-runs) the create call of a `creating` row, records the answer and queues a mail
-/// of `mail_kind` with it.
+/// of `mail_kind` with it — as being sent (its attempt counted) when `send_now`, for a caller
+/// that sends it straight after.
 pub(crate) async fn create(
     ctx: &JobContext,
     claimed: &Claimed,
     user: &User,
     mut row: InquiryRow,
     mail_kind: MailKind,
+    send_now: bool,
 ) -> Result<Created, JobError> {
     let now = ctx.clock.now();
     if row.key_created_at().is_none_or(|t| now - t > KEY_TRUST) {
@@ -492,7 +499,7 @@ pub(crate) async fn create(
         match find_unrecorded(ctx, claimed, &recorded).await {
             Ok(Some(inquiry)) => {
                 let recorded =
-                    record_created(ctx, claimed, &row, &inquiry, true, mail_kind).await?;
+                    record_created(ctx, claimed, &row, &inquiry, true, mail_kind, send_now).await?;
                 return Ok(Created::Done {
                     fresh: Fresh::Nothing,
                     adopted: true,
@@ -520,8 +527,16 @@ pub(crate) async fn create(
     {
         Ok(created) => {
             crate::faults::crash_point("provision.after-create");
-            let recorded =
-                record_created(ctx, claimed, &row, &created.inquiry, false, mail_kind).await?;
+            let recorded = record_created(
+                ctx,
+                claimed,
+                &row,
+                &created.inquiry,
+                false,
+                mail_kind,
+                send_now,
+            )
+            .await?;
             let fresh = match (created.one_time_link, created.session_token) {
                 (Some(l), _) => Fresh::OneTime(l),
                 (None, Some(t)) => Fresh::Token(t),
@@ -604,6 +619,7 @@ async fn record_created(
     inquiry: &crate::persona::Inquiry,
     adopted: bool,
     mail_kind: MailKind,
+    send_now: bool,
 ) -> Result<Recorded, JobError> {
     let detail = if adopted {
         format!(
@@ -636,6 +652,7 @@ async fn record_created(
     let mail = WantedMail {
         kind: mail_kind.as_str(),
         message_id: &message_id,
+        sending: send_now,
     };
     let recorded = steps::record_answer(&ctx.store, &answer, &mail, ctx.clock.now()).await?;
     tracing::info!(user = %claimed.user_id, inquiry = %inquiry.id, adopted, "inquiry ready");

@@ -741,7 +741,7 @@ async fn recreate(
         new_row
     };
     let new_id = new_row.id;
-    match provision::create(ctx, claimed, user, new_row, MailKind::Renewed).await? {
+    match provision::create(ctx, claimed, user, new_row, MailKind::Renewed, false).await? {
         Created::Done { fresh, .. } => {
             expire_replaced_of(ctx, &claimed.user_id).await?;
             Ok(Some((fresh, new_id)))

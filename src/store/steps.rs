@@ -30,6 +30,10 @@ pub struct WantedMail<'a> {
     /// the user never had a mail. The first mail a user gets is always an invite.
     pub kind: &'a str,
     pub message_id: &'a str,
+    /// The caller sends it right after the commit: it is stored as `sending` with its first
+    /// attempt counted (what `mails::mark_sending` would write next), so a crash before the
+    /// send leaves it to be sent again, and the send needs no write of its own before it.
+    pub sending: bool,
 }
 
 /// What [`record_answer`] stored.
@@ -41,7 +45,8 @@ pub struct Recorded {
 }
 
 /// ?1 row, ?2 inquiry id, ?3 status, ?4 template version, ?5 Persona's created_at, ?6 expires_at,
-/// ?7 now, ?8 user, ?9 event kind, ?10 event detail, ?11 wanted mail kind, ?12 message id.
+/// ?7 now, ?8 user, ?9 event kind, ?10 event detail, ?11 wanted mail kind, ?12 message id,
+/// ?13 whether the mail is stored as being sent.
 /// Returns the updated inquiry row, then the queued mail if one was queued.
 static RECORD_ANSWER: LazyLock<String> = LazyLock::new(|| {
     let inquiry_columns = inquiries::COLUMNS;
@@ -52,11 +57,12 @@ static RECORD_ANSWER: LazyLock<String> = LazyLock::new(|| {
            persona_created_at = COALESCE(?5, persona_created_at), expires_at = ?6, updated_at = ?7 \
          WHERE id = ?1 RETURNING {inquiry_columns}; \
          INSERT INTO events (user_id, inquiry_id, kind, detail, at) VALUES (?8, ?2, ?9, ?10, ?7); \
-         INSERT INTO mails (user_id, inquiry_row, kind, status, message_id, next_attempt_at, \
-           created_at, updated_at) \
+         INSERT INTO mails (user_id, inquiry_row, kind, status, attempts, message_id, \
+           next_attempt_at, created_at, updated_at) \
          SELECT ?8, ?1, \
            CASE WHEN EXISTS (SELECT 1 FROM mails WHERE user_id = ?8) THEN ?11 ELSE 'invite' END, \
-           'queued', ?12, ?7, ?7, ?7 \
+           CASE WHEN ?13 THEN 'sending' ELSE 'queued' END, CASE WHEN ?13 THEN 1 ELSE 0 END, \
+           ?12, ?7, ?7, ?7 \
          WHERE NOT EXISTS (SELECT 1 FROM mails WHERE user_id = ?8 AND status IN ('queued', 'sending')) \
            AND (?11 = 'renewed' OR NOT EXISTS (SELECT 1 FROM mails WHERE user_id = ?8)) \
          RETURNING {mail_columns}; \
@@ -87,7 +93,8 @@ pub async fn record_answer(
         .bind(answer.event_kind.to_owned())
         .bind(answer.detail.to_owned())
         .bind(mail.kind.to_owned())
-        .bind(mail.message_id.to_owned());
+        .bind(mail.message_id.to_owned())
+        .bind(mail.sending);
     let rows = store.run_script(script).await?;
     let mut rows = rows.iter();
     let inquiry = InquiryRow::from_row(rows.next().ok_or(sqlx::Error::RowNotFound)?)?;
@@ -104,16 +111,19 @@ pub struct Sent<'a> {
     pub state: &'a str,
     pub inquiry_id: Option<&'a str>,
     pub detail: &'a str,
+    /// Until when the link in it works, when known.
+    pub link_expires_at: Option<DateTime<Utc>>,
     /// Whether the user's lease ends with it (the caller is done with the user).
     pub end_lease: bool,
 }
 
 /// ?1 state, ?2 now, ?3 user (as [`user_states::MARK_MAILED`] numbers them), ?4 mail, ?5 inquiry
-/// id, ?6 event detail, ?7 whether the lease ends.
+/// id, ?6 event detail, ?7 whether the lease ends, ?8 the link's expiry.
 static MAIL_SENT: LazyLock<String> = LazyLock::new(|| {
     let mark_mailed = user_states::MARK_MAILED;
     transaction_script(&format!(
-        "UPDATE mails SET status = 'sent', sent_at = ?2, last_error = NULL, updated_at = ?2 \
+        "UPDATE mails SET status = 'sent', sent_at = ?2, last_error = NULL, \
+           link_expires_at = COALESCE(?8, link_expires_at), updated_at = ?2 \
          WHERE id = ?4; \
          {mark_mailed}; \
          INSERT INTO events (user_id, inquiry_id, kind, detail, at) \
@@ -132,7 +142,8 @@ pub async fn mail_sent(store: &Store, sent: &Sent<'_>, now: DateTime<Utc>) -> Re
         .bind(sent.mail_id)
         .bind(sent.inquiry_id.map(str::to_owned))
         .bind(sent.detail.to_owned())
-        .bind(sent.end_lease);
+        .bind(sent.end_lease)
+        .bind(sent.link_expires_at.map(format_ts));
     store.run_script(script).await?;
     Ok(())
 }

@@ -37,14 +37,14 @@ async fn event_kinds(store: &Store, user: &str) -> Vec<String> {
         .collect()
 }
 
-/// Records `inquiry_id` as created on `row_id`, asking for a `kind` mail with `message_id`.
+/// Records `inquiry_id` as created on `row_id`, asking for a `kind` mail with `message_id`
+/// (stored as being sent when `sending`).
 async fn answer(
     store: &Store,
     row_id: i64,
     user: &str,
     inquiry_id: &str,
-    kind: &str,
-    message_id: &str,
+    (kind, message_id, sending): (&str, &str, bool),
 ) -> inquiry_mailer::store::Result<steps::Recorded> {
     steps::record_answer(
         store,
@@ -55,7 +55,11 @@ async fn answer(
             event_kind: "inquiry.created",
             detail: &format!("created {inquiry_id}"),
         },
-        &WantedMail { kind, message_id },
+        &WantedMail {
+            kind,
+            message_id,
+            sending,
+        },
         Utc::now(),
     )
     .await
@@ -112,8 +116,7 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
         one.id,
         "usr_one",
         "inq_one",
-        "renewed",
-        "<m1@example.com>",
+        ("renewed", "<m1@example.com>", false),
     )
     .await
     .unwrap();
@@ -136,8 +139,7 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
         two.id,
         "usr_two",
         "inq_two",
-        "invite",
-        "<m1@example.com>",
+        ("invite", "<m1@example.com>", false),
     )
     .await;
     let err = broken
@@ -168,12 +170,13 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
         two.id,
         "usr_two",
         "inq_two",
-        "invite",
-        "<m2@example.com>",
+        ("invite", "<m2@example.com>", true),
     )
     .await
     .unwrap();
     let queued = retried.mail.expect("queued this time");
+    // Asked for as being sent at once: its first attempt is counted in the same step.
+    assert_eq!((queued.status.as_str(), queued.attempts), ("sending", 1));
 
     // An answer recorded again (a retry after a lost reply) queues no second unsent mail.
     let again = answer(
@@ -181,14 +184,14 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
         two.id,
         "usr_two",
         "inq_two",
-        "renewed",
-        "<m3@example.com>",
+        ("renewed", "<m3@example.com>", false),
     )
     .await
     .unwrap();
     assert!(again.mail.is_none(), "one unsent mail at a time");
 
-    // Sent: the mail, the user's state and lease, and the event, together.
+    // Sent: the mail (with its link's expiry), the user's state and lease, and the event, together.
+    let link_expiry: chrono::DateTime<Utc> = "2030-01-01T12:00:00Z".parse().unwrap();
     let lease = std::time::Duration::from_secs(300);
     assert!(
         user_states::claim_one(&store, "usr_two", now, lease)
@@ -204,6 +207,7 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
             state: "invited",
             inquiry_id: Some("inq_two"),
             detail: "invite mail sent",
+            link_expires_at: Some(link_expiry),
             end_lease: true,
         },
         now,
@@ -222,6 +226,7 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
         .unwrap()
         .unwrap();
     assert_eq!(sent.status, "sent");
+    assert_eq!(sent.link_expires_at(), Some(link_expiry));
     assert_eq!(
         user_states::get_state(&store, "usr_two")
             .await
