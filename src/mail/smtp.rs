@@ -310,7 +310,7 @@ impl SmtpPool {
             if conn.can_starttls() {
                 conn.starttls(params.clone(), &server.hello)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| format!("STARTTLS: {e}"))?;
             } else if *required {
                 let _ = conn.quit().await;
                 return Err(

@@ -9,7 +9,7 @@ use inquiry_mailer::mail::{MailKind, SendError, Transport};
 
 use crate::support::mail::{file_settings, outgoing, session_link, smtp_settings};
 use crate::support::relay::CountingRelay;
-use crate::support::smtp::{SmtpServer, eml_files, parse_eml_files};
+use crate::support::smtp::{SmtpServer, Tls, eml_files, parse_eml_files};
 
 /// What the HTML part must contain for a link: Tera's escaping of it.
 fn in_html(link: &str) -> String {
@@ -390,5 +390,47 @@ async fn starttls_required_against_a_server_without_it_is_a_transient_server_pro
 
     let check = transport.check().await.unwrap_err().to_string();
     assert!(check.contains("STARTTLS"), "{check}");
+    assert!(server.messages().is_empty());
+}
+
+#[tokio::test]
+async fn smtps_speaks_tls_from_the_first_byte_and_refuses_an_untrusted_certificate() {
+    let server = SmtpServer::start_with_tls(Tls::Implicit);
+    let endpoint = format!("smtps://localhost:{}", server.addr().port());
+    let transport = Transport::from_settings(&smtp_settings(&endpoint)).unwrap();
+
+    let err = transport
+        .send(&outgoing(MailKind::Invite, "Alex", session_link("t")))
+        .await
+        .unwrap_err();
+
+    // Had the client waited for a plain greeting, this would be a timeout, not the certificate.
+    assert!(matches!(err, SendError::Transient(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&endpoint), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    let check = transport.check().await.unwrap_err().to_string();
+    assert!(check.to_lowercase().contains("certificate"), "{check}");
+    assert!(server.messages().is_empty());
+}
+
+#[tokio::test]
+async fn starttls_when_offered_refuses_an_untrusted_certificate_instead_of_sending_in_clear() {
+    let server = SmtpServer::start_with_tls(Tls::StartTls);
+    for tls in ["required", "opportunistic"] {
+        let url = format!("smtp://localhost:{}?tls={tls}", server.addr().port());
+        let transport = Transport::from_settings(&smtp_settings(&url)).unwrap();
+
+        let err = transport
+            .send(&outgoing(MailKind::Invite, "Alex", session_link("t")))
+            .await
+            .unwrap_err();
+
+        assert!(matches!(err, SendError::Transient(_)), "tls={tls}: {err:?}");
+        assert!(
+            err.to_string().to_lowercase().contains("certificate"),
+            "tls={tls}: {err}"
+        );
+    }
     assert!(server.messages().is_empty());
 }

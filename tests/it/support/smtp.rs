@@ -31,7 +31,18 @@ pub struct SmtpServer {
     addr: SocketAddr,
     dir: tempfile::TempDir,
     size_limit: Option<usize>,
+    tls: Option<Tls>,
     child: Option<Child>,
+}
+
+/// How a TLS server offers TLS, with a self-signed certificate for `localhost` that no client
+/// should trust.
+#[derive(Debug, Clone, Copy)]
+pub enum Tls {
+    /// TLS from the first byte (`smtps://`, aiosmtpd's `--smtpscert`).
+    Implicit,
+    /// STARTTLS offered after the greeting (aiosmtpd's `--tlscert`).
+    StartTls,
 }
 
 /// Prints the mails of a Maildir (`maildir DIR`, oldest first) or of files (`files F…`) as JSON.
@@ -79,12 +90,22 @@ impl SmtpServer {
         Self::start_inner(Some(bytes))
     }
 
+    /// A server speaking TLS with an untrusted (self-signed) certificate.
+    pub fn start_with_tls(tls: Tls) -> SmtpServer {
+        Self::start_with(None, Some(tls))
+    }
+
     fn start_inner(size_limit: Option<usize>) -> SmtpServer {
+        Self::start_with(size_limit, None)
+    }
+
+    fn start_with(size_limit: Option<usize>, tls: Option<Tls>) -> SmtpServer {
         let addr = free_port();
         let mut server = SmtpServer {
             addr,
             dir: tempfile::tempdir().expect("temp dir"),
             size_limit,
+            tls,
             child: None,
         };
         server.spawn();
@@ -148,6 +169,18 @@ impl SmtpServer {
         if let Some(bytes) = self.size_limit {
             cmd.args(["-s", &bytes.to_string()]);
         }
+        if let Some(tls) = self.tls {
+            let (cert, key) = self.self_signed_certificate();
+            let (cert_flag, key_flag) = match tls {
+                Tls::Implicit => ("--smtpscert", "--smtpskey"),
+                Tls::StartTls => ("--tlscert", "--tlskey"),
+            };
+            cmd.arg(cert_flag)
+                .arg(cert)
+                .arg(key_flag)
+                .arg(key)
+                .arg("--no-requiretls");
+        }
         cmd.args(["-c", "aiosmtpd.handlers.Mailbox"])
             .arg(self.maildir())
             .stdin(Stdio::null())
@@ -174,7 +207,12 @@ impl SmtpServer {
                     self.log()
                 );
             }
-            if greets(self.addr) {
+            let ready = match self.tls {
+                // The greeting comes inside TLS: listening is all a plain probe can see.
+                Some(Tls::Implicit) => TcpStream::connect(self.addr).is_ok(),
+                _ => greets(self.addr),
+            };
+            if ready {
                 return;
             }
             if Instant::now() > deadline {
@@ -186,6 +224,17 @@ impl SmtpServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// A certificate and key for `localhost`, made for this server: (cert.pem, key.pem).
+    fn self_signed_certificate(&self) -> (PathBuf, PathBuf) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("self-signed certificate");
+        let cert = self.dir.path().join("cert.pem");
+        let key = self.dir.path().join("key.pem");
+        std::fs::write(&cert, made.cert.pem()).expect("write cert.pem");
+        std::fs::write(&key, made.signing_key.serialize_pem()).expect("write key.pem");
+        (cert, key)
     }
 
     fn log(&self) -> String {
