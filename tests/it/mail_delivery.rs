@@ -4,7 +4,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use inquiry_mailer::domain::Email;
+use inquiry_mailer::domain::{Email, SecretText};
 use inquiry_mailer::mail::{MailKind, SendError, Transport};
 
 use crate::support::mail::{file_settings, outgoing, session_link, smtp_settings};
@@ -433,4 +433,43 @@ async fn starttls_when_offered_refuses_an_untrusted_certificate_instead_of_sendi
         );
     }
     assert!(server.messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_server_that_requires_login_takes_mail_with_the_right_password_only() {
+    let server = SmtpServer::start_with_login("bob@example.com", "right-password");
+    let url = format!("smtp://bob%40example.com@{}", server.addr());
+    let with_password = |password: Option<&str>| {
+        let mut settings = smtp_settings(&url);
+        if password.is_none() {
+            settings.smtp_url = server.url();
+        }
+        settings.smtp_password = password.map(SecretText::new);
+        Transport::from_settings(&settings).unwrap()
+    };
+    let mail = outgoing(MailKind::Invite, "Alex", session_link("t"));
+
+    with_password(Some("right-password"))
+        .send(&mail)
+        .await
+        .expect("logged in, the mail is taken");
+
+    let wrong = with_password(Some("wrong-password"))
+        .send(&mail)
+        .await
+        .unwrap_err();
+    assert!(matches!(wrong, SendError::Transient(_)), "{wrong:?}");
+    let text = wrong.to_string();
+    assert!(text.contains("refused our login"), "{text}");
+    assert!(!text.contains("wrong-password"), "{text}");
+
+    // Without a login the server refuses MAIL with 530: about us, not the mail.
+    let anonymous = with_password(None).send(&mail).await.unwrap_err();
+    assert!(
+        matches!(anonymous, SendError::Transient(_)),
+        "{anonymous:?}"
+    );
+    assert!(anonymous.to_string().contains("530"), "{anonymous}");
+
+    assert_eq!(server.wait_for_messages(1).await.len(), 1);
 }

@@ -32,8 +32,27 @@ pub struct SmtpServer {
     dir: tempfile::TempDir,
     size_limit: Option<usize>,
     tls: Option<Tls>,
+    /// When set, the server offers AUTH PLAIN/LOGIN and takes mail only after this login.
+    login: Option<(String, String)>,
     child: Option<Child>,
 }
+
+/// aiosmtpd's controller with an authenticator: `PORT MAILDIR USER PASSWORD`. AUTH is required
+/// before MAIL and offered without TLS (aiosmtpd warns about that; it is loopback).
+const LOGIN_SERVER: &str = r#"
+import sys, time
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Mailbox
+from aiosmtpd.smtp import AuthResult
+port, maildir, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+def check(server, session, envelope, mechanism, data):
+    ok = data.login == user.encode() and data.password == password.encode()
+    return AuthResult(success=ok, handled=False)
+Controller(Mailbox(maildir), hostname="127.0.0.1", port=port, authenticator=check,
+           auth_required=True, auth_require_tls=False).start()
+while True:
+    time.sleep(3600)
+"#;
 
 /// How a TLS server offers TLS, with a self-signed certificate for `localhost` that no client
 /// should trust.
@@ -95,6 +114,21 @@ impl SmtpServer {
         Self::start_with(None, Some(tls))
     }
 
+    /// A server that takes mail only from a client logged in as `user` with `password`.
+    pub fn start_with_login(user: &str, password: &str) -> SmtpServer {
+        let addr = free_port();
+        let mut server = SmtpServer {
+            addr,
+            dir: tempfile::tempdir().expect("temp dir"),
+            size_limit: None,
+            tls: None,
+            login: Some((user.to_owned(), password.to_owned())),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
     fn start_inner(size_limit: Option<usize>) -> SmtpServer {
         Self::start_with(size_limit, None)
     }
@@ -106,6 +140,7 @@ impl SmtpServer {
             dir: tempfile::tempdir().expect("temp dir"),
             size_limit,
             tls,
+            login: None,
             child: None,
         };
         server.spawn();
@@ -164,6 +199,20 @@ impl SmtpServer {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
+        if let Some((user, password)) = &self.login {
+            let child = Command::new(python())
+                .args(["-c", LOGIN_SERVER, &self.addr.port().to_string()])
+                .arg(self.maildir())
+                .args([user, password])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("python3 with aiosmtpd (pip install aiosmtpd)");
+            self.child = Some(child);
+            self.wait_until_ready();
+            return;
+        }
         let mut cmd = Command::new(python());
         cmd.args(["-m", "aiosmtpd", "-n", "-l", &self.addr.to_string()]);
         if let Some(bytes) = self.size_limit {
