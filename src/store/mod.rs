@@ -23,6 +23,7 @@ pub mod inquiries;
 pub mod job_runs;
 pub mod mails;
 pub mod status;
+mod step_runner;
 pub mod steps;
 pub mod user_states;
 pub mod users;
@@ -122,6 +123,8 @@ impl StoreOptions {
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
+    /// The queue of [`step_runner`], which runs [`Store::run_script`]'s steps.
+    steps: tokio::sync::mpsc::UnboundedSender<step_runner::Step>,
     path: PathBuf,
 }
 
@@ -166,6 +169,7 @@ impl Store {
             .await
             .map_err(open_err)?;
         Ok(Store {
+            steps: step_runner::start(write.clone()),
             write,
             read,
             path: opts.path.clone(),
@@ -221,31 +225,23 @@ impl Store {
     /// several statements goes over in one hand-off. So a step costs one hand-off instead of one
     /// per statement plus two for BEGIN and COMMIT: those thread wake-ups, not SQLite, were most
     /// of the daemon's CPU per user. When a statement fails, the transaction is rolled back
-    /// before the error returns. The script runs in a task of its own, so a caller dropped
-    /// half-way cannot leave its transaction open on the shared connection.
+    /// before the error returns. The script runs on the store's step runner (`step_runner.rs`),
+    /// so a caller dropped half-way cannot leave its transaction open on the shared connection.
     ///
     /// sqlx calls several statements in one query with arguments a SQLite-only behaviour it
     /// means to drop (launchbadge/sqlx#3108); 0.9 has it, and tests/it/store_steps.rs fails
     /// should a later version not.
     pub async fn run_script(&self, script: Script) -> Result<Vec<SqliteRow>> {
-        let write = self.write.clone();
         let mut script = script;
         for _ in 0..SCRIPT_PADDING {
             script = script.bind(None::<i64>);
         }
-        let run = tokio::spawn(async move {
-            let mut conn = write.acquire().await?;
-            match script.fetch_all(&mut *conn).await {
-                Ok(rows) => Ok(rows),
-                Err(e) => {
-                    // Fails harmlessly ("no transaction is active") when BEGIN itself failed.
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                    Err(StoreError::from(e))
-                }
-            }
-        });
-        run.await
-            .map_err(|e| StoreError::Conflict(format!("store task failed: {e}")))?
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let gone = || StoreError::Conflict("the store's step runner has stopped".into());
+        self.steps
+            .send(step_runner::Step { script, reply })
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
     }
 
     pub fn reader(&self) -> &SqlitePool {

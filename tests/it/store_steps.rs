@@ -245,3 +245,50 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_free() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&StoreOptions::new(dir.path().join("dropped.db")))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    users::add(&store, &raw("usr_gone")).await.unwrap();
+    let now = Utc::now();
+    user_states::discover(&store, now, None, 10).await.unwrap();
+    let row = inquiries::begin_create_many(&store, &["usr_gone"], "itmpl_x", now)
+        .await
+        .unwrap()
+        .remove(0);
+
+    // Polled once (the step is handed over), then dropped before its answer comes back.
+    let dropped = tokio::time::timeout(
+        std::time::Duration::ZERO,
+        answer(
+            &store,
+            row.id,
+            "usr_gone",
+            "inq_gone",
+            ("invite", "<gone@example.com>", true),
+        ),
+    )
+    .await;
+    assert!(dropped.is_err(), "the step should still have been running");
+
+    // No transaction was left open: the writer takes a new one at once.
+    let tx = tokio::time::timeout(std::time::Duration::from_secs(5), store.begin_write())
+        .await
+        .expect("the writer is free")
+        .unwrap();
+    tx.commit().await.unwrap();
+    // And the step landed whole, though nobody waited for it.
+    assert_eq!(
+        event_kinds(&store, "usr_gone").await,
+        ["user.discovered", "inquiry.created", "mail.queued"]
+    );
+    let mail = mails::last_for_user(store.reader(), "usr_gone")
+        .await
+        .unwrap()
+        .expect("the mail of the dropped step");
+    assert_eq!((mail.status.as_str(), mail.attempts), ("sending", 1));
+}
