@@ -28,6 +28,21 @@ fn facts(inquiry_id: &str) -> InquiryFacts {
     }
 }
 
+/// A migrated store in `dir` whose `users` have been discovered.
+async fn store_with_users(dir: &tempfile::TempDir, ids: &[&str]) -> Store {
+    let store = Store::open(&StoreOptions::new(dir.path().join("steps.db")))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    for id in ids {
+        users::add(&store, &raw(id)).await.unwrap();
+    }
+    user_states::discover(&store, Utc::now(), None, 10)
+        .await
+        .unwrap();
+    store
+}
+
 async fn event_kinds(store: &Store, user: &str) -> Vec<String> {
     events::for_user(store, user)
         .await
@@ -68,15 +83,8 @@ async fn answer(
 #[tokio::test]
 async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreOptions::new(dir.path().join("steps.db")))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    for id in ["usr_one", "usr_two"] {
-        users::add(&store, &raw(id)).await.unwrap();
-    }
+    let store = store_with_users(&dir, &["usr_one", "usr_two"]).await;
     let now = Utc::now();
-    user_states::discover(&store, now, None, 10).await.unwrap();
 
     // The intents of a batch: next generation and a `creating` row with its own key per user,
     // in one trip.
@@ -249,13 +257,8 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
 #[tokio::test]
 async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_free() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&StoreOptions::new(dir.path().join("dropped.db")))
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    users::add(&store, &raw("usr_gone")).await.unwrap();
+    let store = store_with_users(&dir, &["usr_gone"]).await;
     let now = Utc::now();
-    user_states::discover(&store, now, None, 10).await.unwrap();
     let row = inquiries::begin_create_many(&store, &["usr_gone"], "itmpl_x", now)
         .await
         .unwrap()
