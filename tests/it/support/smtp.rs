@@ -101,46 +101,35 @@ print(json.dumps(out))
 
 impl SmtpServer {
     pub fn start() -> SmtpServer {
-        Self::start_inner(None)
+        Self::start_with(None, None, None)
     }
 
     /// A server that refuses (552) any message over `bytes`: a permanent refusal to test with.
     pub fn start_with_size_limit(bytes: usize) -> SmtpServer {
-        Self::start_inner(Some(bytes))
+        Self::start_with(Some(bytes), None, None)
     }
 
     /// A server speaking TLS with an untrusted (self-signed) certificate.
     pub fn start_with_tls(tls: Tls) -> SmtpServer {
-        Self::start_with(None, Some(tls))
+        Self::start_with(None, Some(tls), None)
     }
 
     /// A server that takes mail only from a client logged in as `user` with `password`.
     pub fn start_with_login(user: &str, password: &str) -> SmtpServer {
-        let addr = free_port();
-        let mut server = SmtpServer {
-            addr,
-            dir: tempfile::tempdir().expect("temp dir"),
-            size_limit: None,
-            tls: None,
-            login: Some((user.to_owned(), password.to_owned())),
-            child: None,
-        };
-        server.spawn();
-        server
+        Self::start_with(None, None, Some((user.to_owned(), password.to_owned())))
     }
 
-    fn start_inner(size_limit: Option<usize>) -> SmtpServer {
-        Self::start_with(size_limit, None)
-    }
-
-    fn start_with(size_limit: Option<usize>, tls: Option<Tls>) -> SmtpServer {
-        let addr = free_port();
+    fn start_with(
+        size_limit: Option<usize>,
+        tls: Option<Tls>,
+        login: Option<(String, String)>,
+    ) -> SmtpServer {
         let mut server = SmtpServer {
-            addr,
+            addr: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             size_limit,
             tls,
-            login: None,
+            login,
             child: None,
         };
         server.spawn();
@@ -199,45 +188,37 @@ impl SmtpServer {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
-        if let Some((user, password)) = &self.login {
-            let child = Command::new(python())
-                .args(["-c", LOGIN_SERVER, &self.addr.port().to_string()])
-                .arg(self.maildir())
-                .args([user, password])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("python3 with aiosmtpd (pip install aiosmtpd)");
-            self.child = Some(child);
-            self.wait_until_ready();
-            return;
-        }
         let mut cmd = Command::new(python());
-        cmd.args(["-m", "aiosmtpd", "-n", "-l", &self.addr.to_string()]);
-        if let Some(bytes) = self.size_limit {
-            cmd.args(["-s", &bytes.to_string()]);
+        if let Some((user, password)) = &self.login {
+            cmd.args(["-c", LOGIN_SERVER, &self.addr.port().to_string()])
+                .arg(self.maildir())
+                .args([user, password]);
+        } else {
+            cmd.args(["-m", "aiosmtpd", "-n", "-l", &self.addr.to_string()]);
+            if let Some(bytes) = self.size_limit {
+                cmd.args(["-s", &bytes.to_string()]);
+            }
+            if let Some(tls) = self.tls {
+                let (cert, key) = self.self_signed_certificate();
+                let (cert_flag, key_flag) = match tls {
+                    Tls::Implicit => ("--smtpscert", "--smtpskey"),
+                    Tls::StartTls => ("--tlscert", "--tlskey"),
+                };
+                cmd.arg(cert_flag)
+                    .arg(cert)
+                    .arg(key_flag)
+                    .arg(key)
+                    .arg("--no-requiretls");
+            }
+            cmd.args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(self.maildir());
         }
-        if let Some(tls) = self.tls {
-            let (cert, key) = self.self_signed_certificate();
-            let (cert_flag, key_flag) = match tls {
-                Tls::Implicit => ("--smtpscert", "--smtpskey"),
-                Tls::StartTls => ("--tlscert", "--tlskey"),
-            };
-            cmd.arg(cert_flag)
-                .arg(cert)
-                .arg(key_flag)
-                .arg(key)
-                .arg("--no-requiretls");
-        }
-        cmd.args(["-c", "aiosmtpd.handlers.Mailbox"])
-            .arg(self.maildir())
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log);
-        let child = cmd
+            .stderr(log)
             .spawn()
-            .expect("python3 -m aiosmtpd (pip install aiosmtpd)");
+            .expect("python3 with aiosmtpd (pip install aiosmtpd)");
         self.child = Some(child);
         self.wait_until_ready();
     }
