@@ -302,7 +302,15 @@ async fn provision_user(
         let row = match known.current {
             Some(row) if row.status == REJECTED => return Ok(outcome),
             Some(row) => row,
-            None => begin_create(ctx, claimed).await?,
+            // `know_claimed` wrote an intent for every valid user without one; none came back
+            // only if the user has no state row.
+            None => {
+                return Err(StoreError::Conflict(format!(
+                    "user {} has no state row",
+                    claimed.user_id
+                ))
+                .into());
+            }
         };
         if row.status != CREATING {
             Some(row)
@@ -385,22 +393,6 @@ pub(crate) async fn skip_user(
     tx.commit().await.map_err(StoreError::from)?;
     tracing::warn!(user = %user_id, reason = %why, "user skipped");
     Ok(())
-}
-
-pub(crate) async fn begin_create(
-    ctx: &JobContext,
-    claimed: &Claimed,
-) -> Result<InquiryRow, JobError> {
-    let rows = inquiries::begin_create_many(
-        &ctx.store,
-        &[claimed.user_id.as_str()],
-        ctx.settings.template_id.as_str(),
-        ctx.clock.now(),
-    )
-    .await?;
-    rows.into_iter().next().ok_or_else(|| {
-        StoreError::Conflict(format!("user {} has no state row", claimed.user_id)).into()
-    })
 }
 
 async fn enqueue_invite(

@@ -92,6 +92,11 @@ pub const COLUMNS: &str = "id, user_id, generation, idempotency_key, key_created
 
 static SELECT: LazyLock<String> = LazyLock::new(|| format!("SELECT {COLUMNS} FROM inquiries"));
 
+/// Whether the row aliased `i` is its user's current inquiry: the newest one not replaced.
+const IS_CURRENT: &str = "i.superseded_at IS NULL \
+     AND i.generation = (SELECT MAX(j.generation) FROM inquiries j \
+                         WHERE j.user_id = i.user_id AND j.superseded_at IS NULL)";
+
 /// The intent to create the next inquiry of each user in ?1 (a JSON array of `{"user", "nonce"}`):
 /// next generation, a new key, a `creating` row. ?2 now, ?3 template, ?4 [`CREATING`]. The key
 /// reads like [`new_idempotency_key`] makes it.
@@ -122,10 +127,7 @@ pub async fn current(
     conn: impl sqlx::SqliteExecutor<'_>,
     user_id: &str,
 ) -> Result<Option<InquiryRow>> {
-    let sql = format!(
-        "{} WHERE user_id = ? AND superseded_at IS NULL ORDER BY generation DESC LIMIT 1",
-        *SELECT
-    );
+    let sql = format!("{} i WHERE i.user_id = ? AND {IS_CURRENT}", *SELECT);
     Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
         .bind(user_id)
         .fetch_optional(conn)
@@ -215,9 +217,7 @@ fn begin_create_query(
 /// The newest unreplaced inquiry of each of `user_ids` that has one, in one statement.
 pub async fn current_of_users(store: &Store, user_ids: &[&str]) -> Result<Vec<InquiryRow>> {
     let sql = format!(
-        "{} i WHERE i.user_id IN (SELECT value FROM json_each(?1)) AND i.superseded_at IS NULL \
-         AND i.generation = (SELECT MAX(j.generation) FROM inquiries j \
-                             WHERE j.user_id = i.user_id AND j.superseded_at IS NULL)",
+        "{} i WHERE i.user_id IN (SELECT value FROM json_each(?1)) AND {IS_CURRENT}",
         *SELECT
     );
     Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
