@@ -3,6 +3,7 @@
 //! The modules follow a user row through the pipeline: `store` reads it, `jobs` provision and
 //! refresh it through `persona`, `links` and `mail`; `daemon` runs the jobs on a schedule.
 
+pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod commands;

@@ -64,7 +64,7 @@ fn check_templates(config: &Config) -> CheckLine {
 }
 
 async fn check_persona(config: &Config) -> CheckLine {
-    let (ok, detail) = match super::context::persona_client(config, Some(0)) {
+    let (ok, detail) = match crate::app::persona_client(config, Some(0)) {
         Err(e) => (false, format!("{e:#}")),
         Ok(client) => match client.rate_limits().await {
             Ok(limits) => {
@@ -89,7 +89,7 @@ async fn check_persona(config: &Config) -> CheckLine {
 }
 
 async fn check_mail(config: &Config) -> CheckLine {
-    let settings = super::context::mail_settings(config);
+    let settings = crate::app::mail_settings(config);
     let (ok, detail) = match crate::mail::Transport::from_settings(&settings) {
         Err(e) => (false, e.to_string()),
         Ok(t) => match t.check().await {

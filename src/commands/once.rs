@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use tokio_util::sync::CancellationToken;
 
-use super::context;
 use crate::cli::JobArg;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -12,7 +11,7 @@ use crate::jobs::provision;
 
 pub async fn run(config: &Config, job: JobArg) -> anyhow::Result<ExitCode> {
     let stop = CancellationToken::new();
-    let ctx = context::build(config, Clock::system(), stop.clone(), None).await?;
+    let ctx = crate::app::build(config, Clock::system(), stop.clone(), None).await?;
     // Ctrl-C: finish the users in hand, take no more.
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use super::{UsageError, context, open_store};
+use super::UsageError;
+use crate::app::{self, open_store};
 use crate::config::Config;
 use crate::domain::{InquiryId, LinkKind, OneTimeLink, ReferenceId, SessionToken, User};
 use crate::links::{LinkTarget, build_link};
@@ -98,8 +99,8 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
     let link = build_link(&settings.links, target)?;
     let mailer = Mailer::new(
         Transport::memory(),
-        context::load_templates(config)?,
-        &context::sender(config),
+        app::load_templates(config)?,
+        &app::sender(config),
     )?;
     let message_id = unsent
         .as_ref()

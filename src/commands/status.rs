@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use super::{UsageError, open_store};
+use super::UsageError;
+use crate::app::open_store;
 use crate::config::Config;
 use crate::store::status::{self, STATES, UserHistory};
 

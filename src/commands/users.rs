@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::{Reported, UsageError, open_store};
+use super::{Reported, UsageError};
+use crate::app::open_store;
 use crate::cli::{AddUser, UsersCommand};
 use crate::config::Config;
 use crate::domain::{RawUser, User};

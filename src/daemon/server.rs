@@ -13,8 +13,8 @@ use super::metrics::Metrics;
 use super::notify::Notifier;
 use super::scheduler::{JobKind, Runner, Schedule, SharedContext};
 use super::signals::Signals;
+use crate::app;
 use crate::clock::Clock;
-use crate::commands::context;
 use crate::config::Config;
 
 fn http_settings(config: &Config) -> HttpSettings {
@@ -37,7 +37,7 @@ pub async fn run(
     let signals = Signals::install().context("cannot install signal handlers")?;
     notifier.status("starting: migrations, templates, Persona client");
     let clock = Clock::system();
-    let ctx = context::build(&config, clock.clone(), stop.clone(), None).await?;
+    let ctx = app::build(&config, clock.clone(), stop.clone(), None).await?;
     if config.server.webhook_secret.is_none() {
         tracing::warn!(
             "no webhook secret (PERSONA_WEBHOOK_SECRET or credential persona-webhook-secret): every webhook is refused, statuses arrive by polling only"
@@ -154,8 +154,7 @@ async fn reload(
 ) -> anyhow::Result<Config> {
     let new = Config::load(path)?;
     let store = shared.read().await.store.clone();
-    let ctx =
-        context::build_with_store(&new, clock.clone(), stop.clone(), None, Some(store)).await?;
+    let ctx = app::build_with_store(&new, clock.clone(), stop.clone(), None, Some(store)).await?;
     if new.server.listen != old.server.listen {
         tracing::warn!(
             "[server] listen changed to {}; it takes effect at the next restart",

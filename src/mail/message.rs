@@ -7,7 +7,7 @@ use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 
 use super::RenderedMail;
-use super::transport::SendError;
+use super::error::SendError;
 use crate::domain::{Email, random_alnum};
 
 #[derive(Debug, Clone)]

@@ -1,15 +1,16 @@
 //! The SMTP server's side of delivery: our own connections and their pool, with lettre speaking
 //! the protocol on them (commands, replies, STARTTLS, AUTH, dot-stuffing).
 //!
-//! Why not lettre's pooled transport: it opens its sockets with Nagle's algorithm on, and it
-//! writes a message's body and its closing `.` as two writes, so on a connection past its first
-//! few exchanges every mail waited for the server's delayed ACK (40 ms on Linux: about 22 mails
-//! a second per connection; lettre/lettre#1159). Its pool also caps only the connections it
-//! keeps idle — each send beyond them opened a connection of its own and closed it after one
-//! mail — and says NOOP before every reuse. Here a connection is opened with `TCP_NODELAY`, at
-//! most [`SMTP_CONNECTIONS`] sends are in flight, a reused connection goes straight to
-//! `MAIL FROM`, and if the server has closed it meanwhile (nothing of the mail was taken yet)
-//! the mail goes over a new one.
+//! Why not lettre 0.11's `AsyncSmtpTransport` pool, even behind a semaphore the size of the pool
+//! (tried and measured, README "Performance"): it opens its sockets with Nagle's algorithm on and
+//! writes a message's body and its closing `.` as two writes, so every mail on a reused
+//! connection waits for the server's delayed ACK (40 ms on Linux; lettre/lettre#1159, not
+//! released) — four connections stay below the 100 users/s floor; and it hands a connection
+//! back to its pool in a task it spawns after the send has returned, so the next send can find
+//! the pool empty and open a fifth. Here a connection is opened with `TCP_NODELAY`, at most
+//! [`SMTP_CONNECTIONS`] sends are in flight, a reused connection goes straight to `MAIL FROM`,
+//! and if the server has closed it meanwhile (nothing of the mail was taken yet) the mail goes
+//! over a new one.
 
 use std::io;
 use std::net::SocketAddr;
@@ -31,7 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use super::transport::{MailError, MailSettings, SendError};
+use super::error::{MailError, SendError};
+use super::settings::{MailSettings, redacted_url};
 
 /// Connections kept open to the server, and so the most sends in flight at once.
 pub(super) const SMTP_CONNECTIONS: usize = 4;
@@ -451,20 +453,6 @@ fn percent_decode(s: &str) -> String {
         .next()
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default()
-}
-
-/// `smtp_url` without user or password, for messages and logs.
-pub(super) fn redacted_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(url) => {
-            let host = url.host_str().unwrap_or("?");
-            match url.port() {
-                Some(port) => format!("{}://{host}:{port}", url.scheme()),
-                None => format!("{}://{host}", url.scheme()),
-            }
-        }
-        Err(_) => "(unparsable URL)".to_owned(),
-    }
 }
 
 /// A TLS stream from the first byte (`smtps://`), in the shape lettre takes a stream in.

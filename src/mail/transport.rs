@@ -11,91 +11,10 @@ use backon::{ExponentialBuilder, Retryable};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::OutgoingMail;
+use super::error::{MailError, SendError};
 use super::file_outbox;
-use super::smtp::{SmtpPool, redacted_url};
-use crate::domain::SecretText;
-
-/// `[mail] transport`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
-    Smtp,
-    File,
-}
-
-impl TransportKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TransportKind::Smtp => "smtp",
-            TransportKind::File => "file",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self, crate::domain::ParseError> {
-        match s {
-            "smtp" => Ok(TransportKind::Smtp),
-            "file" => Ok(TransportKind::File),
-            other => Err(crate::domain::ParseError(format!(
-                "{other:?} is not one of smtp, file"
-            ))),
-        }
-    }
-}
-
-/// The `[mail]` settings the transport needs.
-#[derive(Clone)]
-pub struct MailSettings {
-    pub transport: TransportKind,
-    /// lettre's URL form: `smtp://host:25`, `smtp://user@host:587?tls=required`, `smtps://host:465`.
-    pub smtp_url: String,
-    pub smtp_password: Option<SecretText>,
-    pub file_dir: PathBuf,
-    pub messages_per_minute: NonZeroU32,
-    pub send_timeout: Duration,
-}
-
-impl fmt::Debug for MailSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MailSettings")
-            .field("transport", &self.transport)
-            .field("smtp_url", &redacted_url(&self.smtp_url))
-            .field("smtp_password", &self.smtp_password)
-            .field("file_dir", &self.file_dir)
-            .field("messages_per_minute", &self.messages_per_minute)
-            .field("send_timeout", &self.send_timeout)
-            .finish()
-    }
-}
-
-/// Why a send failed, split by what the caller should do about it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// Worth retrying later: server down or busy, timeouts, 4xx replies, I/O errors.
-    #[error("transient: {0}")]
-    Transient(String),
-    /// Retrying the same mail cannot help: 5xx replies (unknown recipient, refused), bad address.
-    #[error("permanent: {0}")]
-    Permanent(String),
-}
-
-impl SendError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, SendError::Transient(_))
-    }
-}
-
-/// A transport that cannot be built or checked; the message names the config key or server.
-#[derive(Debug, thiserror::Error)]
-pub enum MailError {
-    #[error("[mail] smtp_url: {0}")]
-    SmtpUrl(String),
-    #[error("SMTP server {endpoint}: {reason}")]
-    SmtpUnreachable { endpoint: String, reason: String },
-    #[error("[mail] file_dir {}: {source}", dir.display())]
-    FileDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-}
+use super::settings::{MailSettings, TransportKind};
+use super::smtp::SmtpPool;
 
 /// One mail the memory transport accepted.
 #[derive(Clone)]
@@ -316,6 +235,7 @@ impl Transport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::SecretText;
 
     #[test]
     fn settings_debug_hides_the_password() {

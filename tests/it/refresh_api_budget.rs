@@ -29,7 +29,7 @@ async fn ten_thousand_live_inquiries_cost_one_listing_and_one_template_call() {
     let config = stack.config();
     let outbox = Transport::memory();
     let sent = outbox.outbox().expect("memory transport").clone();
-    let ctx = inquiry_mailer::commands::context::build(
+    let ctx = inquiry_mailer::app::build(
         &config,
         stack.clock.clone(),
         CancellationToken::new(),

@@ -95,19 +95,14 @@ impl Stack {
     /// The jobs' context, in-process, on the simulator's clock and the real SMTP server.
     pub async fn context(&self) -> JobContext {
         let config = self.config();
-        inquiry_mailer::commands::context::build(
-            &config,
-            self.clock.clone(),
-            CancellationToken::new(),
-            None,
-        )
-        .await
-        .expect("job context builds")
+        inquiry_mailer::app::build(&config, self.clock.clone(), CancellationToken::new(), None)
+            .await
+            .expect("job context builds")
     }
 
     pub async fn store(&self) -> Store {
         let config = self.config();
-        inquiry_mailer::commands::open_store(&config)
+        inquiry_mailer::app::open_store(&config)
             .await
             .expect("store opens")
     }

@@ -1,17 +1,35 @@
-//! Builds the jobs' context from a loaded config: the store, the Persona client, the templates,
-//! the mail transport. Every part that can be wrong is reported naming its place.
+//! The wiring, in one place: a loaded config becomes the store, the Persona client, the mailer
+//! and its templates, and then the jobs' context that `run`, `once`, `demo` and the tests share.
+//! Every part that can be wrong is reported naming its place.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
-use super::open_store;
 use crate::clock::Clock;
-use crate::config::{self, Config};
+use crate::config::Config;
 use crate::jobs::{JobContext, JobSettings};
-use crate::mail::{MailSettings, Mailer, Sender, Templates, Transport, TransportKind};
+use crate::mail::{MailSettings, Mailer, Sender, Templates, Transport};
 use crate::persona::{ClientConfig, PersonaClient};
+use crate::store::{Store, StoreOptions};
+
+/// The configured database, opened but not migrated (`migrate` reports what it applies).
+pub async fn open_store_unmigrated(config: &Config) -> anyhow::Result<Store> {
+    Ok(Store::open(&StoreOptions {
+        path: config.database.path.clone(),
+        busy_timeout: config.database.busy_timeout,
+        read_connections: config.database.read_connections,
+    })
+    .await?)
+}
+
+/// Opens the configured database and brings its schema up to date.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = open_store_unmigrated(config).await?;
+    store.migrate().await?;
+    Ok(store)
+}
 
 /// The configured client; `max_retries` overrides the config (`check` asks once, it diagnoses).
 pub fn persona_client(config: &Config, max_retries: Option<u32>) -> anyhow::Result<PersonaClient> {
@@ -29,10 +47,7 @@ pub fn persona_client(config: &Config, max_retries: Option<u32>) -> anyhow::Resu
 
 pub fn mail_settings(config: &Config) -> MailSettings {
     MailSettings {
-        transport: match config.mail.transport {
-            config::TransportKind::Smtp => TransportKind::Smtp,
-            config::TransportKind::File => TransportKind::File,
-        },
+        transport: config.mail.transport,
         smtp_url: config.mail.smtp_url.clone(),
         smtp_password: config.mail.smtp_password.clone(),
         file_dir: config.mail.file_dir.clone(),
@@ -70,7 +85,7 @@ pub async fn build_with_store(
     clock: Clock,
     stop: CancellationToken,
     transport: Option<Transport>,
-    store: Option<crate::store::Store>,
+    store: Option<Store>,
 ) -> anyhow::Result<JobContext> {
     let templates = load_templates(config)?;
     let persona = persona_client(config, None)?;
