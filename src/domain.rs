@@ -321,19 +321,33 @@ impl PersonName {
 macro_rules! secret_newtype {
     ($(#[$m:meta])* $name:ident, $label:literal) => {
         $(#[$m])*
-        #[derive(Clone, PartialEq, Eq)]
-        pub struct $name(String);
+        // secrecy's box: the text is zeroed when the last copy is dropped.
+        pub struct $name(secrecy::SecretString);
 
         impl $name {
             pub fn new(s: impl Into<String>) -> Self {
-                Self(s.into())
+                Self(secrecy::SecretString::from(s.into()))
             }
 
             /// The secret itself: only for the one place that must send or render it.
             pub fn expose(&self) -> &str {
-                &self.0
+                secrecy::ExposeSecret::expose_secret(&self.0)
             }
         }
+
+        impl Clone for $name {
+            fn clone(&self) -> Self {
+                Self::new(self.expose())
+            }
+        }
+
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.expose() == other.expose()
+            }
+        }
+
+        impl Eq for $name {}
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
