@@ -6,7 +6,7 @@ use std::fmt;
 use url::Url;
 
 use crate::domain::{
-    EnvironmentId, InquiryId, LinkKind, OneTimeLink, ReferenceId, SessionToken, TemplateId,
+    EnvironmentId, InquiryId, LinkKind, Locale, OneTimeLink, ReferenceId, SessionToken, TemplateId,
 };
 
 /// What every link needs from config (`[links]` and `[persona]`).
@@ -84,7 +84,13 @@ impl fmt::Display for MailLink {
     }
 }
 
-pub fn build_link(settings: &LinkSettings, target: LinkTarget) -> Result<MailLink, LinkError> {
+/// The link for `target`; with a `language`, Persona's hosted flow opens in it (`language=de-AT`,
+/// replacing any `language` already on `hosted_flow_url`), and without one the link names none.
+pub fn build_link(
+    settings: &LinkSettings,
+    target: LinkTarget,
+    language: Option<&Locale>,
+) -> Result<MailLink, LinkError> {
     match target {
         LinkTarget::Static { reference_id } => {
             let url = hosted_flow_url(
@@ -94,6 +100,7 @@ pub fn build_link(settings: &LinkSettings, target: LinkTarget) -> Result<MailLin
                     ("reference-id", reference_id.as_str()),
                     ("environment-id", settings.environment_id.as_str()),
                 ],
+                language,
             )?;
             Ok(MailLink {
                 url,
@@ -107,7 +114,7 @@ pub fn build_link(settings: &LinkSettings, target: LinkTarget) -> Result<MailLin
             if let Some(token) = token {
                 pairs.push(("session-token", token.expose()));
             }
-            let url = hosted_flow_url(settings, &pairs)?;
+            let url = hosted_flow_url(settings, &pairs, language)?;
             let with = if token.is_some() { "with" } else { "without" };
             Ok(MailLink {
                 url,
@@ -122,9 +129,14 @@ pub fn build_link(settings: &LinkSettings, target: LinkTarget) -> Result<MailLin
             if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
                 return Err(LinkError::OneTimeLink("wrong scheme or no host"));
             }
-            let host = parsed.host_str().unwrap_or_default();
+            let host = parsed.host_str().unwrap_or_default().to_owned();
+            // Persona's one-time link opens the same hosted flow, which takes `language` too.
+            let url = match language {
+                Some(l) => with_language(parsed, l).into(),
+                None => link.expose().to_owned(),
+            };
             Ok(MailLink {
-                url: link.expose().to_owned(),
+                url,
                 kind: LinkKind::OneTime,
                 summary: format!("one-time link on {host}"),
                 secret: true,
@@ -133,11 +145,19 @@ pub fn build_link(settings: &LinkSettings, target: LinkTarget) -> Result<MailLin
     }
 }
 
-/// `hosted_flow_url` with `pairs` (then `redirect-uri`) appended after any query it already has.
-fn hosted_flow_url(settings: &LinkSettings, pairs: &[(&str, &str)]) -> Result<String, LinkError> {
+/// `hosted_flow_url` with `pairs` (then `language` and `redirect-uri`) appended after any
+/// query it already has.
+fn hosted_flow_url(
+    settings: &LinkSettings,
+    pairs: &[(&str, &str)],
+    language: Option<&Locale>,
+) -> Result<String, LinkError> {
     let mut url = settings.hosted_flow_url.clone();
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(LinkError::HostedFlowUrl(url.to_string()));
+    }
+    if let Some(l) = language {
+        url = with_language(url, l);
     }
     {
         let mut query = url.query_pairs_mut();
@@ -149,6 +169,20 @@ fn hosted_flow_url(settings: &LinkSettings, pairs: &[(&str, &str)]) -> Result<St
         }
     }
     Ok(url.into())
+}
+
+/// `url` with `language=<locale>` appended and no other `language` left.
+fn with_language(mut url: Url, locale: &Locale) -> Url {
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "language")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("language", locale.as_str());
+    url
 }
 
 #[cfg(test)]
@@ -180,6 +214,7 @@ mod tests {
             LinkTarget::Static {
                 reference_id: &reference_id,
             },
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -200,6 +235,7 @@ mod tests {
                 inquiry_id: &inquiry_id,
                 token: None,
             },
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -215,6 +251,7 @@ mod tests {
                 inquiry_id: &inquiry_id,
                 token: Some(&token),
             },
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -239,6 +276,7 @@ mod tests {
                 inquiry_id: &inquiry_id,
                 token: Some(&token),
             },
+            None,
         )
         .unwrap();
         let raw = link.expose();
@@ -261,6 +299,7 @@ mod tests {
             LinkTarget::Static {
                 reference_id: &reference_id,
             },
+            None,
         )
         .unwrap();
         let q = query(&link);
@@ -273,7 +312,7 @@ mod tests {
     fn one_time_links_are_kept_as_is_and_checked() {
         let s = settings("https://inquiry.withpersona.com/verify");
         let otl = OneTimeLink::new("https://withpersona.com/verify?code=SECRETCODE");
-        let link = build_link(&s, LinkTarget::OneTime { link: &otl }).unwrap();
+        let link = build_link(&s, LinkTarget::OneTime { link: &otl }, None).unwrap();
         assert_eq!(
             link.expose(),
             "https://withpersona.com/verify?code=SECRETCODE"
@@ -286,7 +325,7 @@ mod tests {
             "ftp://withpersona.com/x",
         ] {
             let otl = OneTimeLink::new(bad);
-            let err = build_link(&s, LinkTarget::OneTime { link: &otl }).unwrap_err();
+            let err = build_link(&s, LinkTarget::OneTime { link: &otl }, None).unwrap_err();
             assert!(
                 !err.to_string().contains(bad),
                 "error leaks the link: {err}"
@@ -302,6 +341,7 @@ mod tests {
             LinkTarget::Static {
                 reference_id: &reference_id,
             },
+            None,
         )
         .unwrap_err();
         assert!(matches!(err, LinkError::HostedFlowUrl(_)));
@@ -318,6 +358,7 @@ mod tests {
                 inquiry_id: &inquiry_id,
                 token: Some(&token),
             },
+            None,
         )
         .unwrap();
         let shown = format!("{link:?} {link} {}", link.describe());
@@ -326,7 +367,7 @@ mod tests {
         assert_eq!(format!("{link:?}"), "MailLink(session inq_123 with token)");
 
         let otl = OneTimeLink::new("https://withpersona.com/verify?code=SECRETCODE");
-        let link = build_link(&s, LinkTarget::OneTime { link: &otl }).unwrap();
+        let link = build_link(&s, LinkTarget::OneTime { link: &otl }, None).unwrap();
         let shown = format!("{link:?} {link}");
         assert!(!shown.contains("SECRETCODE"), "{shown}");
     }

@@ -341,6 +341,7 @@ async fn add_users(ctx: &JobContext, ids: &[&str]) -> anyhow::Result<()> {
                 name_last: Some(last.into()),
                 birthdate: Some(birthdate.into()),
                 phone_number: (!phone.is_empty()).then(|| phone.into()),
+                locale: None,
             },
         )
         .await?;

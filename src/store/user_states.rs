@@ -172,7 +172,7 @@ pub struct Discovered {
 /// Skipped users whose row the application has since edited get validated again.
 pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usize> {
     let rows = sqlx::query(
-        "SELECT u.id, u.email, u.name_first, u.name_last, u.birthdate, u.phone_number, s.row_fingerprint \
+        "SELECT u.id, u.email, u.name_first, u.name_last, u.birthdate, u.phone_number, u.locale, s.row_fingerprint \
          FROM users u JOIN user_states s ON s.user_id = u.id \
          WHERE s.state = 'skipped' AND s.generation = 0",
     )
@@ -187,6 +187,7 @@ pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usiz
             name_last: r.get("name_last"),
             birthdate: r.get("birthdate"),
             phone_number: r.get("phone_number"),
+            locale: r.get("locale"),
         };
         let old: String = r.get("row_fingerprint");
         let fp = raw.fingerprint();

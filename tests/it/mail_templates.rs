@@ -9,10 +9,7 @@ use crate::support::mail::{context, link_settings, session_link, shipped_templat
 /// A copy of the shipped templates in a temp dir, to break on purpose.
 fn copy_of_templates() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(shipped_templates_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-    }
+    crate::support::app::copy_dir(&shipped_templates_dir(), dir.path());
     dir
 }
 
@@ -55,6 +52,7 @@ fn renewed_without_name_expiry_or_support_address_still_reads_well() {
         LinkTarget::Static {
             reference_id: &reference_id,
         },
+        None,
     )
     .unwrap();
     let ctx = MailContext {
@@ -64,6 +62,8 @@ fn renewed_without_name_expiry_or_support_address_still_reads_well() {
         link_expires_at: None,
         app_name: "Acme Bank".to_owned(),
         support_email: None,
+        locale: None,
+        started: false,
     };
     let mail = templates.render(MailKind::Renewed, &ctx).unwrap();
     assert_eq!(mail.subject, "Acme Bank: your new verification link");
@@ -164,5 +164,6 @@ fn mail_kinds_round_trip_their_database_names() {
     }
     assert_eq!(MailKind::Invite.as_str(), "invite");
     assert_eq!(MailKind::Renewed.as_str(), "renewed");
-    assert!(MailKind::parse("reminder").is_err());
+    assert_eq!(MailKind::Reminder.as_str(), "reminder");
+    assert!(MailKind::parse("nudge").is_err());
 }
