@@ -12,6 +12,9 @@ use url::Url;
 
 use crate::domain::{ApiKey, EnvironmentId, LinkKind, SecretText, TemplateId};
 
+mod reminders;
+pub use reminders::RemindersConfig;
+
 /// The environment variable that names the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "INQUIRY_MAILER_CONFIG";
 /// Prefix of per-key overrides: `INQUIRY_MAILER__PERSONA__TIMEOUT=20s`.
@@ -47,6 +50,7 @@ pub struct Config {
     pub persona: PersonaConfig,
     pub links: LinksConfig,
     pub inquiries: InquiriesConfig,
+    pub reminders: RemindersConfig,
     pub provision: ProvisionConfig,
     pub mail: MailConfig,
     pub schedule: ScheduleConfig,
@@ -316,6 +320,7 @@ impl Config {
                 self.persona.inquiry_template_id.to_string(),
             ),
             ("links.kind".into(), self.links.kind.to_string()),
+            ("reminders.after".into(), self.reminders.describe()),
             (
                 "mail.transport".into(),
                 match self.mail.transport {
@@ -393,6 +398,7 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "min_resend_interval",
         ],
     ),
+    ("reminders", RemindersConfig::KEYS),
     ("provision", &["batch_size", "concurrency"]),
     (
         "mail",
@@ -829,6 +835,15 @@ fn build(
     };
     let otl_expiry = l.duration("one_time_link_expires_after", "7d", problems);
 
+    let reminders = RemindersConfig::from_toml(root.get("reminders"))
+        .map_err(|(key, why)| {
+            problems.push(Problem {
+                section: "reminders".into(),
+                key,
+                why,
+            })
+        })
+        .ok();
     let i = Section::new(root, "inquiries");
     let expires_after = i.duration("expires_after", "7d", problems);
     let refresh_before_expiry = i.duration("refresh_before_expiry", "24h", problems);
@@ -986,6 +1001,7 @@ fn build(
             max_resumes: max_resumes? as u32,
             min_resend_interval: min_resend?,
         },
+        reminders: reminders?,
         provision: ProvisionConfig {
             batch_size: batch_size? as u32,
             concurrency: concurrency? as usize,

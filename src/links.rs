@@ -156,13 +156,16 @@ fn hosted_flow_url(
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(LinkError::HostedFlowUrl(url.to_string()));
     }
-    if let Some(l) = language {
-        url = with_language(url, l);
+    if language.is_some() {
+        url = without_language(url);
     }
     {
         let mut query = url.query_pairs_mut();
         for (name, value) in pairs {
             query.append_pair(name, value);
+        }
+        if let Some(l) = language {
+            query.append_pair("language", l.as_str());
         }
         if let Some(redirect) = &settings.redirect_uri {
             query.append_pair("redirect-uri", redirect.as_str());
@@ -172,16 +175,24 @@ fn hosted_flow_url(
 }
 
 /// `url` with `language=<locale>` appended and no other `language` left.
-fn with_language(mut url: Url, locale: &Locale) -> Url {
+fn with_language(url: Url, locale: &Locale) -> Url {
+    let mut url = without_language(url);
+    url.query_pairs_mut().append_pair("language", locale.as_str());
+    url
+}
+
+/// `url` without any `language` parameter (the user's locale replaces one set in config).
+fn without_language(mut url: Url) -> Url {
     let kept: Vec<(String, String)> = url
         .query_pairs()
         .filter(|(k, _)| k != "language")
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    url.query_pairs_mut()
-        .clear()
-        .extend_pairs(kept)
-        .append_pair("language", locale.as_str());
+    if kept.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(kept);
+    }
     url
 }
 

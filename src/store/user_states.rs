@@ -354,6 +354,23 @@ pub const MARK_MAILED: &str = "UPDATE user_states SET \
        last_mailed_at = ?2 \
      WHERE user_id = ?3";
 
+/// Counts a mail that may have reached the user toward `min_resend_interval`: the last-mailed
+/// time moves to `at` unless it is later already. Inside the caller's transaction.
+pub async fn note_possibly_mailed(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    at: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE user_states SET last_mailed_at = MAX(COALESCE(last_mailed_at, ''), ?1) WHERE user_id = ?2",
+    )
+    .bind(at)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 pub async fn reason_of(store: &Store, user_id: &str) -> Result<Option<String>> {
     Ok(
         sqlx::query_scalar::<_, Option<String>>("SELECT reason FROM user_states WHERE user_id = ?")
