@@ -177,7 +177,8 @@ fn hosted_flow_url(
 /// `url` with `language=<locale>` appended and no other `language` left.
 fn with_language(url: Url, locale: &Locale) -> Url {
     let mut url = without_language(url);
-    url.query_pairs_mut().append_pair("language", locale.as_str());
+    url.query_pairs_mut()
+        .append_pair("language", locale.as_str());
     url
 }
 

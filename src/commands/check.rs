@@ -63,12 +63,8 @@ fn check_templates(config: &Config) -> CheckLine {
 /// What loaded: the mail kinds, and each locale folder with the kinds it translates (every
 /// folder was rendered with sample data like the default one).
 fn templates_detail(dir: &std::path::Path, templates: &crate::mail::Templates) -> String {
-    let kinds = |ks: &[crate::mail::MailKind]| {
-        ks.iter()
-            .map(|k| k.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let kinds =
+        |ks: &[crate::mail::MailKind]| ks.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
     let mut detail = format!(
         "{}: {} render",
         dir.display(),

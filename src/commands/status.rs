@@ -17,8 +17,7 @@ pub async fn run(config: &Config, as_json: bool, user: Option<&str>) -> anyhow::
                 .await?
                 .ok_or_else(|| UsageError(format!("user {id:?} is not in the users table")))?;
             let settings = crate::jobs::JobSettings::from_config(config);
-            let reminders =
-                reminders::standing(&store, &settings, id, chrono::Utc::now()).await?;
+            let reminders = reminders::standing(&store, &settings, id, chrono::Utc::now()).await?;
             if as_json {
                 let mut out = serde_json::to_value(&history)?;
                 out["reminders"] = serde_json::to_value(&reminders)?;

@@ -279,12 +279,19 @@ pub async fn standing(
         })
         .collect();
     // Far in the future: the user's facts whenever they were invited.
-    let facts = mails::reminder_facts(store.reader(), Some(user_id), now + chrono::Duration::days(36_500))
-        .await?
-        .pop();
+    let facts = mails::reminder_facts(
+        store.reader(),
+        Some(user_id),
+        now + chrono::Duration::days(36_500),
+    )
+    .await?
+    .pop();
     let (next, none_because) = match &facts {
         _ if after.is_empty() => (None, Some("[reminders] after is empty".to_owned())),
-        None => (None, Some("no invite sent yet: reminders count from it".to_owned())),
+        None => (
+            None,
+            Some("no invite sent yet: reminders count from it".to_owned()),
+        ),
         Some(f) if !matches!(f.state.as_str(), "invited" | "started") => {
             (None, Some(format!("the user is {}", f.state)))
         }

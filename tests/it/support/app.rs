@@ -38,7 +38,10 @@ impl TestApp {
         let config = dir.path().join("config.toml");
         // Reminders are off unless a test sets its own cadence: the other tests count mails.
         let mut edits = edits.to_vec();
-        if !edits.iter().any(|(old, _)| old.starts_with(SHIPPED_REMINDERS)) {
+        if !edits
+            .iter()
+            .any(|(old, _)| old.starts_with(SHIPPED_REMINDERS))
+        {
             edits.push((SHIPPED_REMINDERS, "after = []"));
         }
         let edits = edits.as_slice();
