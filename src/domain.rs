@@ -657,6 +657,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn locales_parse_as_bcp_47_in_canonical_spelling() {
+        let at = Locale::parse(" de-at ").unwrap();
+        assert_eq!(
+            (at.as_str(), at.language(), at.region()),
+            ("de-AT", "de", Some("AT"))
+        );
+        let br = Locale::parse("PT-br").unwrap();
+        assert_eq!(br.as_str(), "pt-BR");
+        assert_eq!(Locale::parse("sr-Latn-RS").unwrap().language(), "sr");
+        for bad in ["", "english please", "de_AT", "und", "12", "x-private"] {
+            assert!(Locale::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        let raw = RawUser {
+            id: "usr_1".into(),
+            locale: Some("english please".into()),
+            ..RawUser::default()
+        };
+        assert_eq!(
+            Locale::of_user(&raw),
+            None,
+            "a bad value is ignored, not fatal"
+        );
+        assert_eq!(
+            RawUser::default().fingerprint(),
+            RawUser {
+                locale: None,
+                ..RawUser::default()
+            }
+            .fingerprint()
+        );
+        assert_ne!(
+            RawUser::default().fingerprint(),
+            RawUser {
+                locale: Some("de".into()),
+                ..RawUser::default()
+            }
+            .fingerprint()
+        );
+    }
+
+    #[test]
     fn email_accepts_plain_addresses_and_refuses_broken_ones() {
         assert!(Email::parse("alex.sample+x@example.co.uk").is_ok());
         for bad in [

@@ -321,6 +321,46 @@ mod tests {
     }
 
     #[test]
+    fn a_locale_puts_language_on_every_kind_and_replaces_a_configured_one() {
+        let de_at = Locale::parse("de-at").unwrap();
+        let reference_id = ReferenceId::parse("ref_1").unwrap();
+        let inquiry_id = InquiryId::parse("inq_1").unwrap();
+        let otl = OneTimeLink::new("https://withpersona.com/verify?code=SECRETCODE");
+        let base = settings("https://acme.withpersona.com/verify?language=en&style-variant=dark");
+        let targets = [
+            LinkTarget::Static {
+                reference_id: &reference_id,
+            },
+            LinkTarget::Session {
+                inquiry_id: &inquiry_id,
+                token: None,
+            },
+            LinkTarget::OneTime { link: &otl },
+        ];
+        for target in targets {
+            let link = build_link(&base, target, Some(&de_at)).unwrap();
+            let languages: Vec<String> = query(&link)
+                .into_iter()
+                .filter(|(k, _)| k == "language")
+                .map(|(_, v)| v)
+                .collect();
+            assert_eq!(languages, ["de-AT"], "{}", link.expose());
+            let without =
+                build_link(&settings("https://x.withpersona.com/verify"), target, None).unwrap();
+            assert!(
+                !without.expose().contains("language"),
+                "{}",
+                without.expose()
+            );
+        }
+        let link = build_link(&base, targets[1], Some(&de_at)).unwrap();
+        assert_eq!(
+            link.expose(),
+            "https://acme.withpersona.com/verify?style-variant=dark&inquiry-id=inq_1&language=de-AT"
+        );
+    }
+
+    #[test]
     fn one_time_links_are_kept_as_is_and_checked() {
         let s = settings("https://inquiry.withpersona.com/verify");
         let otl = OneTimeLink::new("https://withpersona.com/verify?code=SECRETCODE");
