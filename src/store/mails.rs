@@ -211,7 +211,7 @@ pub async fn due_users_not_pending(
     let sql = format!(
         "SELECT DISTINCT m.user_id FROM mails m JOIN user_states s ON s.user_id = m.user_id \
          WHERE m.status IN ('queued', 'sending') AND m.next_attempt_at <= ? AND s.state != 'pending' \
-         AND NOT (m.kind = 'reminder' AND m.status = 'sending') LIMIT ?"
+         AND {NOT_INTERRUPTED_REMINDER} LIMIT ?"
     );
     Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(format_ts(now))
