@@ -11,7 +11,9 @@ use inquiry_mailer::sim::Action;
 
 use crate::provisioning::link_in;
 use crate::support::app::SHIPPED_REMINDERS;
-use crate::support::refresh::{by_recipient, provisioned, recipient_of, user_status};
+use crate::support::refresh::{
+    by_recipient, provisioned, recipient_of, user_status, user_status_text,
+};
 use crate::support::sim::open_link;
 use crate::support::smtp::ReceivedMail;
 use crate::support::stack::Stack;
@@ -98,6 +100,15 @@ async fn reminders_follow_the_cadence(kind: &str) {
             reminders_to(&mails, "usr_0").is_empty(),
             "{kind}: the finished user got a reminder"
         );
+        if round == 1 {
+            let text = user_status_text(&stack, "usr_2");
+            assert!(
+                text.contains("reminders (2days, 4days after the invite):")
+                    && text.contains("  2days sent ")
+                    && text.contains("  next: 4days after the invite, due "),
+                "{text}"
+            );
+        }
         if kind == "one-time" {
             // A fresh single-use link each time, not the invite's (spent) one.
             let got = reminders_to(&mails, "usr_2");
