@@ -96,4 +96,7 @@ pub struct AddUser {
     pub birthdate: Option<String>,
     #[arg(long)]
     pub phone_number: Option<String>,
+    /// BCP 47 language tag, e.g. de or pt-BR: the language of the user's mails and Persona flow
+    #[arg(long)]
+    pub locale: Option<String>,
 }

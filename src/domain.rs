@@ -497,6 +497,75 @@ impl<'de> Deserialize<'de> for InquiryStatus {
     }
 }
 
+/// A language tag in BCP 47 (`de`, `de-AT`, `pt-BR`), kept in its canonical spelling
+/// (`de-at` reads as `de-AT`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Locale {
+    tag: String,
+    language: String,
+    region: Option<String>,
+}
+
+impl Locale {
+    pub fn parse(s: &str) -> Result<Locale, ParseError> {
+        let trimmed = s.trim();
+        let parsed = icu_locale_core::Locale::try_from_str(trimmed).map_err(|e| {
+            refuse(format!(
+                "locale {trimmed:?} is not a BCP 47 language tag ({e})"
+            ))
+        })?;
+        if parsed.id.language.is_unknown() {
+            return Err(refuse(format!(
+                "locale {trimmed:?} names no language (like \"de\" or \"pt-BR\")"
+            )));
+        }
+        Ok(Locale {
+            tag: parsed.to_string(),
+            language: parsed.id.language.to_string(),
+            region: parsed.id.region.map(|r| r.to_string()),
+        })
+    }
+
+    /// A user's locale column: absent or blank is `None`; a value that is not BCP 47 is
+    /// `None` too, with a warning naming the user, so a typo costs the user their language
+    /// and nothing else.
+    pub fn of_user(raw: &RawUser) -> Option<Locale> {
+        let value = raw
+            .locale
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())?;
+        match Locale::parse(value) {
+            Ok(locale) => Some(locale),
+            Err(e) => {
+                tracing::warn!(user = %raw.id, "user {}: {e}; their mails use the default templates and their links no language", raw.id);
+                None
+            }
+        }
+    }
+
+    /// The whole tag, e.g. `de-AT`: what Persona's `language` parameter gets.
+    pub fn as_str(&self) -> &str {
+        &self.tag
+    }
+
+    /// The language subtag alone, e.g. `de` for `de-AT`.
+    pub fn language(&self) -> &str {
+        &self.language
+    }
+
+    /// The region subtag, e.g. `AT` for `de-AT`.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+}
+
+impl fmt::Display for Locale {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.tag)
+    }
+}
+
 /// A `users` row as the application wrote it: nothing checked yet.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawUser {
@@ -506,6 +575,9 @@ pub struct RawUser {
     pub name_last: Option<String>,
     pub birthdate: Option<String>,
     pub phone_number: Option<String>,
+    /// BCP 47, e.g. `de` or `pt-BR`; checked by [`Locale::parse`] when the user is mailed.
+    #[serde(default)]
+    pub locale: Option<String>,
 }
 
 impl RawUser {
@@ -530,6 +602,11 @@ impl RawUser {
             }
             h.update([0xffu8]);
         }
+        // Added in release 2: only a set locale counts, so rows from before keep their digest.
+        if let Some(locale) = &self.locale {
+            h.update([2u8]);
+            h.update(locale.as_bytes());
+        }
         hex::encode(&h.finalize()[..16])
     }
 }
@@ -543,6 +620,8 @@ pub struct User {
     pub name_last: Option<PersonName>,
     pub birthdate: Option<Birthdate>,
     pub phone_number: Option<PhoneNumber>,
+    /// The language of the user's mails and Persona flow; `None` means the default templates.
+    pub locale: Option<Locale>,
 }
 
 impl User {
@@ -574,6 +653,7 @@ impl User {
         let phone_number = opt(&raw.phone_number, PhoneNumber::parse, &mut errs);
         match (id, email, errs.is_empty()) {
             (Some(id), Some(email), true) => Ok(User {
+                locale: Locale::of_user(raw),
                 id,
                 email,
                 name_first,
@@ -589,6 +669,47 @@ impl User {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locales_parse_as_bcp_47_in_canonical_spelling() {
+        let at = Locale::parse(" de-at ").unwrap();
+        assert_eq!(
+            (at.as_str(), at.language(), at.region()),
+            ("de-AT", "de", Some("AT"))
+        );
+        let br = Locale::parse("PT-br").unwrap();
+        assert_eq!(br.as_str(), "pt-BR");
+        assert_eq!(Locale::parse("sr-Latn-RS").unwrap().language(), "sr");
+        for bad in ["", "english please", "de_AT", "und", "12", "x-private"] {
+            assert!(Locale::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        let raw = RawUser {
+            id: "usr_1".into(),
+            locale: Some("english please".into()),
+            ..RawUser::default()
+        };
+        assert_eq!(
+            Locale::of_user(&raw),
+            None,
+            "a bad value is ignored, not fatal"
+        );
+        assert_eq!(
+            RawUser::default().fingerprint(),
+            RawUser {
+                locale: None,
+                ..RawUser::default()
+            }
+            .fingerprint()
+        );
+        assert_ne!(
+            RawUser::default().fingerprint(),
+            RawUser {
+                locale: Some("de".into()),
+                ..RawUser::default()
+            }
+            .fingerprint()
+        );
+    }
 
     #[test]
     fn email_accepts_plain_addresses_and_refuses_broken_ones() {

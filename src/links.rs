@@ -6,7 +6,7 @@ use std::fmt;
 use url::Url;
 
 use crate::domain::{
-    EnvironmentId, InquiryId, LinkKind, OneTimeLink, ReferenceId, SessionToken, TemplateId,
+    EnvironmentId, InquiryId, LinkKind, Locale, OneTimeLink, ReferenceId, SessionToken, TemplateId,
 };
 
 /// What every link needs from config (`[links]` and `[persona]`).
@@ -84,7 +84,13 @@ impl fmt::Display for MailLink {
     }
 }
 
-pub fn build_link(settings: &LinkSettings, target: LinkTarget) -> Result<MailLink, LinkError> {
+/// The link for `target`; with a `language`, Persona's hosted flow opens in it (`language=de-AT`,
+/// replacing any `language` already on `hosted_flow_url`), and without one the link names none.
+pub fn build_link(
+    settings: &LinkSettings,
+    target: LinkTarget,
+    language: Option<&Locale>,
+) -> Result<MailLink, LinkError> {
     match target {
         LinkTarget::Static { reference_id } => {
             let url = hosted_flow_url(
@@ -94,6 +100,7 @@ pub fn build_link(settings: &LinkSettings, target: LinkTarget) -> Result<MailLin
                     ("reference-id", reference_id.as_str()),
                     ("environment-id", settings.environment_id.as_str()),
                 ],
+                language,
             )?;
             Ok(MailLink {
                 url,
@@ -107,7 +114,7 @@ pub fn build_link(settings: &LinkSettings, target: LinkTarget) -> Result<MailLin
             if let Some(token) = token {
                 pairs.push(("session-token", token.expose()));
             }
-            let url = hosted_flow_url(settings, &pairs)?;
+            let url = hosted_flow_url(settings, &pairs, language)?;
             let with = if token.is_some() { "with" } else { "without" };
             Ok(MailLink {
                 url,
@@ -122,9 +129,14 @@ pub fn build_link(settings: &LinkSettings, target: LinkTarget) -> Result<MailLin
             if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
                 return Err(LinkError::OneTimeLink("wrong scheme or no host"));
             }
-            let host = parsed.host_str().unwrap_or_default();
+            let host = parsed.host_str().unwrap_or_default().to_owned();
+            // Persona's one-time link opens the same hosted flow, which takes `language` too.
+            let url = match language {
+                Some(l) => with_language(parsed, l).into(),
+                None => link.expose().to_owned(),
+            };
             Ok(MailLink {
-                url: link.expose().to_owned(),
+                url,
                 kind: LinkKind::OneTime,
                 summary: format!("one-time link on {host}"),
                 secret: true,
@@ -133,22 +145,56 @@ pub fn build_link(settings: &LinkSettings, target: LinkTarget) -> Result<MailLin
     }
 }
 
-/// `hosted_flow_url` with `pairs` (then `redirect-uri`) appended after any query it already has.
-fn hosted_flow_url(settings: &LinkSettings, pairs: &[(&str, &str)]) -> Result<String, LinkError> {
+/// `hosted_flow_url` with `pairs` (then `language` and `redirect-uri`) appended after any
+/// query it already has.
+fn hosted_flow_url(
+    settings: &LinkSettings,
+    pairs: &[(&str, &str)],
+    language: Option<&Locale>,
+) -> Result<String, LinkError> {
     let mut url = settings.hosted_flow_url.clone();
     if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() {
         return Err(LinkError::HostedFlowUrl(url.to_string()));
+    }
+    if language.is_some() {
+        url = without_language(url);
     }
     {
         let mut query = url.query_pairs_mut();
         for (name, value) in pairs {
             query.append_pair(name, value);
         }
+        if let Some(l) = language {
+            query.append_pair("language", l.as_str());
+        }
         if let Some(redirect) = &settings.redirect_uri {
             query.append_pair("redirect-uri", redirect.as_str());
         }
     }
     Ok(url.into())
+}
+
+/// `url` with `language=<locale>` appended and no other `language` left.
+fn with_language(url: Url, locale: &Locale) -> Url {
+    let mut url = without_language(url);
+    url.query_pairs_mut()
+        .append_pair("language", locale.as_str());
+    url
+}
+
+/// `url` without any `language` parameter (the user's locale replaces one set in config).
+fn without_language(mut url: Url) -> Url {
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "language")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    url
 }
 
 #[cfg(test)]
@@ -180,6 +226,7 @@ mod tests {
             LinkTarget::Static {
                 reference_id: &reference_id,
             },
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -200,6 +247,7 @@ mod tests {
                 inquiry_id: &inquiry_id,
                 token: None,
             },
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -215,6 +263,7 @@ mod tests {
                 inquiry_id: &inquiry_id,
                 token: Some(&token),
             },
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -239,6 +288,7 @@ mod tests {
                 inquiry_id: &inquiry_id,
                 token: Some(&token),
             },
+            None,
         )
         .unwrap();
         let raw = link.expose();
@@ -261,6 +311,7 @@ mod tests {
             LinkTarget::Static {
                 reference_id: &reference_id,
             },
+            None,
         )
         .unwrap();
         let q = query(&link);
@@ -270,10 +321,50 @@ mod tests {
     }
 
     #[test]
+    fn a_locale_puts_language_on_every_kind_and_replaces_a_configured_one() {
+        let de_at = Locale::parse("de-at").unwrap();
+        let reference_id = ReferenceId::parse("ref_1").unwrap();
+        let inquiry_id = InquiryId::parse("inq_1").unwrap();
+        let otl = OneTimeLink::new("https://withpersona.com/verify?code=SECRETCODE");
+        let base = settings("https://acme.withpersona.com/verify?language=en&style-variant=dark");
+        let targets = [
+            LinkTarget::Static {
+                reference_id: &reference_id,
+            },
+            LinkTarget::Session {
+                inquiry_id: &inquiry_id,
+                token: None,
+            },
+            LinkTarget::OneTime { link: &otl },
+        ];
+        for target in targets {
+            let link = build_link(&base, target, Some(&de_at)).unwrap();
+            let languages: Vec<String> = query(&link)
+                .into_iter()
+                .filter(|(k, _)| k == "language")
+                .map(|(_, v)| v)
+                .collect();
+            assert_eq!(languages, ["de-AT"], "{}", link.expose());
+            let without =
+                build_link(&settings("https://x.withpersona.com/verify"), target, None).unwrap();
+            assert!(
+                !without.expose().contains("language"),
+                "{}",
+                without.expose()
+            );
+        }
+        let link = build_link(&base, targets[1], Some(&de_at)).unwrap();
+        assert_eq!(
+            link.expose(),
+            "https://acme.withpersona.com/verify?style-variant=dark&inquiry-id=inq_1&language=de-AT"
+        );
+    }
+
+    #[test]
     fn one_time_links_are_kept_as_is_and_checked() {
         let s = settings("https://inquiry.withpersona.com/verify");
         let otl = OneTimeLink::new("https://withpersona.com/verify?code=SECRETCODE");
-        let link = build_link(&s, LinkTarget::OneTime { link: &otl }).unwrap();
+        let link = build_link(&s, LinkTarget::OneTime { link: &otl }, None).unwrap();
         assert_eq!(
             link.expose(),
             "https://withpersona.com/verify?code=SECRETCODE"
@@ -286,7 +377,7 @@ mod tests {
             "ftp://withpersona.com/x",
         ] {
             let otl = OneTimeLink::new(bad);
-            let err = build_link(&s, LinkTarget::OneTime { link: &otl }).unwrap_err();
+            let err = build_link(&s, LinkTarget::OneTime { link: &otl }, None).unwrap_err();
             assert!(
                 !err.to_string().contains(bad),
                 "error leaks the link: {err}"
@@ -302,6 +393,7 @@ mod tests {
             LinkTarget::Static {
                 reference_id: &reference_id,
             },
+            None,
         )
         .unwrap_err();
         assert!(matches!(err, LinkError::HostedFlowUrl(_)));
@@ -318,6 +410,7 @@ mod tests {
                 inquiry_id: &inquiry_id,
                 token: Some(&token),
             },
+            None,
         )
         .unwrap();
         let shown = format!("{link:?} {link} {}", link.describe());
@@ -326,7 +419,7 @@ mod tests {
         assert_eq!(format!("{link:?}"), "MailLink(session inq_123 with token)");
 
         let otl = OneTimeLink::new("https://withpersona.com/verify?code=SECRETCODE");
-        let link = build_link(&s, LinkTarget::OneTime { link: &otl }).unwrap();
+        let link = build_link(&s, LinkTarget::OneTime { link: &otl }, None).unwrap();
         let shown = format!("{link:?} {link}");
         assert!(!shown.contains("SECRETCODE"), "{shown}");
     }

@@ -50,10 +50,7 @@ pub fn print_report(lines: &[CheckLine]) {
 fn check_templates(config: &Config) -> CheckLine {
     let dir = &config.templates.dir;
     let (ok, detail) = match crate::mail::Templates::load(dir) {
-        Ok(_) => (
-            true,
-            format!("{}: invite and renewed render", dir.display()),
-        ),
+        Ok(templates) => (true, templates_detail(dir, &templates)),
         Err(e) => (false, e.to_string()),
     };
     CheckLine {
@@ -61,6 +58,29 @@ fn check_templates(config: &Config) -> CheckLine {
         ok,
         detail,
     }
+}
+
+/// What loaded: the mail kinds, and each locale folder with the kinds it translates (every
+/// folder was rendered with sample data like the default one).
+fn templates_detail(dir: &std::path::Path, templates: &crate::mail::Templates) -> String {
+    let kinds =
+        |ks: &[crate::mail::MailKind]| ks.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+    let mut detail = format!(
+        "{}: {} render",
+        dir.display(),
+        kinds(&crate::mail::MailKind::ALL)
+    );
+    let folders = templates.locale_folders();
+    if folders.is_empty() {
+        detail.push_str("; no locale folders");
+    } else {
+        let listed: Vec<String> = folders
+            .iter()
+            .map(|(tag, ks)| format!("{tag}/ ({})", kinds(ks)))
+            .collect();
+        detail.push_str(&format!("; locale folders {}", listed.join(", ")));
+    }
+    detail
 }
 
 async fn check_persona(config: &Config) -> CheckLine {

@@ -15,9 +15,10 @@ use super::context;
 use crate::cli::LogFormatArg;
 use crate::clock::Clock;
 use crate::config::{Config, Environment};
-use crate::domain::{InquiryId, RawUser};
+use crate::domain::{InquiryId, RawUser, User};
 use crate::jobs::{JobContext, provision, refresh};
-use crate::mail::{MailSettings, Transport, TransportKind};
+use crate::links::{LinkTarget, build_link};
+use crate::mail::{MailKind, MailSettings, Transport, TransportKind};
 use crate::sim::{self, Action, SimConfig, SimHandle};
 use crate::store::events::Event;
 use crate::store::{inquiries, status};
@@ -30,11 +31,16 @@ const API_KEY: &str = "persona_sandbox_demo";
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-/// The shipped templates, built in so the demo runs from any folder.
-const TEMPLATES: [(&str, &str); 8] = [
+/// The shipped templates, built in so the demo runs from any folder (`de/…` is the German
+/// locale folder).
+const TEMPLATES: [(&str, &str); 27] = [
     (
         "base.html.tera",
         include_str!("../../templates/base.html.tera"),
+    ),
+    (
+        "footer.html.tera",
+        include_str!("../../templates/footer.html.tera"),
     ),
     (
         "footer.txt.tera",
@@ -53,6 +59,26 @@ const TEMPLATES: [(&str, &str); 8] = [
         include_str!("../../templates/invite.txt.tera"),
     ),
     (
+        "link_note.html.tera",
+        include_str!("../../templates/link_note.html.tera"),
+    ),
+    (
+        "link_note.txt.tera",
+        include_str!("../../templates/link_note.txt.tera"),
+    ),
+    (
+        "reminder.html.tera",
+        include_str!("../../templates/reminder.html.tera"),
+    ),
+    (
+        "reminder.subject.tera",
+        include_str!("../../templates/reminder.subject.tera"),
+    ),
+    (
+        "reminder.txt.tera",
+        include_str!("../../templates/reminder.txt.tera"),
+    ),
+    (
         "renewed.html.tera",
         include_str!("../../templates/renewed.html.tera"),
     ),
@@ -63,6 +89,58 @@ const TEMPLATES: [(&str, &str); 8] = [
     (
         "renewed.txt.tera",
         include_str!("../../templates/renewed.txt.tera"),
+    ),
+    (
+        "de/footer.html.tera",
+        include_str!("../../templates/de/footer.html.tera"),
+    ),
+    (
+        "de/footer.txt.tera",
+        include_str!("../../templates/de/footer.txt.tera"),
+    ),
+    (
+        "de/invite.html.tera",
+        include_str!("../../templates/de/invite.html.tera"),
+    ),
+    (
+        "de/invite.subject.tera",
+        include_str!("../../templates/de/invite.subject.tera"),
+    ),
+    (
+        "de/invite.txt.tera",
+        include_str!("../../templates/de/invite.txt.tera"),
+    ),
+    (
+        "de/link_note.html.tera",
+        include_str!("../../templates/de/link_note.html.tera"),
+    ),
+    (
+        "de/link_note.txt.tera",
+        include_str!("../../templates/de/link_note.txt.tera"),
+    ),
+    (
+        "de/reminder.html.tera",
+        include_str!("../../templates/de/reminder.html.tera"),
+    ),
+    (
+        "de/reminder.subject.tera",
+        include_str!("../../templates/de/reminder.subject.tera"),
+    ),
+    (
+        "de/reminder.txt.tera",
+        include_str!("../../templates/de/reminder.txt.tera"),
+    ),
+    (
+        "de/renewed.html.tera",
+        include_str!("../../templates/de/renewed.html.tera"),
+    ),
+    (
+        "de/renewed.subject.tera",
+        include_str!("../../templates/de/renewed.subject.tera"),
+    ),
+    (
+        "de/renewed.txt.tera",
+        include_str!("../../templates/de/renewed.txt.tera"),
     ),
 ];
 
@@ -125,6 +203,10 @@ const DANA: &str = "usr_DAN012";
 const EMI: &str = "usr_EMI345";
 const FELIX: &str = "usr_FEL678";
 
+/// The one sample user with a locale: their mails come from `templates/de/` and their link
+/// opens Persona's flow in German.
+const GERMAN: (&str, &str) = (ALEXANDER, "de");
+
 /// Runs the demo; needs no config file and leaves only the outbox folder behind.
 pub async fn run(log_format: Option<LogFormatArg>) -> anyhow::Result<ExitCode> {
     let progress = Progress::new();
@@ -168,7 +250,11 @@ async fn build_context(
     let templates = dir.join("templates");
     std::fs::create_dir_all(&templates)?;
     for (name, text) in TEMPLATES {
-        std::fs::write(templates.join(name), text)?;
+        let path = templates.join(name);
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder)?;
+        }
+        std::fs::write(path, text)?;
     }
     let (template, _) = sim.templates()[0].clone();
     let text = format!(
@@ -255,6 +341,7 @@ async fn play(
             &[format!("provision: {provisioned}")],
         )
         .await?;
+    story.show_invite(GERMAN.0).await?;
 
     progress.step("day 1: more users, one finishes");
     at(24);
@@ -341,6 +428,7 @@ async fn add_users(ctx: &JobContext, ids: &[&str]) -> anyhow::Result<()> {
                 name_last: Some(last.into()),
                 birthdate: Some(birthdate.into()),
                 phone_number: (!phone.is_empty()).then(|| phone.into()),
+                locale: (id == GERMAN.0).then(|| GERMAN.1.into()),
             },
         )
         .await?;
@@ -432,6 +520,57 @@ impl<'a> Story<'a> {
             text.push_str(&format!("  · {report}\n"));
         }
         text.push_str(&format!("  · at Persona: {}\n", self.persona_holds()));
+        self.progress.print(&text);
+        Ok(())
+    }
+
+    /// The invite a user with a locale got, rendered again as it was sent (the link of a
+    /// `created` inquiry holds no secret).
+    async fn show_invite(&self, user_id: &str) -> anyhow::Result<()> {
+        let ctx = self.ctx;
+        let raw = crate::store::users::get(&ctx.store, user_id)
+            .await?
+            .context("the demo user is in the users table")?;
+        let now = ctx.clock.now();
+        let user = User::parse(&raw, now.date_naive()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let row = inquiries::current(ctx.store.reader(), user_id)
+            .await?
+            .context("the demo user has an inquiry")?;
+        let inquiry_id = inquiry_of(ctx, user_id).await?;
+        let link = build_link(
+            &ctx.settings.links,
+            LinkTarget::Session {
+                inquiry_id: &inquiry_id,
+                token: None,
+            },
+            user.locale.as_ref(),
+        )?;
+        let mail = ctx.mailer.compose(
+            MailKind::Invite,
+            &user,
+            link,
+            row.expires_at(),
+            false,
+            "<demo>",
+            now,
+        )?;
+        let locale = user.locale.as_ref().map_or("-", |l| l.as_str());
+        let templates = ctx.mailer.templates();
+        let folder = templates.folder_for(MailKind::Invite, user.locale.as_ref());
+        let folder = match folder.strip_prefix(templates.dir()) {
+            Ok(sub) if !sub.as_os_str().is_empty() => format!("templates/{}", sub.display()),
+            _ => "templates".to_owned(),
+        };
+        let mut text = format!(
+            "  {} has locale = \"{locale}\": the invite came from {}/ and its link opens \
+             Persona in that language (language={locale}):\n      Subject: {}\n",
+            user.name_first.as_ref().map_or(user_id, |n| n.as_str()),
+            folder,
+            mail.rendered.subject
+        );
+        for line in mail.rendered.text.lines() {
+            text.push_str(&format!("      | {line}\n"));
+        }
         self.progress.print(&text);
         Ok(())
     }

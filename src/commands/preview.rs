@@ -7,9 +7,36 @@ use super::UsageError;
 use crate::app::{self, open_store};
 use crate::config::Config;
 use crate::domain::{InquiryId, LinkKind, OneTimeLink, ReferenceId, SessionToken, User};
+use crate::jobs::fresh_link::one_time_link_expiry;
 use crate::links::{LinkTarget, build_link};
 use crate::mail::{MailKind, Mailer, Transport};
 use crate::store::{inquiries, mails, user_states, users};
+use chrono::{DateTime, Utc};
+
+/// When the link a send would mail now stops working: the inquiry's expiry (for a user without
+/// one yet, the one provisioning will give it), for one-time links capped by their own lifetime.
+fn link_expiry(
+    settings: &crate::jobs::JobSettings,
+    row: Option<&inquiries::InquiryRow>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let inquiry_expiry = || {
+        row.and_then(|r| r.expires_at())
+            .filter(|t| *t > now)
+            .or_else(|| {
+                chrono::Duration::from_std(settings.inquiries.expires_after)
+                    .ok()
+                    .map(|d| now + d)
+            })
+    };
+    match settings.link_kind {
+        LinkKind::Static => None,
+        LinkKind::Session => inquiry_expiry(),
+        LinkKind::OneTime => {
+            one_time_link_expiry(settings.one_time_link_expires_after, now, inquiry_expiry())
+        }
+    }
+}
 
 pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
     let store = open_store(config).await?;
@@ -96,7 +123,7 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
             LinkTarget::OneTime { link: &one_time }
         }
     };
-    let link = build_link(&settings.links, target)?;
+    let link = build_link(&settings.links, target, user.locale.as_ref())?;
     let mailer = Mailer::new(
         Transport::memory(),
         app::load_templates(config)?,
@@ -106,8 +133,16 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|m| m.message_id.clone())
         .unwrap_or_else(|| mailer.new_message_id());
-    let expires = row.as_ref().and_then(|r| r.expires_at());
-    let mail = mailer.compose(kind, &user, link, expires, &message_id, now)?;
+    let expires = link_expiry(&settings, row.as_ref(), now);
+    let mail = mailer.compose(
+        kind,
+        &user,
+        link,
+        expires,
+        status == "pending",
+        &message_id,
+        now,
+    )?;
     println!("{kind} mail for {user_id} (not sent)");
     println!("From: {}", mail.from);
     println!("To: {}", mail.to);

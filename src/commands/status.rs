@@ -7,6 +7,7 @@ use serde_json::json;
 use super::UsageError;
 use crate::app::open_store;
 use crate::config::Config;
+use crate::jobs::reminders::{self, Standing};
 use crate::store::status::{self, STATES, UserHistory};
 
 pub async fn run(config: &Config, as_json: bool, user: Option<&str>) -> anyhow::Result<ExitCode> {
@@ -16,10 +17,15 @@ pub async fn run(config: &Config, as_json: bool, user: Option<&str>) -> anyhow::
             let history = status::user_history(&store, id)
                 .await?
                 .ok_or_else(|| UsageError(format!("user {id:?} is not in the users table")))?;
+            let settings = crate::jobs::JobSettings::from_config(config);
+            let reminders = reminders::standing(&store, &settings, id, chrono::Utc::now()).await?;
             if as_json {
-                println!("{}", serde_json::to_string_pretty(&history)?);
+                let mut out = serde_json::to_value(&history)?;
+                out["reminders"] = serde_json::to_value(&reminders)?;
+                println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 print_history(&history);
+                print_reminders(&reminders);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -100,5 +106,29 @@ fn print_history(h: &UserHistory) {
         for e in &h.events {
             println!("  {} {} {}", e.at, e.kind, e.detail);
         }
+    }
+}
+
+fn print_reminders(r: &Standing) {
+    if r.cadence.is_empty() {
+        return;
+    }
+    println!("reminders ({} after the invite):", r.cadence.join(", "));
+    for m in &r.recorded {
+        println!(
+            "  {} {} {}{}",
+            m.after,
+            m.status,
+            m.sent_at.as_deref().unwrap_or(""),
+            m.note
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        );
+    }
+    match (&r.next, &r.none_because) {
+        (Some(n), _) => println!("  next: {} after the invite, due {}", n.after, n.due_at),
+        (None, Some(why)) => println!("  next: none ({why})"),
+        (None, None) => println!("  next: none"),
     }
 }

@@ -10,7 +10,7 @@ use super::{Reported, UsageError};
 use crate::app::open_store;
 use crate::cli::{AddUser, UsersCommand};
 use crate::config::Config;
-use crate::domain::{RawUser, User};
+use crate::domain::{Locale, RawUser, User};
 use crate::store::users::{self, Written};
 use crate::store::{Store, StoreError};
 
@@ -29,14 +29,16 @@ fn empty_to_none(v: Option<String>) -> Option<String> {
 }
 
 async fn add_one(store: &Store, add: AddUser) -> anyhow::Result<ExitCode> {
-    let raw = RawUser {
+    let mut raw = RawUser {
         id: add.id.trim().to_owned(),
         email: add.email.trim().to_owned(),
         name_first: empty_to_none(add.name_first),
         name_last: empty_to_none(add.name_last),
         birthdate: empty_to_none(add.birthdate),
         phone_number: empty_to_none(add.phone_number),
+        locale: empty_to_none(add.locale),
     };
+    canonical_locale(&mut raw).map_err(|e| UsageError(format!("user {}: {e}", raw.id)))?;
     User::parse(&raw, chrono::Utc::now().date_naive())
         .map_err(|e| UsageError(format!("user {}: {e}", raw.id)))?;
     match users::add(store, &raw).await {
@@ -49,14 +51,24 @@ async fn add_one(store: &Store, add: AddUser) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// An operator's locale is checked here, where it can be corrected, and stored in its canonical
+/// spelling (the daemon only warns about a bad one the application wrote).
+fn canonical_locale(raw: &mut RawUser) -> Result<(), crate::domain::ParseError> {
+    if let Some(value) = raw.locale.as_deref() {
+        raw.locale = Some(Locale::parse(value)?.as_str().to_owned());
+    }
+    Ok(())
+}
+
 /// Columns a CSV header may name; `id` and `email` are required.
-const CSV_COLUMNS: [&str; 6] = [
+const CSV_COLUMNS: [&str; 7] = [
     "id",
     "email",
     "name_first",
     "name_last",
     "birthdate",
     "phone_number",
+    "locale",
 ];
 
 /// Rows written per transaction: large enough to be fast, small enough to let the daemon in.
@@ -110,7 +122,7 @@ pub async fn import_file(store: &Store, file: &Path) -> anyhow::Result<ImportRep
         .headers()
         .with_context(|| format!("{} line 1: the header row cannot be read", file.display()))?
         .clone();
-    let mut index = [None; 6];
+    let mut index = [None; CSV_COLUMNS.len()];
     for (i, name) in headers.iter().enumerate() {
         match CSV_COLUMNS.iter().position(|c| *c == name) {
             Some(col) => index[col] = Some(i),
@@ -177,15 +189,17 @@ pub async fn import_file(store: &Store, file: &Path) -> anyhow::Result<ImportRep
                 .map(str::to_owned)
                 .filter(|s| !s.is_empty())
         };
-        let raw = RawUser {
+        let mut raw = RawUser {
             id: field(0).unwrap_or_default(),
             email: field(1).unwrap_or_default(),
             name_first: field(2),
             name_last: field(3),
             birthdate: field(4),
             phone_number: field(5),
+            locale: field(6),
         };
-        if let Err(e) = User::parse(&raw, today) {
+        if let Err(e) = canonical_locale(&mut raw).and_then(|()| User::parse(&raw, today).map(drop))
+        {
             report
                 .rejected
                 .push((line, format!("user {:?}: {e}", raw.id)));

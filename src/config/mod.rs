@@ -21,6 +21,7 @@ pub use crate::mail::TransportKind;
 
 mod document;
 mod read;
+mod reminders;
 mod secrets;
 
 use document::{Document, keys_of, line_of};
@@ -29,6 +30,7 @@ use read::{
     parsed, path, smtp_url, text, whole,
 };
 pub use read::{parse_cron, parse_duration};
+pub use reminders::RemindersConfig;
 use secrets::Secrets;
 
 /// The environment variable that names the config file when `--config` is not given.
@@ -87,6 +89,9 @@ recreate_on_new_template_version = true
 max_resumes = 5
 min_resend_interval = "24h"
 
+[reminders]
+after = []
+
 [provision]
 batch_size = 100
 concurrency = 16
@@ -134,6 +139,7 @@ pub struct Config {
     pub persona: PersonaConfig,
     pub links: LinksConfig,
     pub inquiries: InquiriesConfig,
+    pub reminders: RemindersConfig,
     pub provision: ProvisionConfig,
     pub mail: MailConfig,
     pub schedule: ScheduleConfig,
@@ -453,6 +459,7 @@ impl Config {
         let persona: Option<PersonaConfig> = doc.section("persona");
         let links: Option<LinksConfig> = doc.section("links");
         let inquiries: Option<InquiriesConfig> = doc.section("inquiries");
+        let reminders: Option<RemindersConfig> = doc.section("reminders");
         let provision: Option<ProvisionConfig> = doc.section("provision");
         let mail: Option<MailConfig> = doc.section("mail");
         let schedule: Option<ScheduleConfig> = doc.section("schedule");
@@ -476,7 +483,8 @@ impl Config {
             _ => usize::MAX,
         });
         let complete = (
-            top, database, persona, links, inquiries, provision, mail, schedule, server, templates,
+            top, database, persona, links, inquiries, reminders, provision, mail, schedule, server,
+            templates,
         );
         let (
             Some(top),
@@ -484,6 +492,7 @@ impl Config {
             Some(mut persona),
             Some(links),
             Some(inquiries),
+            Some(reminders),
             Some(provision),
             Some(mut mail),
             Some(schedule),
@@ -516,6 +525,7 @@ impl Config {
             persona,
             links,
             inquiries,
+            reminders,
             provision,
             mail,
             schedule,
@@ -543,6 +553,7 @@ impl Config {
                 self.persona.inquiry_template_id.to_string(),
             ),
             ("links.kind".into(), self.links.kind.to_string()),
+            ("reminders.after".into(), self.reminders.describe()),
             (
                 "mail.transport".into(),
                 match self.mail.transport {
@@ -587,6 +598,7 @@ pub fn known_keys(section: &str) -> std::collections::BTreeSet<&'static str> {
         "persona" => keys_of::<PersonaConfig>(),
         "links" => keys_of::<LinksConfig>(),
         "inquiries" => keys_of::<InquiriesConfig>(),
+        "reminders" => keys_of::<RemindersConfig>(),
         "provision" => keys_of::<ProvisionConfig>(),
         "mail" => keys_of::<MailConfig>(),
         "schedule" => keys_of::<ScheduleConfig>(),
@@ -598,11 +610,12 @@ pub fn known_keys(section: &str) -> std::collections::BTreeSet<&'static str> {
 }
 
 /// The sections `Config::parse_with` reads, for suggestions.
-const SECTION_NAMES: [&str; 9] = [
+const SECTION_NAMES: [&str; 10] = [
     "database",
     "persona",
     "links",
     "inquiries",
+    "reminders",
     "provision",
     "mail",
     "schedule",

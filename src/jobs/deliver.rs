@@ -73,7 +73,15 @@ pub async fn deliver(
         (Some(id), _) => inquiries::by_row_id(ctx.store.reader(), id).await?,
         (None, _) => None,
     };
-    let obtained = match fresh_link::obtain(ctx, claimed, row.as_ref(), carry.fresh).await {
+    let obtained = match fresh_link::obtain(
+        ctx,
+        claimed,
+        row.as_ref(),
+        carry.fresh,
+        user.locale.as_ref(),
+    )
+    .await
+    {
         Ok(o) => o,
         Err(LinkProblem::Store(e)) => return Err(e.into()),
         Err(LinkProblem::Persona(e)) if super::is_fatal(&e) => return Err(JobError::Persona(e)),
@@ -101,6 +109,7 @@ pub async fn deliver(
         user,
         obtained.link,
         obtained.expires_at,
+        row.as_ref().is_some_and(|r| r.status == "pending"),
         &mail.message_id,
         now,
     ) {

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 
 use super::JobContext;
-use crate::domain::{InquiryId, LinkKind, OneTimeLink, SessionToken};
+use crate::domain::{InquiryId, LinkKind, Locale, OneTimeLink, SessionToken};
 use crate::links::{LinkError, LinkTarget, MailLink, build_link};
 use crate::persona::{IdempotencyKey, Inquiry, PersonaError};
 use crate::store::inquiries::{self, InquiryFacts, InquiryRow};
@@ -73,11 +73,13 @@ fn needs_resume(row: &InquiryRow, now: DateTime<Utc>) -> bool {
     row.status == "expired" || row.expires_at().is_some_and(|t| t <= now)
 }
 
+/// `language` is the user's locale, carried by the link to Persona's hosted flow.
 pub async fn obtain(
     ctx: &JobContext,
     claimed: &Claimed,
     row: Option<&InquiryRow>,
     fresh: Fresh,
+    language: Option<&Locale>,
 ) -> Result<ObtainedLink, LinkProblem> {
     let s = &ctx.settings;
     if s.link_kind == LinkKind::Static {
@@ -86,6 +88,7 @@ pub async fn obtain(
             LinkTarget::Static {
                 reference_id: &claimed.reference_id,
             },
+            language,
         )?;
         return Ok(ObtainedLink {
             link,
@@ -107,6 +110,7 @@ pub async fn obtain(
                     inquiry_id: &inquiry_id,
                     token: Some(&token),
                 },
+                language,
             )?,
             expires_at: row.expires_at(),
         }),
@@ -119,6 +123,7 @@ pub async fn obtain(
                         inquiry_id: &inquiry_id,
                         token: None,
                     },
+                    language,
                 )?,
                 expires_at: row.expires_at(),
             })
@@ -132,13 +137,14 @@ pub async fn obtain(
                         inquiry_id: &inquiry_id,
                         token: Some(&token),
                     },
+                    language,
                 )?,
                 expires_at: inquiry.expires_at,
             })
         }
         (LinkKind::OneTime, Fresh::OneTime(link)) => Ok(ObtainedLink {
             expires_at: one_time_expiry(ctx, now, row.expires_at()),
-            link: build_link(&s.links, LinkTarget::OneTime { link: &link })?,
+            link: build_link(&s.links, LinkTarget::OneTime { link: &link }, language)?,
         }),
         (LinkKind::OneTime, _) => {
             let mut inquiry_expiry = row.expires_at();
@@ -179,22 +185,33 @@ pub async fn obtain(
             tx.commit().await.map_err(StoreError::from)?;
             Ok(ObtainedLink {
                 expires_at: one_time_expiry(ctx, now, inquiry.expires_at.or(inquiry_expiry)),
-                link: build_link(&s.links, LinkTarget::OneTime { link: &link })?,
+                link: build_link(&s.links, LinkTarget::OneTime { link: &link }, language)?,
             })
         }
         (LinkKind::Static, _) => unreachable!("handled above"),
     }
 }
 
-/// A one-time link dies with its inquiry or at its own expiry, whichever comes first.
 fn one_time_expiry(
     ctx: &JobContext,
     now: DateTime<Utc>,
     inquiry_expiry: Option<DateTime<Utc>>,
 ) -> Option<DateTime<Utc>> {
-    let own = chrono::Duration::from_std(ctx.settings.one_time_link_expires_after)
-        .ok()
-        .map(|d| now + d);
+    one_time_link_expiry(
+        ctx.settings.one_time_link_expires_after,
+        now,
+        inquiry_expiry,
+    )
+}
+
+/// A one-time link made at `now` dies with its inquiry or at its own expiry, whichever comes
+/// first.
+pub fn one_time_link_expiry(
+    lifetime: std::time::Duration,
+    now: DateTime<Utc>,
+    inquiry_expiry: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    let own = chrono::Duration::from_std(lifetime).ok().map(|d| now + d);
     match (own, inquiry_expiry) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -1,10 +1,12 @@
 //! The work: `provision` mails new users their first link, `refresh` keeps every unfinished
-//! user's link usable. Written against store, persona, links and mail; nothing here schedules.
+//! user's link usable and, through `reminders`, nudges them on the configured cadence. Written
+//! against store, persona, links and mail; nothing here schedules.
 
 pub mod deliver;
 pub mod fresh_link;
 pub mod provision;
 pub mod refresh;
+pub mod reminders;
 pub mod status;
 
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
-use crate::config::{Config, InquiriesConfig};
+use crate::config::{Config, InquiriesConfig, RemindersConfig};
 use crate::domain::{LinkKind, TemplateId};
 use crate::links::LinkSettings;
 use crate::mail::Mailer;
@@ -28,6 +30,7 @@ pub struct JobSettings {
     pub links: LinkSettings,
     pub template_id: TemplateId,
     pub inquiries: InquiriesConfig,
+    pub reminders: RemindersConfig,
     pub batch_size: u32,
     pub concurrency: usize,
     pub mail_max_attempts: u32,
@@ -46,6 +49,7 @@ impl JobSettings {
             },
             template_id: config.persona.inquiry_template_id.clone(),
             inquiries: config.inquiries.clone(),
+            reminders: config.reminders.clone(),
             batch_size: config.provision.batch_size,
             concurrency: config.provision.concurrency,
             mail_max_attempts: config.mail.max_attempts,

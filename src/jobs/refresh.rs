@@ -38,6 +38,7 @@ pub struct RefreshReport {
     pub mails_sent: usize,
     pub mails_deferred: usize,
     pub old_inquiries_expired: usize,
+    pub reminders: super::reminders::ReminderReport,
     /// How the template's latest version was learned: "template", "inquiry", or "unknown".
     pub template_version_source: &'static str,
 }
@@ -46,7 +47,7 @@ impl std::fmt::Display for RefreshReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} live inquiries, {} status changes ({} users finished), {} resumed, {} recreated, {} held back by limits, {} mails sent, {} waiting for a retry, {} replaced inquiries expired",
+            "{} live inquiries, {} status changes ({} users finished), {} resumed, {} recreated, {} held back by limits, {} mails sent, {} waiting for a retry, {} replaced inquiries expired, {} reminders sent",
             self.live_inquiries,
             self.statuses_changed,
             self.users_finished,
@@ -55,7 +56,8 @@ impl std::fmt::Display for RefreshReport {
             self.held_back,
             self.mails_sent,
             self.mails_deferred,
-            self.old_inquiries_expired
+            self.old_inquiries_expired,
+            self.reminders.sent
         )
     }
 }
@@ -162,6 +164,7 @@ pub async fn run(ctx: &JobContext) -> Result<RefreshReport, JobError> {
         // Static links never expire; what is left is learning who finished.
         sync_static(ctx, &mut report).await?;
         retry_unsent(ctx, &mut report, &Arc::new(RunFlags::default())).await?;
+        report.reminders = super::reminders::run(ctx).await?;
         return Ok(report);
     }
     sync_statuses(ctx, &mut report).await?;
@@ -170,6 +173,7 @@ pub async fn run(ctx: &JobContext) -> Result<RefreshReport, JobError> {
     act_on_due(ctx, &mut report, latest, &flags).await?;
     retry_unsent(ctx, &mut report, &flags).await?;
     expire_replaced(ctx, &mut report).await?;
+    report.reminders = super::reminders::run(ctx).await?;
     Ok(report)
 }
 

@@ -77,12 +77,15 @@ impl Mailer {
         new_message_id(self.from.email.domain())
     }
 
+    /// The `kind` mail for `user`, in their language; `started` says they have begun the flow.
+    #[allow(clippy::too_many_arguments)]
     pub fn compose(
         &self,
         kind: MailKind,
         user: &User,
         link: MailLink,
         link_expires_at: Option<DateTime<Utc>>,
+        started: bool,
         message_id: &str,
         date: DateTime<Utc>,
     ) -> Result<OutgoingMail, TemplateError> {
@@ -102,6 +105,8 @@ impl Mailer {
                 link_expires_at,
                 app_name: self.app_name.clone(),
                 support_email: self.support_email.clone(),
+                locale: user.locale.clone(),
+                started,
             },
         )?;
         Ok(OutgoingMail {

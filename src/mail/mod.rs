@@ -19,21 +19,24 @@ pub use transport::{MemoryOutbox, SentMail, Transport};
 
 use std::fmt;
 
-/// Which mail a user gets: the first link, or a new one after a resume or a recreate.
-/// `as_str` is the name stored in the database and the templates' file-name prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which mail a user gets: the first link, a new one after a resume or a recreate, or a
+/// reminder on the `[reminders]` cadence. `as_str` is the name stored in the database and the
+/// templates' file-name prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum MailKind {
     Invite,
     Renewed,
+    Reminder,
 }
 
 impl MailKind {
-    pub const ALL: [MailKind; 2] = [MailKind::Invite, MailKind::Renewed];
+    pub const ALL: [MailKind; 3] = [MailKind::Invite, MailKind::Renewed, MailKind::Reminder];
 
     pub fn as_str(self) -> &'static str {
         match self {
             MailKind::Invite => "invite",
             MailKind::Renewed => "renewed",
+            MailKind::Reminder => "reminder",
         }
     }
 
@@ -42,7 +45,7 @@ impl MailKind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| {
-                crate::domain::ParseError(format!("{s:?} is not one of invite, renewed"))
+                crate::domain::ParseError(format!("{s:?} is not one of invite, renewed, reminder"))
             })
     }
 }

@@ -41,7 +41,7 @@ use sqlx::{SqlStr, Sqlite, SqlitePool, Transaction};
 
 /// The migrations of `migrations/`, embedded in the binary: (version, description, SQL).
 /// A new file there must be listed here too (a unit test compares the two).
-const MIGRATIONS: [(i64, &str, &str); 5] = [
+const MIGRATIONS: [(i64, &str, &str); 7] = [
     (1, "users", include_str!("../../migrations/0001_users.sql")),
     (
         2,
@@ -62,6 +62,16 @@ const MIGRATIONS: [(i64, &str, &str); 5] = [
         5,
         "drop redundant indexes",
         include_str!("../../migrations/0005_drop_redundant_indexes.sql"),
+    ),
+    (
+        7,
+        "user locale",
+        include_str!("../../migrations/0007_user_locale.sql"),
+    ),
+    (
+        8,
+        "reminder mails",
+        include_str!("../../migrations/0008_reminder_mails.sql"),
     ),
 ];
 

@@ -172,7 +172,7 @@ pub struct Discovered {
 /// Skipped users whose row the application has since edited get validated again.
 pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usize> {
     let rows = sqlx::query(
-        "SELECT u.id, u.email, u.name_first, u.name_last, u.birthdate, u.phone_number, s.row_fingerprint \
+        "SELECT u.id, u.email, u.name_first, u.name_last, u.birthdate, u.phone_number, u.locale, s.row_fingerprint \
          FROM users u JOIN user_states s ON s.user_id = u.id \
          WHERE s.state = 'skipped' AND s.generation = 0",
     )
@@ -187,6 +187,7 @@ pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usiz
             name_last: r.get("name_last"),
             birthdate: r.get("birthdate"),
             phone_number: r.get("phone_number"),
+            locale: r.get("locale"),
         };
         let old: String = r.get("row_fingerprint");
         let fp = raw.fingerprint();
@@ -352,6 +353,23 @@ pub const MARK_MAILED: &str = "UPDATE user_states SET \
        updated_at = CASE WHEN state IN ('pending', 'invited', 'started') THEN ?2 ELSE updated_at END, \
        last_mailed_at = ?2 \
      WHERE user_id = ?3";
+
+/// Counts a mail that may have reached the user toward `min_resend_interval`: the last-mailed
+/// time moves to `at` unless it is later already. Inside the caller's transaction.
+pub async fn note_possibly_mailed(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    at: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE user_states SET last_mailed_at = MAX(COALESCE(last_mailed_at, ''), ?1) WHERE user_id = ?2",
+    )
+    .bind(at)
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
 
 pub async fn reason_of(store: &Store, user_id: &str) -> Result<Option<String>> {
     Ok(

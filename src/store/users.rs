@@ -22,10 +22,11 @@ fn raw_from_row(row: &sqlx::sqlite::SqliteRow) -> RawUser {
         name_last: row.get("name_last"),
         birthdate: row.get("birthdate"),
         phone_number: row.get("phone_number"),
+        locale: row.get("locale"),
     }
 }
 
-pub const COLUMNS: &str = "id, email, name_first, name_last, birthdate, phone_number";
+pub const COLUMNS: &str = "id, email, name_first, name_last, birthdate, phone_number, locale";
 
 /// Inserts one user; an id that exists already is refused.
 pub async fn add(store: &Store, user: &RawUser) -> Result<()> {
@@ -47,8 +48,8 @@ pub async fn add(store: &Store, user: &RawUser) -> Result<()> {
 
 async fn insert(tx: &mut sqlx::SqliteConnection, user: &RawUser) -> Result<()> {
     sqlx::query(
-        "INSERT INTO users (id, email, name_first, name_last, birthdate, phone_number) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO users (id, email, name_first, name_last, birthdate, phone_number, locale) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&user.id)
     .bind(&user.email)
@@ -56,6 +57,7 @@ async fn insert(tx: &mut sqlx::SqliteConnection, user: &RawUser) -> Result<()> {
     .bind(&user.name_last)
     .bind(&user.birthdate)
     .bind(&user.phone_number)
+    .bind(&user.locale)
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -67,9 +69,9 @@ pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written
     let mut tx = store.begin_write().await?;
     let mut out = Vec::with_capacity(users.len());
     for user in users {
-        let existing = sqlx::query(
-            "SELECT id, email, name_first, name_last, birthdate, phone_number FROM users WHERE id = ?",
-        )
+        let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM users WHERE id = ?"
+        )))
         .bind(&user.id)
         .fetch_optional(&mut *tx)
         .await?
@@ -83,13 +85,14 @@ pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written
             Some(_) => {
                 sqlx::query(
                     "UPDATE users SET email = ?, name_first = ?, name_last = ?, birthdate = ?, \
-                     phone_number = ? WHERE id = ?",
+                     phone_number = ?, locale = ? WHERE id = ?",
                 )
                 .bind(&user.email)
                 .bind(&user.name_first)
                 .bind(&user.name_last)
                 .bind(&user.birthdate)
                 .bind(&user.phone_number)
+                .bind(&user.locale)
                 .bind(&user.id)
                 .execute(&mut *tx)
                 .await?;

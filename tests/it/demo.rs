@@ -157,6 +157,27 @@ fn demo_plays_the_pipeline_without_config_and_leaves_its_mails_and_nothing_runni
             );
         }
     }
+    // Alexander has locale "de": his invite is German, and its link opens Persona in German.
+    let alexander = &by_recipient["alexander.sample@example.com"][0];
+    assert!(
+        alexander
+            .subject
+            .ends_with("Bitte bestätigen Sie Ihre Identität"),
+        "{}",
+        alexander.subject
+    );
+    assert!(
+        alexander
+            .text_part
+            .as_deref()
+            .is_some_and(|t| t.contains("&language=de") && t.contains("Der Link ist gültig bis")),
+        "{:?}",
+        alexander.text_part
+    );
+    assert!(
+        account.contains("templates/de/") && account.contains("Guten Tag Alexander Sample"),
+        "the account shows the German invite:\n{account}"
+    );
     let renewed = |who: &str| by_recipient[who].iter().filter(|m| is_renewed(m)).count();
     // Alexander finished on day 1; Beatriz's expired inquiry was resumed, then everyone
     // unfinished got a new inquiry on the new template version.

@@ -1,6 +1,6 @@
 //! The shipped templates load and render; a broken template set is refused at load, naming the file.
 
-use inquiry_mailer::domain::ReferenceId;
+use inquiry_mailer::domain::{Locale, ReferenceId};
 use inquiry_mailer::links::{LinkTarget, build_link};
 use inquiry_mailer::mail::{MailContext, MailKind, TemplateError, Templates};
 
@@ -9,10 +9,7 @@ use crate::support::mail::{context, link_settings, session_link, shipped_templat
 /// A copy of the shipped templates in a temp dir, to break on purpose.
 fn copy_of_templates() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(shipped_templates_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-    }
+    crate::support::app::copy_dir(&shipped_templates_dir(), dir.path());
     dir
 }
 
@@ -55,6 +52,7 @@ fn renewed_without_name_expiry_or_support_address_still_reads_well() {
         LinkTarget::Static {
             reference_id: &reference_id,
         },
+        None,
     )
     .unwrap();
     let ctx = MailContext {
@@ -64,6 +62,8 @@ fn renewed_without_name_expiry_or_support_address_still_reads_well() {
         link_expires_at: None,
         app_name: "Acme Bank".to_owned(),
         support_email: None,
+        locale: None,
+        started: false,
     };
     let mail = templates.render(MailKind::Renewed, &ctx).unwrap();
     assert_eq!(mail.subject, "Acme Bank: your new verification link");
@@ -164,5 +164,94 @@ fn mail_kinds_round_trip_their_database_names() {
     }
     assert_eq!(MailKind::Invite.as_str(), "invite");
     assert_eq!(MailKind::Renewed.as_str(), "renewed");
-    assert!(MailKind::parse("reminder").is_err());
+    assert_eq!(MailKind::Reminder.as_str(), "reminder");
+    assert!(MailKind::parse("nudge").is_err());
+}
+
+#[test]
+fn a_locale_folder_may_translate_some_mails_and_the_rest_come_from_the_default() {
+    let dir = copy_of_templates();
+    let fr = dir.path().join("fr");
+    std::fs::create_dir(&fr).unwrap();
+    std::fs::write(
+        fr.join("invite.subject.tera"),
+        "{{ app_name }} : vérifiez votre identité\n",
+    )
+    .unwrap();
+    std::fs::write(
+        fr.join("invite.txt.tera"),
+        "Bonjour, {{ link }} ({{ link_expires_at }})\n",
+    )
+    .unwrap();
+    std::fs::write(
+        fr.join("invite.html.tera"),
+        "{% extends \"base.html.tera\" %}{% block content %}Bonjour{% endblock content %}",
+    )
+    .unwrap();
+    let templates = Templates::load(dir.path()).unwrap();
+    let mut ctx = context("Alex", session_link("t"));
+    ctx.locale = Some(Locale::parse("fr-CA").unwrap());
+    let invite = templates.render(MailKind::Invite, &ctx).unwrap();
+    assert_eq!(invite.subject, "Acme Bank : vérifiez votre identité");
+    // The French weekday and Canada's date order, from the locale data.
+    assert!(
+        invite.text.contains("(dimanche, 2026-11-29, 14:00 UTC)"),
+        "{}",
+        invite.text
+    );
+    // The layout it extends is the default one (fr/ has none of its own).
+    assert!(invite.html.contains("<!DOCTYPE html>"));
+    let renewed = templates.render(MailKind::Renewed, &ctx).unwrap();
+    assert_eq!(renewed.subject, "Acme Bank: your new verification link");
+    assert!(
+        renewed
+            .text
+            .contains("Sunday 29 November 2026 at 14:00 UTC"),
+        "English mail, English date: {}",
+        renewed.text
+    );
+    assert_eq!(
+        templates.folder_for(MailKind::Invite, ctx.locale.as_ref()),
+        fr.as_path()
+    );
+    assert_eq!(
+        templates.folder_for(MailKind::Reminder, ctx.locale.as_ref()),
+        dir.path()
+    );
+}
+
+#[test]
+fn a_started_session_user_is_told_to_finish_in_one_sitting_in_every_mail_that_can_reach_them() {
+    let templates = Templates::load(&shipped_templates_dir()).unwrap();
+    for locale in [None, Some("de")] {
+        for kind in [MailKind::Renewed, MailKind::Reminder] {
+            let mut ctx = context("Alex", session_link("t"));
+            ctx.locale = locale.map(|l| Locale::parse(l).unwrap());
+            let fresh = templates.render(kind, &ctx).unwrap();
+            ctx.started = true;
+            let started = templates.render(kind, &ctx).unwrap();
+            let sentence = match locale {
+                None => "you will need to wait for our next e-mail",
+                Some(_) => "müssen Sie auf unsere nächste E-Mail warten",
+            };
+            for (part, text) in [("text", &started.text), ("html", &started.html)] {
+                assert!(
+                    text.replace('\n', " ").contains(sentence),
+                    "{kind} {locale:?} {part}: {text}"
+                );
+            }
+            assert!(!fresh.text.replace('\n', " ").contains(sentence));
+            // A session link whose expiry is unknown claims none.
+            ctx.link_expires_at = None;
+            let unknown = templates.render(kind, &ctx).unwrap();
+            for claim in [
+                "does not expire",
+                "läuft nicht ab",
+                "works until",
+                "gültig bis",
+            ] {
+                assert!(!unknown.text.contains(claim), "{kind}: {}", unknown.text);
+            }
+        }
+    }
 }

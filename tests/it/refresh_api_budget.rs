@@ -47,6 +47,7 @@ async fn ten_thousand_live_inquiries_cost_one_listing_and_one_template_call() {
             name_last: Some(format!("Last{i}")),
             birthdate: Some("1980-02-03".into()),
             phone_number: None,
+            locale: None,
         })
         .collect();
     users::upsert_many(&ctx.store, &rows).await.unwrap();

@@ -15,6 +15,7 @@ fn raw(id: &str) -> RawUser {
         name_last: Some("Sample".into()),
         birthdate: None,
         phone_number: None,
+        locale: None,
     }
 }
 

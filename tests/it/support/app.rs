@@ -19,6 +19,9 @@ pub fn shipped_config_with(edits: &[(&str, &str)]) -> String {
     text
 }
 
+/// The shipped `[reminders]` cadence line, for tests to replace with their own.
+pub const SHIPPED_REMINDERS: &str = "after = [\"2d\", \"4d\"]";
+
 pub struct TestApp {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -33,6 +36,15 @@ impl TestApp {
     pub fn with_config(edits: &[(&str, &str)]) -> TestApp {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("config.toml");
+        // Reminders are off unless a test sets its own cadence: the other tests count mails.
+        let mut edits = edits.to_vec();
+        if !edits
+            .iter()
+            .any(|(old, _)| old.starts_with(SHIPPED_REMINDERS))
+        {
+            edits.push((SHIPPED_REMINDERS, "after = []"));
+        }
+        let edits = edits.as_slice();
         // Tests never reach real Persona or a real mail host: both point at a closed loopback
         // port unless a test points them at its simulator or SMTP server.
         let text = shipped_config_with(edits)
@@ -89,14 +101,19 @@ impl TestApp {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub fn copy_dir(from: &Path, to: &Path) {
     if !from.is_dir() {
         return;
     }
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("read dir") {
         let e = e.expect("entry");
-        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        if e.path().is_dir() {
+            // Locale folders (templates/de/).
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
     }
 }
 

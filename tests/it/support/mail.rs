@@ -33,6 +33,7 @@ pub fn session_link(token: &str) -> MailLink {
             inquiry_id: &inquiry_id,
             token: Some(&token),
         },
+        None,
     )
     .unwrap()
 }
@@ -45,6 +46,8 @@ pub fn context(name_first: &str, link: MailLink) -> MailContext {
         link_expires_at: Some(Utc.with_ymd_and_hms(2026, 11, 29, 14, 0, 0).unwrap()),
         app_name: "Acme Bank".to_owned(),
         support_email: Some("help@acme.example".to_owned()),
+        locale: None,
+        started: false,
     }
 }
 
