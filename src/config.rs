@@ -102,6 +102,12 @@ pub struct LinksConfig {
     pub hosted_flow_url: Url,
     pub redirect_uri: Option<Url>,
     pub one_time_link_expires_after: Duration,
+    /// `public_url`: where users reach the listener (kind = "redirect").
+    pub public_url: Option<Url>,
+    /// `redirect_requests_per_minute`: requests to the redirect endpoint per client address.
+    pub redirect_requests_per_minute: NonZeroU32,
+    /// `redirect_persona_calls_per_hour`: Persona calls that one user's clicks may cause.
+    pub redirect_persona_calls_per_hour: NonZeroU32,
 }
 
 #[derive(Debug, Clone)]
@@ -317,6 +323,13 @@ impl Config {
             ),
             ("links.kind".into(), self.links.kind.to_string()),
             (
+                "links.public_url".into(),
+                self.links
+                    .public_url
+                    .as_ref()
+                    .map_or_else(|| "not set".into(), Url::to_string),
+            ),
+            (
                 "mail.transport".into(),
                 match self.mail.transport {
                     TransportKind::Smtp => format!("smtp {}", redact_url(&self.mail.smtp_url)),
@@ -380,6 +393,9 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "hosted_flow_url",
             "redirect_uri",
             "one_time_link_expires_after",
+            "public_url",
+            "redirect_requests_per_minute",
+            "redirect_persona_calls_per_hour",
         ],
     ),
     (
@@ -710,6 +726,15 @@ fn parse_url(s: &str) -> Result<Url, String> {
     Ok(u)
 }
 
+/// `[links] public_url`: an http(s) base with no query or fragment (links append a path to it).
+fn parse_public_url(s: &str) -> Result<Url, String> {
+    let u = parse_url(s)?;
+    if u.query().is_some() || u.fragment().is_some() || u.cannot_be_a_base() {
+        return Err("must be a plain base URL, without ? or #".into());
+    }
+    Ok(u)
+}
+
 fn resolve(base: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -812,7 +837,10 @@ fn build(
     let kind = l.parsed(
         "kind",
         Some("session"),
-        |s| LinkKind::parse(s).map_err(|_| "is not one of session, one-time, static".into()),
+        |s| {
+            LinkKind::parse(s)
+                .map_err(|_| "is not one of session, one-time, static, redirect".into())
+        },
         problems,
     );
     let hosted_flow_url = l.parsed(
@@ -828,6 +856,21 @@ fn build(
             .map(Some),
     };
     let otl_expiry = l.duration("one_time_link_expires_after", "7d", problems);
+    let public_url = match l.raw("public_url") {
+        None => Some(None),
+        Some(_) => l
+            .parsed("public_url", None, parse_public_url, problems)
+            .map(Some),
+    };
+    if kind == Some(LinkKind::Redirect) && public_url == Some(None) {
+        l.problem(
+            "public_url",
+            "is required with kind = \"redirect\": the address users reach this daemon's listener at (e.g. \"https://verify.example.com\")".into(),
+            problems,
+        );
+    }
+    let redirect_rpm = l.integer("redirect_requests_per_minute", 60, 1, 1_000_000, problems);
+    let redirect_calls = l.integer("redirect_persona_calls_per_hour", 60, 1, 100_000, problems);
 
     let i = Section::new(root, "inquiries");
     let expires_after = i.duration("expires_after", "7d", problems);
@@ -977,6 +1020,9 @@ fn build(
             hosted_flow_url: hosted_flow_url?,
             redirect_uri: redirect_uri?,
             one_time_link_expires_after: otl_expiry?,
+            public_url: public_url?,
+            redirect_requests_per_minute: NonZeroU32::new(redirect_rpm? as u32)?,
+            redirect_persona_calls_per_hour: NonZeroU32::new(redirect_calls? as u32)?,
         },
         inquiries: InquiriesConfig {
             expires_after: expires_after?,

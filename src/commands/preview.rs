@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use super::{UsageError, context, open_store};
 use crate::config::Config;
-use crate::domain::{InquiryId, LinkKind, OneTimeLink, ReferenceId, SessionToken, User};
+use crate::domain::{
+    InquiryId, LinkKind, OneTimeLink, RedirectToken, ReferenceId, SessionToken, User,
+};
 use crate::links::{LinkTarget, build_link};
 use crate::mail::{MailKind, Mailer, Transport};
 use crate::store::{inquiries, mails, user_states, users};
@@ -71,6 +73,8 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
     let token = SessionToken::new("SESSION-TOKEN-OBTAINED-AT-SEND-TIME");
     let one_time =
         OneTimeLink::new("https://withpersona.com/verify?code=ONE-TIME-CODE-OBTAINED-AT-SEND-TIME");
+    let redirect_token =
+        RedirectToken::parse("TOKENMADEATSENDTIMExxxxxxxxxxxxx").expect("placeholder fits");
     let target = match settings.link_kind {
         LinkKind::Static => LinkTarget::Static {
             reference_id: &reference,
@@ -93,6 +97,14 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
                 "note: a one-time link is made by Persona at send time; preview spends no session and shows a placeholder"
             );
             LinkTarget::OneTime { link: &one_time }
+        }
+        LinkKind::Redirect => {
+            eprintln!(
+                "note: a redirect link's token is made at send time and stored only as a hash; preview shows a placeholder"
+            );
+            LinkTarget::Redirect {
+                token: &redirect_token,
+            }
         }
     };
     let link = build_link(&settings.links, target)?;

@@ -1,6 +1,7 @@
 //! The work: `provision` mails new users their first link, `refresh` keeps every unfinished
 //! user's link usable. Written against store, persona, links and mail; nothing here schedules.
 
+pub mod click;
 pub mod deliver;
 pub mod fresh_link;
 pub mod provision;
@@ -43,6 +44,7 @@ impl JobSettings {
                 template_id: config.persona.inquiry_template_id.clone(),
                 environment_id: config.persona.environment_id.clone(),
                 redirect_uri: config.links.redirect_uri.clone(),
+                public_url: config.links.public_url.clone(),
             },
             template_id: config.persona.inquiry_template_id.clone(),
             inquiries: config.inquiries.clone(),
