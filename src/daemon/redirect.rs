@@ -230,7 +230,7 @@ margin:0;padding:2rem 1.25rem;background:#f5f6f8;color:#1f2330;line-height:1.5}\
 main{max-width:28rem;margin:0 auto;background:#fff;border-radius:12px;padding:1.75rem 1.5rem;\
 box-shadow:0 1px 3px rgba(0,0,0,.08)}h1{font-size:1.35rem;margin:0 0 1rem}\
 p{margin:0 0 1.5rem}button{display:block;width:100%;font-size:1.1rem;font-weight:600;\
-padding:.9rem 1rem;border:0;border-radius:8px;background:#2b59c3;color:#fff;cursor:pointer}\
+padding:.9rem 1rem;border:0;font-family:inherit;border-radius:8px;background:#2b59c3;color:#fff;cursor:pointer}\
 button:focus{outline:3px solid #9db4ea;outline-offset:2px}";
 
 static STYLE_HASH: LazyLock<String> = LazyLock::new(|| {

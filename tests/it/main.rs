@@ -16,6 +16,7 @@ mod mail_templates;
 mod persona_client;
 mod preview_sends_nothing;
 mod provisioning;
+mod redirect_in_a_browser;
 mod redirect_links;
 mod refresh;
 mod refresh_api_budget;
