@@ -1125,6 +1125,33 @@ mod tests {
     }
 
     #[test]
+    fn redirect_links_need_a_plain_public_url() {
+        let redirect = shipped().replace("kind = \"session\"", "kind = \"redirect\"");
+        let e = parse(&redirect, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("[links] public_url is required with kind = \"redirect\""),
+            "{e}"
+        );
+        let with_query = redirect.replace(
+            "# public_url = \"https://verify.example.com\"",
+            "public_url = \"https://verify.example.com/?x=1\"",
+        );
+        let e = parse(&with_query, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("must be a plain base URL, without ? or #"),
+            "{e}"
+        );
+        let good = redirect.replace(
+            "# public_url = \"https://verify.example.com\"",
+            "public_url = \"https://verify.example.com\"",
+        );
+        let c = parse(&good, &[]).unwrap();
+        assert_eq!(c.links.kind, LinkKind::Redirect);
+        assert_eq!(c.links.redirect_persona_calls_per_hour.get(), 60);
+        assert_eq!(c.links.redirect_requests_per_minute.get(), 60);
+    }
+
+    #[test]
     fn misspelt_key_suggests_the_closest() {
         let text = shipped().replace("max_resumes", "max_resume");
         let e = parse(&text, &[]).unwrap_err().to_string();
