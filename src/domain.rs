@@ -374,6 +374,33 @@ secret_newtype!(
     "OneTimeLink"
 );
 secret_newtype!(
+    /// The token of a mailed redirect link: opens the user's verification, so it is a secret.
+    /// Stored only as its SHA-256 ([`RedirectToken::digest`]).
+    RedirectToken,
+    "RedirectToken"
+);
+
+impl RedirectToken {
+    /// Letters and digits: 32 of 62 symbols carry about 190 bits.
+    pub const LEN: usize = 32;
+
+    pub fn generate() -> Self {
+        Self::new(random_alnum(Self::LEN))
+    }
+
+    /// A token as it arrives in a link; `None` when it cannot be one (so it is never looked up).
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == Self::LEN && s.bytes().all(|b| b.is_ascii_alphanumeric())).then(|| Self::new(s))
+    }
+
+    /// What the store keeps and looks up by.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(self.expose().as_bytes()).into()
+    }
+}
+
+secret_newtype!(
     /// A Persona API key.
     ApiKey,
     "ApiKey"
@@ -384,23 +411,31 @@ secret_newtype!(
     "SecretText"
 );
 
-/// The three kinds of link the daemon mails (SPEC: `[links] kind`).
+/// The kinds of link the daemon mails (SPEC: `[links] kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LinkKind {
     Static,
     Session,
     OneTime,
+    /// A link to the daemon's own redirect endpoint, which obtains a Persona link at the click.
+    Redirect,
 }
 
 impl LinkKind {
-    pub const ALL: [LinkKind; 3] = [LinkKind::Session, LinkKind::OneTime, LinkKind::Static];
+    pub const ALL: [LinkKind; 4] = [
+        LinkKind::Session,
+        LinkKind::OneTime,
+        LinkKind::Static,
+        LinkKind::Redirect,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             LinkKind::Static => "static",
             LinkKind::Session => "session",
             LinkKind::OneTime => "one-time",
+            LinkKind::Redirect => "redirect",
         }
     }
 
@@ -408,12 +443,17 @@ impl LinkKind {
         Self::ALL
             .into_iter()
             .find(|k| k.as_str() == s)
-            .ok_or_else(|| refuse(format!("{s:?} is not one of session, one-time, static")))
+            .ok_or_else(|| {
+                refuse(format!(
+                    "{s:?} is not one of session, one-time, static, redirect"
+                ))
+            })
     }
 
-    /// Whether this kind pre-creates an inquiry per user.
+    /// Whether this kind pre-creates an inquiry per user. Redirect links create it at the
+    /// first click, so a user who never clicks costs Persona nothing.
     pub fn precreates(self) -> bool {
-        !matches!(self, LinkKind::Static)
+        !matches!(self, LinkKind::Static | LinkKind::Redirect)
     }
 }
 

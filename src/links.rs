@@ -1,4 +1,5 @@
-//! The hosted-flow links the daemon mails, one builder for the three kinds of SPEC.md.
+//! The links the daemon mails, one builder for the kinds of SPEC.md, and which hosts a redirect
+//! link may send a browser on to.
 //! A link that carries a session token or a one-time code is a secret and never prints itself.
 
 use std::fmt;
@@ -6,8 +7,16 @@ use std::fmt;
 use url::Url;
 
 use crate::domain::{
-    EnvironmentId, InquiryId, LinkKind, Locale, OneTimeLink, ReferenceId, SessionToken, TemplateId,
+    EnvironmentId, InquiryId, LinkKind, Locale, OneTimeLink, RedirectToken, ReferenceId,
+    SessionToken, TemplateId,
 };
+
+/// The path of the redirect endpoint under `[links] public_url`: links are `…/link/<token>`.
+pub const REDIRECT_PATH: &str = "/link/";
+
+/// Where Persona's one-time links point (`withpersona.com/verify?code=…`, `perso.na/…`): a
+/// redirect may go there, or to the configured hosted flow, and nowhere else.
+const PERSONA_LINK_HOSTS: [&str; 2] = ["withpersona.com", "perso.na"];
 
 /// What every link needs from config (`[links]` and `[persona]`).
 #[derive(Debug, Clone)]
@@ -17,6 +26,8 @@ pub struct LinkSettings {
     pub environment_id: EnvironmentId,
     /// `[links] redirect_uri`: where the hosted flow sends the user when done.
     pub redirect_uri: Option<Url>,
+    /// `[links] public_url`: where users reach the daemon (kind = "redirect").
+    pub public_url: Option<Url>,
 }
 
 /// Which link to build.
@@ -31,6 +42,8 @@ pub enum LinkTarget<'a> {
     },
     /// Persona's single-use link, mailed as Persona made it.
     OneTime { link: &'a OneTimeLink },
+    /// The daemon's own endpoint, which obtains a Persona link when the user clicks.
+    Redirect { token: &'a RedirectToken },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +53,8 @@ pub enum LinkError {
     /// The one-time link itself is a secret, so the error only says what is wrong with it.
     #[error("Persona's one-time link is not an http(s) URL ({0})")]
     OneTimeLink(&'static str),
+    #[error("[links] public_url is not set, and kind = \"redirect\" links are built on it")]
+    NoPublicUrl,
 }
 
 /// A link ready to be put in a mail. Debug and Display show only [`MailLink::describe`].
@@ -142,7 +157,52 @@ pub fn build_link(
                 secret: true,
             })
         }
+        LinkTarget::Redirect { token } => {
+            let base = settings.public_url.as_ref().ok_or(LinkError::NoPublicUrl)?;
+            let url = format!(
+                "{}{REDIRECT_PATH}{}",
+                base.as_str().trim_end_matches('/'),
+                token.expose()
+            );
+            Ok(MailLink {
+                url,
+                kind: LinkKind::Redirect,
+                summary: format!("redirect link on {}", base.host_str().unwrap_or_default()),
+                secret: true,
+            })
+        }
     }
+}
+
+/// The origins a redirect may send the browser to, as Content-Security-Policy sources (the
+/// page's `form-action` also governs the redirect that answers its POST).
+pub fn redirect_sources(settings: &LinkSettings) -> Vec<String> {
+    let mut sources = vec![settings.hosted_flow_url.origin().ascii_serialization()];
+    for host in PERSONA_LINK_HOSTS {
+        sources.push(format!("https://{host}"));
+        sources.push(format!("https://*.{host}"));
+    }
+    sources
+}
+
+/// Whether a redirect may send the browser to `link`: https (or the configured hosted flow's
+/// own scheme) on the hosted flow's host or one of Persona's one-time-link hosts.
+pub fn may_redirect_to(settings: &LinkSettings, link: &MailLink) -> bool {
+    let Ok(url) = Url::parse(link.expose()) else {
+        return false;
+    };
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let flow = &settings.hosted_flow_url;
+    let on_flow_host = flow.host_str() == Some(host)
+        && flow.port_or_known_default() == url.port_or_known_default()
+        && flow.scheme() == url.scheme();
+    let on_persona_host = url.scheme() == "https"
+        && PERSONA_LINK_HOSTS
+            .iter()
+            .any(|p| host == *p || host.ends_with(&format!(".{p}")));
+    on_flow_host || on_persona_host
 }
 
 /// `hosted_flow_url` with `pairs` (then `language` and `redirect-uri`) appended after any
@@ -207,6 +267,7 @@ mod tests {
             template_id: TemplateId::parse("itmpl_ABC").unwrap(),
             environment_id: EnvironmentId::parse("env_XYZ").unwrap(),
             redirect_uri: None,
+            public_url: Some(Url::parse("https://verify.example.com").unwrap()),
         }
     }
 
@@ -397,6 +458,45 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, LinkError::HostedFlowUrl(_)));
+    }
+
+    #[test]
+    fn redirect_links_are_the_public_url_and_the_token() {
+        let token = RedirectToken::parse("abcdefghijklmnopqrstuvwxyz012345").unwrap();
+        for base in ["https://verify.example.com", "https://verify.example.com/"] {
+            let mut s = settings("https://inquiry.withpersona.com/verify");
+            s.public_url = Some(Url::parse(base).unwrap());
+            let link = build_link(&s, LinkTarget::Redirect { token: &token }, None).unwrap();
+            assert_eq!(
+                link.expose(),
+                "https://verify.example.com/link/abcdefghijklmnopqrstuvwxyz012345"
+            );
+            assert!(link.is_secret());
+            assert!(!format!("{link:?} {link}").contains("abcdefgh"));
+        }
+        let mut s = settings("https://inquiry.withpersona.com/verify");
+        s.public_url = None;
+        let err = build_link(&s, LinkTarget::Redirect { token: &token }, None).unwrap_err();
+        assert_eq!(err, LinkError::NoPublicUrl);
+    }
+
+    #[test]
+    fn redirects_go_only_to_the_hosted_flow_or_persona() {
+        let s = settings("https://acme.example.com/verify");
+        let to = |url: &str| {
+            let otl = OneTimeLink::new(url);
+            let link = build_link(&s, LinkTarget::OneTime { link: &otl }, None).unwrap();
+            may_redirect_to(&s, &link)
+        };
+        assert!(to("https://withpersona.com/verify?code=A"));
+        assert!(to("https://inquiry.withpersona.com/verify?code=A"));
+        assert!(to("https://go.perso.na/A"));
+        assert!(to("https://acme.example.com/verify?code=A"));
+        assert!(!to("http://withpersona.com/verify?code=A"));
+        assert!(!to("https://withpersona.com.evil.example/verify?code=A"));
+        assert!(!to("https://evilwithpersona.com/verify?code=A"));
+        assert!(!to("https://acme.example.com:8443/verify?code=A"));
+        assert!(!to("https://example.com/verify?code=A"));
     }
 
     #[test]

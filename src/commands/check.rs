@@ -4,12 +4,15 @@ use std::process::ExitCode;
 
 use super::Reported;
 use crate::config::Config;
+use crate::domain::LinkKind;
 use crate::store::{Store, StoreOptions};
 
 /// One line of the report.
 pub struct CheckLine {
     pub part: &'static str,
     pub ok: bool,
+    /// Passes, but an operator should look (printed as `warn`).
+    pub warn: bool,
     pub detail: String,
 }
 
@@ -17,12 +20,16 @@ pub async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     let mut lines = vec![CheckLine {
         part: "config",
         ok: true,
+        warn: false,
         detail: config.source.display().to_string(),
     }];
     lines.push(check_templates(config));
     lines.push(check_database(config).await);
     lines.push(check_persona(config).await);
     lines.push(check_mail(config).await);
+    if config.links.kind == LinkKind::Redirect {
+        lines.push(check_public_url(config));
+    }
     print_report(&lines);
     println!("effective configuration:");
     for (key, value) in config.redacted_summary() {
@@ -40,10 +47,51 @@ pub fn print_report(lines: &[CheckLine]) {
     for l in lines {
         println!(
             "{:<4} {:<10} {}",
-            if l.ok { "ok" } else { "FAIL" },
+            match (l.ok, l.warn) {
+                (false, _) => "FAIL",
+                (true, true) => "warn",
+                (true, false) => "ok",
+            },
             l.part,
             l.detail
         );
+    }
+}
+
+/// Redirect links: where users reach the listener. Config loading already refused a missing
+/// `public_url`; plain http is allowed for loopback (tests, a proxy on this machine) only.
+fn check_public_url(config: &Config) -> CheckLine {
+    let Some(url) = &config.links.public_url else {
+        return CheckLine {
+            part: "links",
+            ok: false,
+            warn: false,
+            detail: "kind = \"redirect\" needs [links] public_url".into(),
+        };
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    let https = url.scheme() == "https";
+    let detail = if https || loopback {
+        format!(
+            "redirect links on {url}; put only {}… and /webhooks/persona of [server] listen = \"{}\" behind your TLS proxy",
+            crate::links::REDIRECT_PATH,
+            config.server.listen
+        )
+    } else {
+        format!(
+            "[links] public_url = \"{url}\" is not https://: mailed links and the one-time links they lead to would cross the network in clear text"
+        )
+    };
+    CheckLine {
+        part: "links",
+        ok: true,
+        warn: !(https || loopback),
+        detail,
     }
 }
 
@@ -56,6 +104,7 @@ fn check_templates(config: &Config) -> CheckLine {
     CheckLine {
         part: "templates",
         ok,
+        warn: false,
         detail,
     }
 }
@@ -104,6 +153,7 @@ async fn check_persona(config: &Config) -> CheckLine {
     CheckLine {
         part: "persona",
         ok,
+        warn: false,
         detail,
     }
 }
@@ -120,6 +170,7 @@ async fn check_mail(config: &Config) -> CheckLine {
     CheckLine {
         part: "mail",
         ok,
+        warn: false,
         detail,
     }
 }
@@ -157,6 +208,7 @@ async fn check_database(config: &Config) -> CheckLine {
     CheckLine {
         part: "database",
         ok,
+        warn: false,
         detail,
     }
 }

@@ -12,6 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use super::context;
+
+mod redirect_user;
 use crate::cli::LogFormatArg;
 use crate::clock::Clock;
 use crate::config::{Config, Environment};
@@ -225,8 +227,20 @@ pub async fn run(log_format: Option<LogFormatArg>) -> anyhow::Result<ExitCode> {
         .await
         .context("cannot start the Persona simulator on 127.0.0.1")?;
     let result = async {
-        let ctx = build_context(&sim, &environment, work.path(), &outbox, clock).await?;
-        let played = play(&sim, &ctx, &outbox, &progress).await;
+        let ctx = build_context(
+            &sim,
+            &environment,
+            work.path(),
+            &outbox,
+            clock.clone(),
+            &SESSION_LINKS,
+        )
+        .await?;
+        let grace =
+            redirect_user::RedirectUser::start(&sim, &environment, work.path(), &outbox, clock)
+                .await?;
+        let played = play(&sim, &ctx, &grace, &outbox, &progress).await;
+        grace.stop().await;
         ctx.store.close().await;
         played
     }
@@ -246,6 +260,7 @@ async fn build_context(
     dir: &Path,
     outbox: &Path,
     clock: Clock,
+    links: &Links<'_>,
 ) -> anyhow::Result<JobContext> {
     let templates = dir.join("templates");
     std::fs::create_dir_all(&templates)?;
@@ -260,7 +275,7 @@ async fn build_context(
     let text = format!(
         r#"
 [database]
-url = "sqlite://demo.db"
+url = "sqlite://{database}"
 
 [persona]
 api_base = "{api_base}"
@@ -269,8 +284,9 @@ environment_id = "{environment}"
 requests_per_minute = 6000
 
 [links]
-kind = "session"
+kind = "{kind}"
 hosted_flow_url = "{hosted}"
+{public_url}
 
 [inquiries]
 expires_after = "2d"
@@ -288,6 +304,12 @@ dir = "templates"
 "#,
         api_base = sim.api_base().as_str().trim_end_matches('/'),
         hosted = sim.hosted_flow_url(),
+        database = links.database,
+        kind = links.kind,
+        public_url = links
+            .public_url
+            .map(|u| format!("public_url = \"{u}\""))
+            .unwrap_or_default(),
     );
     let config = Config::parse_with(&text, &dir.join("config.toml"), &DemoEnv)?;
     let mut settings: MailSettings = context::mail_settings(&config);
@@ -296,6 +318,20 @@ dir = "templates"
     let transport = Transport::from_settings(&settings)?;
     context::build(&config, clock, CancellationToken::new(), Some(transport)).await
 }
+
+/// What differs between the demo's two pipelines: the session-link one most users are on, and
+/// the redirect-link one of [`redirect_user`].
+struct Links<'a> {
+    kind: &'a str,
+    database: &'a str,
+    public_url: Option<&'a str>,
+}
+
+const SESSION_LINKS: Links<'static> = Links {
+    kind: "session",
+    database: "demo.db",
+    public_url: None,
+};
 
 /// The process environment as the demo's config sees it: the simulator's key and nothing else,
 /// so no `INQUIRY_MAILER__…` override or real secret of this shell leaks in.
@@ -318,6 +354,7 @@ impl Environment for DemoEnv {
 async fn play(
     sim: &SimHandle,
     ctx: &JobContext,
+    grace: &redirect_user::RedirectUser<'_>,
     outbox: &Path,
     progress: &Progress,
 ) -> anyhow::Result<()> {
@@ -333,12 +370,19 @@ async fn play(
     let when = ctx.clock.now();
     add_users(ctx, &[ALEXANDER, BEATRIZ, FELIX]).await?;
     let provisioned = provision::run(ctx).await?;
+    let grace_invited = grace.invite().await?;
+    let grace_clicked = grace.click().await?;
     story
         .day(
             0,
             when,
-            "Alexander, Beatriz and Felix sign up (rows in `users`). Provisioning runs.",
-            &[format!("provision: {provisioned}")],
+            "Alexander, Beatriz and Felix sign up (rows in `users`). Provisioning runs. Grace, \
+             on redirect links, signs up too and clicks her link at once.",
+            &[
+                format!("provision: {provisioned}"),
+                format!("Grace: {grace_invited}"),
+                format!("Grace: {grace_clicked}"),
+            ],
         )
         .await?;
     story.show_invite(GERMAN.0).await?;
@@ -369,13 +413,18 @@ async fn play(
     at(50);
     let when = ctx.clock.now();
     let refreshed = refresh::run(ctx).await?;
+    let grace_clicked = grace.click().await?;
     story
         .day(
             2,
             when,
             "Beatriz never opened her invite: her inquiry expired this morning, 2 days after it \
-             was made, between two refresh runs. Refresh runs.",
-            &[format!("refresh: {refreshed}")],
+             was made, between two refresh runs. Refresh runs. Grace's inquiry expired too, and \
+             she clicks the same link from her invite again.",
+            &[
+                format!("refresh: {refreshed}"),
+                format!("Grace: {grace_clicked}"),
+            ],
         )
         .await?;
 

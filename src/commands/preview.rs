@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use super::UsageError;
 use crate::app::{self, open_store};
 use crate::config::Config;
-use crate::domain::{InquiryId, LinkKind, OneTimeLink, ReferenceId, SessionToken, User};
+use crate::domain::{
+    InquiryId, LinkKind, OneTimeLink, RedirectToken, ReferenceId, SessionToken, User,
+};
 use crate::jobs::fresh_link::one_time_link_expiry;
 use crate::links::{LinkTarget, build_link};
 use crate::mail::{MailKind, Mailer, Transport};
@@ -30,7 +32,8 @@ fn link_expiry(
             })
     };
     match settings.link_kind {
-        LinkKind::Static => None,
+        // A redirect link heals itself on click, so like a static one it has no end.
+        LinkKind::Static | LinkKind::Redirect => None,
         LinkKind::Session => inquiry_expiry(),
         LinkKind::OneTime => {
             one_time_link_expiry(settings.one_time_link_expires_after, now, inquiry_expiry())
@@ -99,6 +102,8 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
     let token = SessionToken::new("SESSION-TOKEN-OBTAINED-AT-SEND-TIME");
     let one_time =
         OneTimeLink::new("https://withpersona.com/verify?code=ONE-TIME-CODE-OBTAINED-AT-SEND-TIME");
+    let redirect_token =
+        RedirectToken::parse("TOKENMADEATSENDTIMExxxxxxxxxxxxx").expect("placeholder fits");
     let target = match settings.link_kind {
         LinkKind::Static => LinkTarget::Static {
             reference_id: &reference,
@@ -121,6 +126,14 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
                 "note: a one-time link is made by Persona at send time; preview spends no session and shows a placeholder"
             );
             LinkTarget::OneTime { link: &one_time }
+        }
+        LinkKind::Redirect => {
+            eprintln!(
+                "note: a redirect link's token is made at send time and stored only as a hash; preview shows a placeholder"
+            );
+            LinkTarget::Redirect {
+                token: &redirect_token,
+            }
         }
     };
     let link = build_link(&settings.links, target, user.locale.as_ref())?;

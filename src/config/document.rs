@@ -9,7 +9,11 @@ use serde::de::{DeserializeOwned, Error as _};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::{DEFAULTS, InquiriesConfig, OVERRIDE_PREFIX, Origin, Problem, REQUIRED, SECTION_NAMES};
+use super::{
+    DEFAULTS, InquiriesConfig, LinksConfig, OVERRIDE_PREFIX, Origin, Problem, REQUIRED,
+    SECTION_NAMES,
+};
+use crate::domain::LinkKind;
 
 /// The parsed file, with the environment's overrides and the defaults merged in, and every
 /// problem found so far. Values from the environment and the defaults carry spans past the end
@@ -253,6 +257,18 @@ impl<'i> Document<'i> {
                     show(r),
                     show(e)
                 ),
+                None,
+            );
+        }
+    }
+
+    /// A redirect link is built on `public_url`, so that kind cannot go without it.
+    pub(super) fn check_redirect_has_public_url(&mut self, links: &LinksConfig) {
+        if links.kind == LinkKind::Redirect && links.public_url.is_none() {
+            self.push(
+                "links",
+                "public_url",
+                "is required with kind = \"redirect\": the address users reach this daemon's listener at (e.g. \"https://verify.example.com\")".into(),
                 None,
             );
         }

@@ -27,7 +27,7 @@ mod secrets;
 use document::{Document, keys_of, line_of};
 use read::{
     api_version, boolean, cron, database_path, mailbox, optional, optional_email, optional_mailbox,
-    parsed, path, smtp_url, text, whole,
+    parsed, path, public_url, smtp_url, text, whole,
 };
 pub use read::{parse_cron, parse_duration};
 pub use reminders::RemindersConfig;
@@ -80,6 +80,8 @@ retry_base_delay = "1s"
 kind = "session"
 hosted_flow_url = "https://inquiry.withpersona.com/verify"
 one_time_link_expires_after = "7d"
+redirect_requests_per_minute = 60
+redirect_persona_calls_per_hour = 60
 
 [inquiries]
 expires_after = "7d"
@@ -223,6 +225,15 @@ pub struct LinksConfig {
     pub redirect_uri: Option<Url>,
     #[serde(deserialize_with = "parsed")]
     pub one_time_link_expires_after: Duration,
+    /// Where users reach the listener (kind = "redirect", which requires it).
+    #[serde(default, deserialize_with = "public_url")]
+    pub public_url: Option<Url>,
+    /// Requests to the redirect endpoint per client address and minute.
+    #[serde(deserialize_with = "whole::<1, 1_000_000, _, _>")]
+    pub redirect_requests_per_minute: NonZeroU32,
+    /// Persona calls that one user's clicks may cause per hour.
+    #[serde(deserialize_with = "whole::<1, 100_000, _, _>")]
+    pub redirect_persona_calls_per_hour: NonZeroU32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -469,6 +480,9 @@ impl Config {
         if let Some(inquiries) = &inquiries {
             doc.check_refresh_window(inquiries);
         }
+        if let Some(links) = &links {
+            doc.check_redirect_has_public_url(links);
+        }
 
         let credentials = env.var("CREDENTIALS_DIRECTORY").map(PathBuf::from);
         let secrets = Secrets { env, credentials };
@@ -553,6 +567,13 @@ impl Config {
                 self.persona.inquiry_template_id.to_string(),
             ),
             ("links.kind".into(), self.links.kind.to_string()),
+            (
+                "links.public_url".into(),
+                self.links
+                    .public_url
+                    .as_ref()
+                    .map_or_else(|| "not set".into(), Url::to_string),
+            ),
             ("reminders.after".into(), self.reminders.describe()),
             (
                 "mail.transport".into(),
@@ -670,6 +691,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn redirect_links_need_a_plain_public_url() {
+        let redirect = shipped().replace("kind = \"session\"", "kind = \"redirect\"");
+        let e = parse(&redirect, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("[links] public_url is required with kind = \"redirect\""),
+            "{e}"
+        );
+        let with_query = redirect.replace(
+            "# public_url = \"https://verify.example.com\"",
+            "public_url = \"https://verify.example.com/?x=1\"",
+        );
+        let e = parse(&with_query, &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("must be a plain base URL, without ? or #"),
+            "{e}"
+        );
+        let good = redirect.replace(
+            "# public_url = \"https://verify.example.com\"",
+            "public_url = \"https://verify.example.com\"",
+        );
+        let c = parse(&good, &[]).unwrap();
+        assert_eq!(c.links.kind, LinkKind::Redirect);
+        assert_eq!(c.links.redirect_persona_calls_per_hour.get(), 60);
+        assert_eq!(c.links.redirect_requests_per_minute.get(), 60);
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl FromConfigText for LogFormat {
 
 impl FromConfigText for LinkKind {
     fn from_config_text(s: &str) -> Result<Self, String> {
-        LinkKind::parse(s).map_err(|_| "is not one of session, one-time, static".into())
+        LinkKind::parse(s).map_err(|_| "is not one of session, one-time, static, redirect".into())
     }
 }
 
@@ -98,6 +98,17 @@ pub(super) fn optional<'de, D: Deserializer<'de>, T: FromConfigText>(
     d: D,
 ) -> Result<Option<T>, D::Error> {
     parsed(d).map(Some)
+}
+
+/// `[links] public_url`: an http(s) base with no query or fragment (links append a path to it).
+pub(super) fn public_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+    checked(d, |s| {
+        let u = Url::from_config_text(s)?;
+        if u.query().is_some() || u.fragment().is_some() || u.cannot_be_a_base() {
+            return Err("must be a plain base URL, without ? or #".into());
+        }
+        Ok(Some(u))
+    })
 }
 
 pub(super) fn text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

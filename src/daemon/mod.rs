@@ -1,10 +1,11 @@
 //! `inquiry-mailer run`: the long-running daemon around the jobs — the cron schedule, the HTTP
-//! listener (webhooks, health, metrics), systemd notification, signals and reload.
+//! listener (webhooks, redirect links, health, metrics), systemd notification, signals and reload.
 
 pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod redirect;
 pub mod scheduler;
 pub mod server;
 pub mod signals;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::http::{self, HttpSettings, HttpState};
 use super::metrics::Metrics;
 use super::notify::Notifier;
+use super::redirect::{self, RedirectState};
 use super::scheduler::{JobKind, Runner, Schedule, SharedContext};
 use super::signals::Signals;
 use crate::app;
@@ -69,12 +70,21 @@ pub async fn run(
         clock.now(),
     );
     let server_stop = CancellationToken::new();
-    let app = http::router(state, config.server.max_body_bytes);
+    let redirects = RedirectState::new(
+        shared.clone(),
+        config.links.redirect_requests_per_minute,
+        config.links.redirect_persona_calls_per_hour,
+    );
+    let app = http::router(state, config.server.max_body_bytes).merge(redirect::router(redirects));
     let server_done = server_stop.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(server_done.cancelled_owned())
-            .await
+        // The peer address keys the redirect endpoint's per-client limit.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(server_done.cancelled_owned())
+        .await
     });
     let mut schedule = Schedule::start(
         &runner,
@@ -159,6 +169,13 @@ async fn reload(
         tracing::warn!(
             "[server] listen changed to {}; it takes effect at the next restart",
             new.server.listen
+        );
+    }
+    if new.links.redirect_requests_per_minute != old.links.redirect_requests_per_minute
+        || new.links.redirect_persona_calls_per_hour != old.links.redirect_persona_calls_per_hour
+    {
+        tracing::warn!(
+            "[links] redirect_requests_per_minute / redirect_persona_calls_per_hour changed; they take effect at the next restart"
         );
     }
     if new.server.max_body_bytes != old.server.max_body_bytes {

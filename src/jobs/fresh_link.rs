@@ -5,12 +5,12 @@
 use chrono::{DateTime, Utc};
 
 use super::JobContext;
-use crate::domain::{InquiryId, LinkKind, Locale, OneTimeLink, SessionToken};
+use crate::domain::{InquiryId, LinkKind, Locale, OneTimeLink, RedirectToken, SessionToken};
 use crate::links::{LinkError, LinkTarget, MailLink, build_link};
 use crate::persona::{IdempotencyKey, Inquiry, PersonaError};
 use crate::store::inquiries::{self, InquiryFacts, InquiryRow};
 use crate::store::user_states::Claimed;
-use crate::store::{StoreError, events};
+use crate::store::{StoreError, events, redirect_tokens};
 
 /// Persona's default cap on sessions per inquiry.
 pub const MAX_SESSIONS: i64 = 25;
@@ -82,6 +82,9 @@ pub async fn obtain(
     language: Option<&Locale>,
 ) -> Result<ObtainedLink, LinkProblem> {
     let s = &ctx.settings;
+    if s.link_kind == LinkKind::Redirect {
+        return redirect(ctx, claimed).await;
+    }
     if s.link_kind == LinkKind::Static {
         let link = build_link(
             &s.links,
@@ -146,52 +149,83 @@ pub async fn obtain(
             expires_at: one_time_expiry(ctx, now, row.expires_at()),
             link: build_link(&s.links, LinkTarget::OneTime { link: &link }, language)?,
         }),
-        (LinkKind::OneTime, _) => {
-            let mut inquiry_expiry = row.expires_at();
-            let mut sessions = row.session_count;
-            if needs_resume(row, now) {
-                // Persona cannot make a one-time link for an expired inquiry: resume first.
-                let (inquiry, _token) = resume(ctx, claimed, row, &inquiry_id).await?;
-                inquiry_expiry = inquiry.expires_at;
-                sessions += 1;
-            }
-            if sessions >= MAX_SESSIONS {
-                return Err(LinkProblem::OutOfSessions(sessions));
-            }
-            let key = IdempotencyKey::generate();
-            let (inquiry, link) = ctx
-                .persona
-                .generate_one_time_link(&inquiry_id, s.one_time_link_expires_after, &key)
-                .await?;
-            let mut tx = ctx.store.begin_write().await?;
-            inquiries::record_session(&mut tx, row.id).await?;
-            inquiries::update_status(
-                &mut tx,
-                row.id,
-                inquiry.status.as_str(),
-                inquiry.expires_at.or(inquiry_expiry),
-                now,
-            )
-            .await?;
-            events::record(
-                &mut tx,
-                now,
-                Some(&claimed.user_id),
-                Some(id_text),
-                "inquiry.one-time-link",
-                "generated a one-time link",
-            )
-            .await?;
-            tx.commit().await.map_err(StoreError::from)?;
-            Ok(ObtainedLink {
-                expires_at: one_time_expiry(ctx, now, inquiry.expires_at.or(inquiry_expiry)),
-                link: build_link(&s.links, LinkTarget::OneTime { link: &link }, language)?,
-            })
-        }
-        (LinkKind::Static, _) => unreachable!("handled above"),
+        (LinkKind::OneTime, _) => one_time(ctx, claimed, row, &inquiry_id, language).await,
+        (LinkKind::Static | LinkKind::Redirect, _) => unreachable!("handled above"),
     }
 }
 
+/// A fresh one-time link for the row's inquiry (resumed first when it expired), counted and
+/// recorded: what a `one-time` mail and a redirect click both hand out.
+pub async fn one_time(
+    ctx: &JobContext,
+    claimed: &Claimed,
+    row: &InquiryRow,
+    inquiry_id: &InquiryId,
+    language: Option<&Locale>,
+) -> Result<ObtainedLink, LinkProblem> {
+    let s = &ctx.settings;
+    let id_text = inquiry_id.as_str();
+    let now = ctx.clock.now();
+    let mut inquiry_expiry = row.expires_at();
+    let mut sessions = row.session_count;
+    if needs_resume(row, now) {
+        // Persona cannot make a one-time link for an expired inquiry: resume first.
+        let (inquiry, _token) = resume(ctx, claimed, row, inquiry_id).await?;
+        inquiry_expiry = inquiry.expires_at;
+        sessions += 1;
+    }
+    if sessions >= MAX_SESSIONS {
+        return Err(LinkProblem::OutOfSessions(sessions));
+    }
+    let key = IdempotencyKey::generate();
+    let (inquiry, link) = ctx
+        .persona
+        .generate_one_time_link(inquiry_id, s.one_time_link_expires_after, &key)
+        .await?;
+    let mut tx = ctx.store.begin_write().await?;
+    inquiries::record_session(&mut tx, row.id).await?;
+    inquiries::update_status(
+        &mut tx,
+        row.id,
+        inquiry.status.as_str(),
+        inquiry.expires_at.or(inquiry_expiry),
+        now,
+    )
+    .await?;
+    events::record(
+        &mut tx,
+        now,
+        Some(&claimed.user_id),
+        Some(id_text),
+        "inquiry.one-time-link",
+        "generated a one-time link",
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(ObtainedLink {
+        expires_at: one_time_expiry(ctx, now, inquiry.expires_at.or(inquiry_expiry)),
+        link: build_link(&s.links, LinkTarget::OneTime { link: &link }, language)?,
+    })
+}
+
+/// A new redirect token for the user, stored as its digest, in a link to the daemon: it works
+/// for the user's whole journey, so it carries no expiry.
+async fn redirect(ctx: &JobContext, claimed: &Claimed) -> Result<ObtainedLink, LinkProblem> {
+    let token = RedirectToken::generate();
+    // The link leads to our own page; the language goes on the Persona link a click obtains.
+    let link = build_link(
+        &ctx.settings.links,
+        LinkTarget::Redirect { token: &token },
+        None,
+    )?;
+    redirect_tokens::insert(&ctx.store, &claimed.user_id, &token, ctx.clock.now()).await?;
+    Ok(ObtainedLink {
+        link,
+        expires_at: None,
+    })
+}
+
+/// A one-time link dies with its inquiry or at its own expiry, whichever comes first.
 fn one_time_expiry(
     ctx: &JobContext,
     now: DateTime<Utc>,

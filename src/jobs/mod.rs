@@ -2,6 +2,7 @@
 //! user's link usable and, through `reminders`, nudges them on the configured cadence. Written
 //! against store, persona, links and mail; nothing here schedules.
 
+pub mod click;
 pub mod deliver;
 pub mod fresh_link;
 pub mod provision;
@@ -46,6 +47,7 @@ impl JobSettings {
                 template_id: config.persona.inquiry_template_id.clone(),
                 environment_id: config.persona.environment_id.clone(),
                 redirect_uri: config.links.redirect_uri.clone(),
+                public_url: config.links.public_url.clone(),
             },
             template_id: config.persona.inquiry_template_id.clone(),
             inquiries: config.inquiries.clone(),

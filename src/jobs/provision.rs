@@ -382,7 +382,7 @@ async fn provision_user(
 }
 
 /// A row that stopped being usable (the application edited it): skipped, with the reason.
-pub(crate) async fn skip_user(
+pub async fn skip_user(
     ctx: &JobContext,
     user_id: &str,
     why: &str,
@@ -436,7 +436,7 @@ pub(crate) async fn enqueue(
     Ok(mail)
 }
 
-pub(crate) enum Created {
+pub enum Created {
     /// `mail`: the mail queued with the inquiry, when one was; `inquiry`: the row as recorded.
     Done {
         fresh: Fresh,
@@ -465,8 +465,9 @@ pub fn create_request(ctx: &JobContext, claimed: &Claimed, user: &User) -> Creat
         // A `created` inquiry opens with its id alone, so session links need no token at
         // first; asking for one would spend one of the inquiry's 25 sessions for nothing.
         auto_create_session: false,
-        auto_create_one_time_link: s.link_kind == LinkKind::OneTime,
-        one_time_link_expires_in: (s.link_kind == LinkKind::OneTime)
+        // A redirect click creates the inquiry and sends the browser on at once: one call.
+        auto_create_one_time_link: matches!(s.link_kind, LinkKind::OneTime | LinkKind::Redirect),
+        one_time_link_expires_in: matches!(s.link_kind, LinkKind::OneTime | LinkKind::Redirect)
             .then_some(s.one_time_link_expires_after),
         expires_after_create: Some(s.inquiries.expires_after),
     }
@@ -475,7 +476,7 @@ pub fn create_request(ctx: &JobContext, claimed: &Claimed, user: &User) -> Creat
 /// Runs (or re-runs) the create call of a `creating` row, records the answer and queues a mail
 /// of `mail_kind` with it — as being sent (its attempt counted) when `send_now`, for a caller
 /// that sends it straight after.
-pub(crate) async fn create(
+pub async fn create(
     ctx: &JobContext,
     claimed: &Claimed,
     user: &User,

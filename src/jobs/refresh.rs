@@ -168,9 +168,12 @@ pub async fn run(ctx: &JobContext) -> Result<RefreshReport, JobError> {
         return Ok(report);
     }
     sync_statuses(ctx, &mut report).await?;
-    let latest = latest_version(ctx, &mut report).await?;
     let flags = Arc::new(RunFlags::default());
-    act_on_due(ctx, &mut report, latest, &flags).await?;
+    // Redirect links heal on the click (jobs/click.rs): nothing to resume or renew by mail.
+    if ctx.settings.link_kind != LinkKind::Redirect {
+        let latest = latest_version(ctx, &mut report).await?;
+        act_on_due(ctx, &mut report, latest, &flags).await?;
+    }
     retry_unsent(ctx, &mut report, &flags).await?;
     expire_replaced(ctx, &mut report).await?;
     report.reminders = super::reminders::run(ctx).await?;

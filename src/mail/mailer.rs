@@ -68,6 +68,11 @@ impl Mailer {
         &self.transport
     }
 
+    /// `[mail] app_name`: how the mails (and the redirect pages) name the application.
+    pub fn app_name(&self) -> &str {
+        &self.app_name
+    }
+
     pub fn templates(&self) -> &Templates {
         &self.templates
     }

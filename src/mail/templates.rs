@@ -431,6 +431,7 @@ impl MailContext {
             template_id: crate::domain::TemplateId::parse("itmpl_sample").expect("static id"),
             environment_id: crate::domain::EnvironmentId::parse("env_sample").expect("static id"),
             redirect_uri: None,
+            public_url: None,
         };
         let inquiry_id = InquiryId::parse("inq_sample").expect("static id");
         let token = SessionToken::new("sample-token");

@@ -22,6 +22,7 @@ pub mod events;
 pub mod inquiries;
 pub mod job_runs;
 pub mod mails;
+pub mod redirect_tokens;
 pub mod status;
 mod step_runner;
 pub mod steps;
@@ -41,7 +42,7 @@ use sqlx::{SqlStr, Sqlite, SqlitePool, Transaction};
 
 /// The migrations of `migrations/`, embedded in the binary: (version, description, SQL).
 /// A new file there must be listed here too (a unit test compares the two).
-const MIGRATIONS: [(i64, &str, &str); 7] = [
+const MIGRATIONS: [(i64, &str, &str); 8] = [
     (1, "users", include_str!("../../migrations/0001_users.sql")),
     (
         2,
@@ -72,6 +73,11 @@ const MIGRATIONS: [(i64, &str, &str); 7] = [
         8,
         "reminder mails",
         include_str!("../../migrations/0008_reminder_mails.sql"),
+    ),
+    (
+        9,
+        "redirect tokens",
+        include_str!("../../migrations/0009_redirect_tokens.sql"),
     ),
 ];
 

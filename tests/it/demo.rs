@@ -124,6 +124,25 @@ fn demo_plays_the_pipeline_without_config_and_leaves_its_mails_and_nothing_runni
         "the account names {named}:\n{account}"
     );
 
+    // Grace, on redirect links: one invite (her own folder) and two clicks on it, on day 0
+    // (the inquiry is made) and after it expired (resumed), each a 303 to a one-time link.
+    let grace = parse_eml_files(&eml_files(&outbox.join("redirect")));
+    assert_eq!(grace.len(), 1, "one mail for Grace");
+    assert!(
+        grace[0]
+            .text_part
+            .as_deref()
+            .is_some_and(|t| t.contains("/link/")),
+        "a redirect link"
+    );
+    let clicks: Vec<&str> = account
+        .lines()
+        .filter(|l| l.contains("Grace: GET of her link 200"))
+        .collect();
+    assert_eq!(clicks.len(), 2, "{account}");
+    assert!(clicks[0].contains("303 See Other") && clicks[0].contains("POST /inquiries"));
+    assert!(clicks[1].contains("303 See Other") && clicks[1].contains("/resume"));
+
     let mails = parse_eml_files(&eml_files(&outbox));
     let mut by_recipient: HashMap<String, Vec<&ReceivedMail>> = HashMap::new();
     for mail in &mails {

@@ -17,6 +17,8 @@ mod per_user_language;
 mod persona_client;
 mod preview_sends_nothing;
 mod provisioning;
+mod redirect_in_a_browser;
+mod redirect_links;
 mod refresh;
 mod refresh_api_budget;
 mod refresh_crash_recovery;

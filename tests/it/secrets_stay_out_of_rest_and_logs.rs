@@ -1,10 +1,12 @@
-//! Secrets at rest and in logs: no session token or one-time link that Persona issued, and not
-//! the API key, is in the SQLite file (or its WAL), in a trace-level log, or in `status`.
+//! Secrets at rest and in logs: no session token or one-time link that Persona issued, no
+//! redirect link token, and not the API key, is in the SQLite file (or its WAL), in a
+//! trace-level log, or in `status`.
 
 use inquiry_mailer::sim::{Action, SimHandle};
 use url::Url;
 
 use crate::provisioning::link_in;
+use crate::support::redirect::{mailed_link, post, redirect_daemon};
 use crate::support::safety::{UNPACED, execute};
 use crate::support::sim::{API_KEY, open_link};
 use crate::support::smtp::ReceivedMail;
@@ -182,4 +184,44 @@ async fn session_tokens_from_a_resume_are_never_at_rest_or_in_trace_logs() {
         assert_eq!(opened.status, 200, "the token opens the pending inquiry");
     }
     assert_nowhere(&stack, &secrets, &logs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_tokens_and_the_links_they_lead_to_are_never_at_rest_or_in_trace_logs() {
+    let (stack, daemon, invites) = redirect_daemon(USERS, &UNPACED, &[("RUST_LOG", "trace")]).await;
+    // Each user clicks twice: the first click creates the inquiry with a one-time link, the
+    // second asks for a new one; one user's inquiry expires first, so a resume hands over a
+    // session token too.
+    let mut tokens = Vec::new();
+    for (i, mail) in invites.iter().enumerate() {
+        let link = mailed_link(mail);
+        tokens.push(link.rsplit('/').next().unwrap().to_owned());
+        for _ in 0..2 {
+            let hit = post(&link).await;
+            assert_eq!(hit.status, 303, "{hit:?}");
+        }
+        if i == 0 {
+            stack
+                .sim
+                .advance_clock(std::time::Duration::from_secs(8 * 86_400));
+        }
+    }
+    let expired = post(&mailed_link(&invites[0])).await;
+    assert_eq!(expired.status, 303, "{expired:?}");
+    assert_eq!(
+        stack
+            .sim
+            .count_requests("POST", "/inquiries/{inquiry-id}/resume"),
+        1,
+        "one click resumed"
+    );
+
+    let mut secrets = issued_secrets(&stack.sim);
+    assert_eq!(
+        secrets.len(),
+        2 * (2 * USERS + 1) + 1,
+        "a link and its code per click, and the resume's session token"
+    );
+    secrets.extend(tokens);
+    assert_nowhere(&stack, &secrets, &[daemon.stderr()]);
 }

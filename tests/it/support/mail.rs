@@ -21,6 +21,7 @@ pub fn link_settings() -> LinkSettings {
         template_id: TemplateId::parse("itmpl_Tmpl123").unwrap(),
         environment_id: EnvironmentId::parse("env_Env123").unwrap(),
         redirect_uri: None,
+        public_url: None,
     }
 }
 
