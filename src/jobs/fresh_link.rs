@@ -73,6 +73,23 @@ fn needs_resume(row: &InquiryRow, now: DateTime<Utc>) -> bool {
     row.status == "expired" || row.expires_at().is_some_and(|t| t <= now)
 }
 
+/// Whether [`obtain`] would have to ask Persona for this link (a token or one-time link, which
+/// spends one of the inquiry's sessions): then it is asked for only once the mail can go out.
+pub fn asks_persona(
+    kind: LinkKind,
+    row: Option<&InquiryRow>,
+    fresh: &Fresh,
+    now: DateTime<Utc>,
+) -> bool {
+    let Some(row) = row else { return false };
+    match (kind, fresh) {
+        (LinkKind::Static, _) | (LinkKind::Session, Fresh::Token(_)) => false,
+        (LinkKind::OneTime, Fresh::OneTime(_)) => false,
+        (LinkKind::Session, _) => row.status != "created" || needs_resume(row, now),
+        (LinkKind::OneTime, _) => true,
+    }
+}
+
 pub async fn obtain(
     ctx: &JobContext,
     claimed: &Claimed,
@@ -124,7 +141,9 @@ pub async fn obtain(
             })
         }
         (LinkKind::Session, _) => {
-            let (inquiry, token) = resume(ctx, claimed, row, &inquiry_id).await?;
+            // A token for a mail (a retry, or a resume's token lost to a crash): not a resume
+            // of the lifecycle, so it does not count toward max_resumes.
+            let (inquiry, token) = resume(ctx, claimed, row, &inquiry_id, false).await?;
             Ok(ObtainedLink {
                 link: build_link(
                     &s.links,
@@ -145,7 +164,7 @@ pub async fn obtain(
             let mut sessions = row.session_count;
             if needs_resume(row, now) {
                 // Persona cannot make a one-time link for an expired inquiry: resume first.
-                let (inquiry, _token) = resume(ctx, claimed, row, &inquiry_id).await?;
+                let (inquiry, _token) = resume(ctx, claimed, row, &inquiry_id, false).await?;
                 inquiry_expiry = inquiry.expires_at;
                 sessions += 1;
             }
@@ -201,15 +220,18 @@ fn one_time_expiry(
     }
 }
 
-/// Resumes within budget and records it; the returned inquiry is `pending`.
+/// Resumes within budget and records it; the returned inquiry is `pending`. `counted`: a
+/// resume of the lifecycle (refresh renewing a link), which `max_resumes` bounds; a token
+/// fetched for a mail is not.
 pub async fn resume(
     ctx: &JobContext,
     claimed: &Claimed,
     row: &InquiryRow,
     inquiry_id: &InquiryId,
+    counted: bool,
 ) -> Result<(Inquiry, SessionToken), LinkProblem> {
     let max = ctx.settings.inquiries.max_resumes;
-    if row.resume_count >= i64::from(max) {
+    if counted && row.resume_count >= i64::from(max) {
         return Err(LinkProblem::OutOfResumes {
             used: row.resume_count,
             max,
@@ -225,6 +247,7 @@ pub async fn resume(
     inquiries::record_resume(
         &mut tx,
         row.id,
+        counted,
         inquiry.status.as_str(),
         inquiry.expires_at,
         now,
@@ -237,8 +260,12 @@ pub async fn resume(
         Some(inquiry_id.as_str()),
         "inquiry.resumed",
         &format!(
-            "resumed ({} of {max}); now {} until {}",
-            row.resume_count + 1,
+            "{}; now {} until {}",
+            if counted {
+                format!("resumed ({} of {max})", row.resume_count + 1)
+            } else {
+                "session token fetched for a mail (not counted as a resume)".to_owned()
+            },
             inquiry.status,
             inquiry
                 .expires_at

@@ -30,7 +30,8 @@ fn create_request() -> CreateInquiry {
         auto_create_session: true,
         auto_create_one_time_link: false,
         one_time_link_expires_in: None,
-        expires_after_create: Some(Duration::from_secs(7 * 86_400)),
+        expires_after: Some(Duration::from_secs(7 * 86_400)),
+        note: None,
     }
 }
 
