@@ -512,9 +512,8 @@ pub(crate) async fn create(
                     });
                 }
                 Ok(None) => {
-                    row =
-                        inquiries::renew_key(&ctx.store, &row, claimed.reference_id.as_str(), now)
-                            .await?
+                    row = inquiries::renew_key(&ctx.store, &row, claimed.reference_id.as_str(), now)
+                        .await?
                 }
                 Err(e) if is_fatal(&e) => return Err(JobError::Persona(e)),
                 Err(e) => {
@@ -575,7 +574,9 @@ pub(crate) async fn create(
                 inquiries::distrust_key(&ctx.store, row.id).await?;
                 row = inquiries::by_row_id(ctx.store.reader(), row.id)
                     .await?
-                    .ok_or_else(|| StoreError::Conflict(format!("inquiry row {} vanished", row.id)))?;
+                    .ok_or_else(|| {
+                        StoreError::Conflict(format!("inquiry row {} vanished", row.id))
+                    })?;
             }
             Err(e) => return reject(ctx, claimed, &row, &e).await,
         }

@@ -409,10 +409,11 @@ async fn latest_version(
             tracing::info!(error = %e, "the inquiry template endpoint is not available to this key; reading the version from an inquiry");
             report.template_version_source = "unknown";
             let rows = inquiries::current_of_unfinished_users(&ctx.store).await?;
-            let Some(id) = rows
-                .iter()
-                .find_map(|r| r.inquiry_id.as_deref().and_then(|i| InquiryId::parse(i).ok()))
-            else {
+            let Some(id) = rows.iter().find_map(|r| {
+                r.inquiry_id
+                    .as_deref()
+                    .and_then(|i| InquiryId::parse(i).ok())
+            }) else {
                 return Ok(None);
             };
             match ctx.persona.retrieve_inquiry(&id, true).await {
@@ -1118,7 +1119,10 @@ mod tests {
             d => panic!("{d:?}"),
         }
         let old = row("pending", t0, Some(t0 + day * 40), "itmplv_1");
-        assert_eq!(at(&old, t0 + day * 31, Some(&v1), Some(t0)), Decision::Nothing);
+        assert_eq!(
+            at(&old, t0 + day * 31, Some(&v1), Some(t0)),
+            Decision::Nothing
+        );
         match at(&old, t0 + day * 41, Some(&v1), Some(t0)) {
             Decision::Recreate(why) => assert!(why.contains("max_age"), "{why}"),
             d => panic!("{d:?}"),
@@ -1147,12 +1151,20 @@ mod tests {
         // A new version: left alone, also near expiry (a resume would keep it on the old one).
         assert_eq!(at(&started, t0 + day * 2, Some(&v2)), Decision::Nothing);
         assert_eq!(
-            at(&started, t0 + day * 6 + chrono::Duration::hours(1), Some(&v2)),
+            at(
+                &started,
+                t0 + day * 6 + chrono::Duration::hours(1),
+                Some(&v2)
+            ),
             Decision::Nothing
         );
         // On the latest version near expiry: resumed, which does not end it.
         assert!(matches!(
-            at(&started, t0 + day * 6 + chrono::Duration::hours(1), Some(&v1)),
+            at(
+                &started,
+                t0 + day * 6 + chrono::Duration::hours(1),
+                Some(&v1)
+            ),
             Decision::Resume(_)
         ));
         // Out of resumes but still running: left alone, renewed once it expired.

@@ -579,7 +579,13 @@ async fn list_inquiries(State(sim): State<Arc<Sim>>, RawQuery(q): RawQuery) -> A
     let accounts = param("filter[account-id]").map(comma_list);
     let reference = param("filter[reference-id]");
     let note = param("filter[note]");
-    if note.is_some() && pairs.iter().filter(|(k, _)| k.starts_with("filter[")).count() > 1 {
+    if note.is_some()
+        && pairs
+            .iter()
+            .filter(|(k, _)| k.starts_with("filter["))
+            .count()
+            > 1
+    {
         return Err(ApiError::bad_request(
             "filter[note] must be the only filter",
         ));

@@ -440,12 +440,14 @@ pub async fn supersede(
 
 /// The expire call for a replaced inquiry succeeded: Persona answered it `expired`.
 pub async fn mark_expired_remotely(store: &Store, row_id: i64, now: DateTime<Utc>) -> Result<()> {
-    sqlx::query("UPDATE inquiries SET expired_remotely_at = ?1, status = 'expired', expires_at = NULL, \
-                 updated_at = ?1, status_observed_at = ?1 WHERE id = ?2")
-        .bind(format_ts(now))
-        .bind(row_id)
-        .execute(store.writer())
-        .await?;
+    sqlx::query(
+        "UPDATE inquiries SET expired_remotely_at = ?1, status = 'expired', expires_at = NULL, \
+                 updated_at = ?1, status_observed_at = ?1 WHERE id = ?2",
+    )
+    .bind(format_ts(now))
+    .bind(row_id)
+    .execute(store.writer())
+    .await?;
     Ok(())
 }
 

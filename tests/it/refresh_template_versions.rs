@@ -62,7 +62,11 @@ async fn a_new_template_version_replaces_every_live_inquiry_once_with_one_mail_e
     for (user, inquiries) in inquiries_by_user(&stack).await {
         assert_eq!(live_count(&inquiries), 1, "{user}: {inquiries:?}");
         if started.contains(inquiries[0].id.as_str()) {
-            assert_eq!(inquiries.len(), 1, "{user}: started, left alone: {inquiries:?}");
+            assert_eq!(
+                inquiries.len(),
+                1,
+                "{user}: started, left alone: {inquiries:?}"
+            );
             assert_eq!(inquiries[0].status.as_str(), "pending", "{user}");
             continue;
         }
@@ -79,7 +83,11 @@ async fn a_new_template_version_replaces_every_live_inquiry_once_with_one_mail_e
     let all = stack.smtp.wait_for_messages(USERS + REPLACED).await;
     assert_eq!(all.len(), USERS + REPLACED);
     let invite_only = by_recipient(&all).values().filter(|m| m.len() == 1).count();
-    assert_eq!(invite_only, USERS / 4, "the started users got no renewed mail");
+    assert_eq!(
+        invite_only,
+        USERS / 4,
+        "the started users got no renewed mail"
+    );
     for (who, mails) in by_recipient(&all) {
         if mails.len() == 1 {
             continue;

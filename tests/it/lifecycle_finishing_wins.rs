@@ -1,0 +1,130 @@
+//! Finishing wins every race (SPEC "The lifecycle rules"): a user who completes the inquiry
+//! refresh is replacing is finished with Persona's outcome, gets nothing more and holds no live
+//! inquiry; and `once` beside `run` renews each due user at most once.
+
+use std::time::Duration;
+
+use inquiry_mailer::jobs::refresh;
+use inquiry_mailer::sim::{Action, Faults};
+
+use crate::support::daemon::{Daemon, free_port, listen_on};
+use crate::support::refresh::{
+    by_recipient, inquiries_by_user, live_count, provisioned, user_status,
+};
+use crate::support::stack::Stack;
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_completes_while_refresh_replaces_their_inquiry_is_finished_and_mailed_nothing()
+{
+    const USERS: usize = 4;
+    let stack = Stack::start("session", &[]).await;
+    let ctx = provisioned(&stack, USERS).await;
+    let (template, _) = stack.sim.templates()[0].clone();
+    stack.clock.advance(DAY + HOUR);
+    stack.sim.publish_template_version(&template).unwrap();
+    // Persona answers slowly, and each user completes their old inquiry after refresh decided
+    // to replace it and before Persona applies its expire, which then answers 409.
+    stack.sim.set_faults(Faults {
+        extra_latency_ms: 200,
+        ..Faults::default()
+    });
+    for inq in stack.sim.inquiries() {
+        stack.sim.before_expire(&inq.id, Action::Complete).unwrap();
+    }
+    stack.sim.clear_requests();
+
+    let report = refresh::run(&ctx).await.unwrap();
+    eprintln!("refresh: {report}");
+    assert_eq!(report.recreated, 0, "{report}");
+    assert_eq!(report.users_finished, USERS, "{report}");
+    assert_eq!(report.mails_sent, 0, "{report}");
+    assert_eq!(
+        stack.sim.count_requests("POST", "/inquiries"),
+        0,
+        "no replacement is created for a user who finished"
+    );
+
+    for (user, inquiries) in inquiries_by_user(&stack).await {
+        assert_eq!(inquiries.len(), 1, "{user}: {inquiries:?}");
+        assert_eq!(live_count(&inquiries), 0, "{user}: {inquiries:?}");
+        assert_eq!(inquiries[0].status.as_str(), "completed", "{user}");
+        let status = user_status(&stack, &user);
+        assert_eq!(status["user"]["state"], "finished", "{status:#}");
+        assert_eq!(status["user"]["outcome"], "completed", "{status:#}");
+    }
+
+    // A later run changes nothing and mails nobody: only the invites ever went out.
+    stack.sim.set_faults(Faults::default());
+    let report = refresh::run(&ctx).await.unwrap();
+    assert_eq!((report.recreated, report.mails_sent), (0, 0), "{report}");
+    assert_eq!(stack.sim.count_requests("POST", "/inquiries"), 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stack.smtp.messages().len(), USERS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_beside_run_creates_and_mails_each_due_user_at_most_once() {
+    const USERS: usize = 6;
+    let port = free_port();
+    let listen = listen_on(port);
+    let stack = Stack::start(
+        "session",
+        &[
+            (listen.0, &listen.1),
+            (
+                "refresh = \"0 */15 * * * *\"",
+                "refresh = \"*/1 * * * * *\"",
+            ),
+            (
+                "min_resend_interval = \"24h\"",
+                "min_resend_interval = \"1s\"",
+            ),
+        ],
+    )
+    .await;
+    provisioned(&stack, USERS).await;
+    let (template, _) = stack.sim.templates()[0].clone();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut daemon = Daemon::start(&stack, port, &[]);
+    daemon.wait_ready().await;
+    // Every invite now pins an outdated version: each user is due for one replacement, and
+    // Persona is slow enough that both processes are working on the same users at once.
+    stack.sim.set_faults(Faults {
+        extra_latency_ms: 150,
+        ..Faults::default()
+    });
+    stack.sim.clear_requests();
+    stack.sim.publish_template_version(&template).unwrap();
+    let mut once = stack.command(&["once", "--job", "refresh"]);
+    let once = tokio::task::spawn_blocking(move || once.output().expect("run once"));
+
+    let all = stack.smtp.wait_for_messages(2 * USERS).await;
+    let once = once.await.unwrap();
+    assert!(
+        once.status.success(),
+        "once: {}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+    // A few more ticks of `run` must not add anything.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = daemon.stop().await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", daemon.stderr());
+
+    assert_eq!(
+        stack.sim.count_requests("POST", "/inquiries"),
+        USERS,
+        "one replacement per user, whichever process made it"
+    );
+    let all = stack.smtp.messages().len().max(all.len());
+    assert_eq!(all, 2 * USERS, "one invite and one renewed mail each");
+    for (who, mails) in by_recipient(&stack.smtp.messages()) {
+        assert_eq!(mails.len(), 2, "{who}");
+    }
+    for (user, inquiries) in inquiries_by_user(&stack).await {
+        assert_eq!(inquiries.len(), 2, "{user}: {inquiries:?}");
+        assert_eq!(live_count(&inquiries), 1, "{user}: {inquiries:?}");
+    }
+}
