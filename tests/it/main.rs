@@ -17,6 +17,7 @@ mod lifecycle_outcomes;
 mod lifecycle_sandbox_key;
 mod lifecycle_smtp_outage;
 mod lifecycle_started_users;
+mod lifecycle_webhook_order;
 mod mail_delivery;
 mod mail_templates;
 mod persona_client;
