@@ -67,7 +67,9 @@ async fn a_user_who_completes_while_refresh_replaces_their_inquiry_is_finished_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_beside_run_creates_and_mails_each_due_user_at_most_once() {
-    const USERS: usize = 6;
+    // More due users than either process works on at once, so each one reaches users the other
+    // has just renewed, with what it read before that.
+    const USERS: usize = 16;
     let port = free_port();
     let listen = listen_on(port);
     let stack = Stack::start(
@@ -82,6 +84,7 @@ async fn once_beside_run_creates_and_mails_each_due_user_at_most_once() {
                 "min_resend_interval = \"24h\"",
                 "min_resend_interval = \"1s\"",
             ),
+            ("concurrency = 16", "concurrency = 3"),
         ],
     )
     .await;
