@@ -66,6 +66,83 @@ async fn a_user_who_completes_while_refresh_replaces_their_inquiry_is_finished_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_reaches_a_user_another_just_renewed_does_nothing_again() {
+    // Two workers on one database (what `once` beside `run` is). The first decides for both
+    // users, then spends seconds on the first one (Persona is slow on that inquiry); meanwhile
+    // the second renews the other. When the first reaches that one it must see so on a fresh
+    // read, not act on what it decided before.
+    let stack = Stack::start("session", &[("concurrency = 16", "concurrency = 1")]).await;
+    let first = provisioned(&stack, 2).await;
+    let second = stack.context().await;
+    let (template, _) = stack.sim.templates()[0].clone();
+    stack.clock.advance(DAY + HOUR);
+    stack.sim.publish_template_version(&template).unwrap();
+    let (by_user, _) = crate::support::refresh::references(&stack).await;
+    stack.sim.clear_requests();
+
+    let slow_run = tokio::spawn(async move { refresh::run(&first).await.unwrap() });
+    // Whichever user the first worker takes first (its lease shows it), Persona turns slow on
+    // that user's inquiry from now on.
+    let store = stack.store().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let taken: String = loop {
+        let leased: Option<String> =
+            sqlx::query_scalar("SELECT user_id FROM user_states WHERE lease_until IS NOT NULL")
+                .fetch_optional(store.reader())
+                .await
+                .unwrap();
+        if let Some(user) = leased {
+            break user;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first worker never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    store.close().await;
+    let slow = stack
+        .sim
+        .inquiries()
+        .into_iter()
+        .find(|i| i.reference_id.as_deref() == Some(by_user[&taken].as_str()))
+        .unwrap()
+        .id;
+    stack.sim.set_faults(Faults {
+        inquiry_latency_ms: [(slow.to_string(), 2500)].into_iter().collect(),
+        ..Faults::default()
+    });
+    // Let the first worker's next call about that inquiry start (and wait).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let quick = refresh::run(&second).await.unwrap();
+    assert_eq!(
+        quick.recreated, 1,
+        "the second worker renews usr_1: {quick}"
+    );
+    let slow_report = slow_run.await.unwrap();
+    assert_eq!(
+        slow_report.recreated, 1,
+        "the first worker renews {taken} only: {slow_report}"
+    );
+
+    assert_eq!(stack.sim.count_requests("POST", "/inquiries"), 2);
+    let mails = stack.smtp.wait_for_messages(4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        stack.smtp.messages().len(),
+        4,
+        "one invite and one renewed mail each"
+    );
+    for (who, mails) in by_recipient(&mails) {
+        assert_eq!(mails.len(), 2, "{who}");
+    }
+    for (user, inquiries) in inquiries_by_user(&stack).await {
+        assert_eq!(inquiries.len(), 2, "{user}: {inquiries:?}");
+        assert_eq!(live_count(&inquiries), 1, "{user}: {inquiries:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_beside_run_creates_and_mails_each_due_user_at_most_once() {
     // More due users than either process works on at once, so each one reaches users the other
     // has just renewed, with what it read before that.

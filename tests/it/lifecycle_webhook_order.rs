@@ -23,8 +23,20 @@ async fn late_events_never_move_a_status_backwards() {
 
     // usr_0 started; the `inquiry.created` from before that arrives last.
     let first = inquiry_of(&stack, "usr_0");
-    deliver(&daemon, "inquiry-started", &first, t0 + Duration::seconds(2)).await;
-    deliver(&daemon, "inquiry-created", &first, t0 + Duration::seconds(1)).await;
+    deliver(
+        &daemon,
+        "inquiry-started",
+        &first,
+        t0 + Duration::seconds(2),
+    )
+    .await;
+    deliver(
+        &daemon,
+        "inquiry-created",
+        &first,
+        t0 + Duration::seconds(1),
+    )
+    .await;
     let h = history(&stack, "usr_0");
     assert_eq!(h["user"]["state"], "started", "{h:#}");
     assert_eq!(h["inquiries"][0]["status"], "pending", "{h:#}");
@@ -32,9 +44,27 @@ async fn late_events_never_move_a_status_backwards() {
     // usr_1 was approved after completing; the two arrive the other way round, and a stray
     // `inquiry.started` from before both comes after them.
     let second = inquiry_of(&stack, "usr_1");
-    deliver(&daemon, "inquiry-approved", &second, t0 + Duration::seconds(5)).await;
-    deliver(&daemon, "inquiry-completed", &second, t0 + Duration::seconds(4)).await;
-    deliver(&daemon, "inquiry-started", &second, t0 + Duration::seconds(3)).await;
+    deliver(
+        &daemon,
+        "inquiry-approved",
+        &second,
+        t0 + Duration::seconds(5),
+    )
+    .await;
+    deliver(
+        &daemon,
+        "inquiry-completed",
+        &second,
+        t0 + Duration::seconds(4),
+    )
+    .await;
+    deliver(
+        &daemon,
+        "inquiry-started",
+        &second,
+        t0 + Duration::seconds(3),
+    )
+    .await;
     let h = history(&stack, "usr_1");
     assert_eq!(h["user"]["state"], "finished", "{h:#}");
     assert_eq!(h["user"]["outcome"], "approved", "{h:#}");
