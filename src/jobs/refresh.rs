@@ -448,9 +448,6 @@ async fn act_on_due(
     let waiting = mails::users_with_unsent(&ctx.store).await?;
     let mut work = Vec::new();
     for (row, last_mailed_at) in rows {
-        if row.status != CREATING && waiting.contains(&row.user_id) {
-            continue;
-        }
         let decision = decide(
             &Situation {
                 row: &row,
@@ -461,6 +458,9 @@ async fn act_on_due(
             &ctx.settings.inquiries,
             ctx.settings.link_kind,
         );
+        if waits_for_its_mail(&decision, waiting.contains(&row.user_id)) {
+            continue;
+        }
         match decision {
             Decision::Nothing => {}
             Decision::Hold(why) => {
@@ -509,6 +509,13 @@ async fn act_on_due(
         }
     }
     fatal.map_or(Ok(()), Err)
+}
+
+/// A user whose mail waits for a retry is left to `retry_unsent` unless the decision is to
+/// replace the inquiry (which drops that mail): resuming again would spend a resume per run
+/// of an outage.
+fn waits_for_its_mail(decision: &Decision, mail_waiting: bool) -> bool {
+    mail_waiting && !matches!(decision, Decision::Recreate(_))
 }
 
 impl RefreshReport {
@@ -606,13 +613,6 @@ async fn act(
     let Some(row) = inquiries::current_of(&ctx.store, &claimed.user_id).await? else {
         return Ok(Done::default());
     };
-    if row.status != CREATING
-        && mails::unsent_for_user(ctx.store.reader(), &claimed.user_id)
-            .await?
-            .is_some()
-    {
-        return Ok(Done::default());
-    }
     let decision = decide(
         &Situation {
             row: &row,
@@ -626,6 +626,22 @@ async fn act(
         &ctx.settings.inquiries,
         ctx.settings.link_kind,
     );
+    let mail_waiting = mails::unsent_for_user(ctx.store.reader(), &claimed.user_id)
+        .await?
+        .is_some();
+    if waits_for_its_mail(&decision, mail_waiting) {
+        return Ok(Done::default());
+    }
+    if row.status != CREATING
+        && matches!(decision, Decision::Resume(_) | Decision::Recreate(_))
+        && !flags.smtp_ready(&ctx.mailer).await
+    {
+        // A resume or a new inquiry (with its session or one-time link) spent on a mail that
+        // cannot go out would be spent again next run.
+        let why = "due for a fresh link; waits: the mail server does not answer";
+        user_states::set_reason(&ctx.store, &claimed.user_id, Some(why)).await?;
+        return Ok(Done::default());
+    }
     let Some(raw) = users::get(&ctx.store, &claimed.user_id).await? else {
         return Ok(Done::default());
     };
@@ -639,12 +655,6 @@ async fn act(
     let mut done = Done::default();
     let (fresh, inquiry_row) = match decision {
         Decision::Resume(why) => {
-            if !flags.smtp_ready(&ctx.mailer).await {
-                // A resume spent on a mail that cannot go out would be spent again next run.
-                let why = format!("{why}; waits: the mail server does not answer");
-                user_states::set_reason(&ctx.store, &claimed.user_id, Some(&why)).await?;
-                return Ok(done);
-            }
             match resume(ctx, claimed, &row, &why).await {
                 Ok(fresh) => {
                     done.action = Some(ActionTaken::Resumed);

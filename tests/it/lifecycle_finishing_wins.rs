@@ -65,12 +65,14 @@ async fn a_user_who_completes_while_refresh_replaces_their_inquiry_is_finished_a
     assert_eq!(stack.smtp.messages().len(), USERS);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread: the first worker's tasks then take their users in its decision order (usr_0
+// first), so the interleaving below is the same on every run.
+#[tokio::test]
 async fn a_worker_that_reaches_a_user_another_just_renewed_does_nothing_again() {
     // Two workers on one database (what `once` beside `run` is). The first decides for both
-    // users, then spends seconds on the first one (Persona is slow on that inquiry); meanwhile
-    // the second renews the other. When the first reaches that one it must see so on a fresh
-    // read, not act on what it decided before.
+    // users, then spends seconds on usr_0 (Persona is slow on that inquiry); meanwhile the
+    // second renews usr_1. When the first reaches usr_1 it must see so on a fresh read, not
+    // act on what it decided before.
     let stack = Stack::start("session", &[("concurrency = 16", "concurrency = 1")]).await;
     let first = provisioned(&stack, 2).await;
     let second = stack.context().await;
@@ -78,42 +80,40 @@ async fn a_worker_that_reaches_a_user_another_just_renewed_does_nothing_again() 
     stack.clock.advance(DAY + HOUR);
     stack.sim.publish_template_version(&template).unwrap();
     let (by_user, _) = crate::support::refresh::references(&stack).await;
-    stack.sim.clear_requests();
-
-    let slow_run = tokio::spawn(async move { refresh::run(&first).await.unwrap() });
-    // Whichever user the first worker takes first (its lease shows it), Persona turns slow on
-    // that user's inquiry from now on.
-    let store = stack.store().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let taken: String = loop {
-        let leased: Option<String> =
-            sqlx::query_scalar("SELECT user_id FROM user_states WHERE lease_until IS NOT NULL")
-                .fetch_optional(store.reader())
-                .await
-                .unwrap();
-        if let Some(user) = leased {
-            break user;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the first worker never started"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    };
-    store.close().await;
     let slow = stack
         .sim
         .inquiries()
         .into_iter()
-        .find(|i| i.reference_id.as_deref() == Some(by_user[&taken].as_str()))
+        .find(|i| i.reference_id.as_deref() == Some(by_user["usr_0"].as_str()))
         .unwrap()
         .id;
     stack.sim.set_faults(Faults {
         inquiry_latency_ms: [(slow.to_string(), 2500)].into_iter().collect(),
         ..Faults::default()
     });
-    // Let the first worker's next call about that inquiry start (and wait).
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    stack.sim.clear_requests();
+
+    let slow_run = tokio::spawn(async move { refresh::run(&first).await.unwrap() });
+    // The first worker holds usr_0 (its lease shows it) and waits on Persona.
+    let store = stack.store().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let leased: Option<String> =
+            sqlx::query_scalar("SELECT user_id FROM user_states WHERE lease_until IS NOT NULL")
+                .fetch_optional(store.reader())
+                .await
+                .unwrap();
+        if leased.is_some() {
+            assert_eq!(leased.as_deref(), Some("usr_0"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first worker never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    store.close().await;
     let quick = refresh::run(&second).await.unwrap();
     assert_eq!(
         quick.recreated, 1,
@@ -122,7 +122,7 @@ async fn a_worker_that_reaches_a_user_another_just_renewed_does_nothing_again() 
     let slow_report = slow_run.await.unwrap();
     assert_eq!(
         slow_report.recreated, 1,
-        "the first worker renews {taken} only: {slow_report}"
+        "the first worker renews usr_0 only: {slow_report}"
     );
 
     assert_eq!(stack.sim.count_requests("POST", "/inquiries"), 2);

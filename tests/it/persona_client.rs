@@ -95,7 +95,10 @@ async fn create_sends_persona_headers_and_a_kebab_case_body() {
             "meta": {
                 "auto-create-account-reference-id": "ref_TEST",
                 "auto-create-inquiry-session": true,
-                "expiration-after-create-interval-seconds": 604800
+                // SPEC release 2: the create, start and resume intervals all follow expires_after.
+                "expiration-after-create-interval-seconds": 604800,
+                "expiration-after-start-interval-seconds": 604800,
+                "expiration-after-resume-interval-seconds": 604800
             }
         })
     );
