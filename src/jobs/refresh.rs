@@ -826,10 +826,41 @@ async fn recreate(
         new_row
     };
     crate::faults::crash_point("refresh.before-expire-old");
+    if let Some(started) = inquiries::superseded_unexpired_of(&ctx.store, &claimed.user_id)
+        .await?
+        .into_iter()
+        .find(|r| r.status == "pending" && r.expires_at().is_none_or(|t| t > ctx.clock.now()))
+    {
+        // The user started the inquiry being replaced (a crash left it unexpired): it stays.
+        let why = "the user started the inquiry it was to replace";
+        let now = ctx.clock.now();
+        inquiries::mark_abandoned(&ctx.store, new_row.id, why, now).await?;
+        inquiries::restore(&ctx.store, started.id, now).await?;
+        let mut tx = ctx.store.begin_write().await?;
+        if user_states::state_in(&mut tx, &claimed.user_id)
+            .await?
+            .as_deref()
+            == Some("invited")
+        {
+            user_states::set_state(&mut tx, &claimed.user_id, "started", None, None, now).await?;
+        }
+        events::record(
+            &mut tx,
+            now,
+            Some(&claimed.user_id),
+            started.inquiry_id.as_deref(),
+            "refresh.keep",
+            &format!("{why}; it stays, no replacement"),
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        return Ok(Renewal::NotNow { old_expired: 0 });
+    }
     let expired = expire_replaced_of(ctx, &claimed.user_id).await?;
     if expired.finished || !user_states::is_unfinished(&ctx.store, &claimed.user_id).await? {
         // Finishing wins: no replacement is made or mailed.
-        inquiries::mark_abandoned(&ctx.store, new_row.id, ctx.clock.now()).await?;
+        let why = "the user finished first";
+        inquiries::mark_abandoned(&ctx.store, new_row.id, why, ctx.clock.now()).await?;
         return Ok(Renewal::Finished {
             old_expired: expired.expired,
         });
@@ -909,6 +940,10 @@ async fn expire_replaced(ctx: &JobContext, report: &mut RefreshReport) -> Result
     for r in inquiries::superseded_unexpired(&ctx.store, 1000).await? {
         if ctx.stop.is_cancelled() {
             break;
+        }
+        if r.status == "pending" {
+            // Started by its user: its user's next renewal restores it (see `recreate`).
+            continue;
         }
         match expire_one(ctx, &r).await? {
             ExpireOutcome::Expired => report.old_inquiries_expired += 1,

@@ -314,8 +314,7 @@ pub async fn mark_rejected(
 pub async fn current_of_unfinished_users(store: &Store) -> Result<Vec<InquiryRow>> {
     let sql = format!(
         "{} i JOIN user_states s ON s.user_id = i.user_id \
-         WHERE s.state IN ('invited', 'started') AND i.superseded_at IS NULL \
-           AND i.generation = (SELECT MAX(generation) FROM inquiries j WHERE j.user_id = i.user_id) \
+         WHERE s.state IN ('invited', 'started') AND {IS_CURRENT} \
            AND i.status IN ('created', 'pending', 'expired', 'creating') ORDER BY i.id",
         select_aliased()
     );
@@ -377,14 +376,38 @@ pub async fn update_status_observed(
 }
 
 /// A replacement the daemon will not create (the user finished first).
-pub async fn mark_abandoned(store: &Store, row_id: i64, now: DateTime<Utc>) -> Result<()> {
-    sqlx::query("UPDATE inquiries SET status = ?, updated_at = ? WHERE id = ? AND status = ?")
-        .bind(ABANDONED)
-        .bind(format_ts(now))
-        .bind(row_id)
-        .bind(CREATING)
-        .execute(store.writer())
-        .await?;
+/// Marked replaced too, so it is never the user's current inquiry.
+pub async fn mark_abandoned(
+    store: &Store,
+    row_id: i64,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE inquiries SET status = ?1, superseded_at = ?2, superseded_reason = ?3, updated_at = ?2 \
+         WHERE id = ?4 AND status = ?5",
+    )
+    .bind(ABANDONED)
+    .bind(format_ts(now))
+    .bind(why)
+    .bind(row_id)
+    .bind(CREATING)
+    .execute(store.writer())
+    .await?;
+    Ok(())
+}
+
+/// A replaced inquiry becomes current again: its user started it before it was expired (after
+/// a crash between the decision and the expire), and a started user is never cut off.
+pub async fn restore(store: &Store, row_id: i64, now: DateTime<Utc>) -> Result<()> {
+    sqlx::query(
+        "UPDATE inquiries SET superseded_at = NULL, superseded_reason = NULL, updated_at = ? \
+         WHERE id = ? AND expired_remotely_at IS NULL",
+    )
+    .bind(format_ts(now))
+    .bind(row_id)
+    .execute(store.writer())
+    .await?;
     Ok(())
 }
 

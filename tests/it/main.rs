@@ -12,6 +12,7 @@ mod demo;
 mod fault_tolerance;
 mod job_overlap;
 mod lifecycle_adoption;
+mod lifecycle_crash_mid_replace;
 mod lifecycle_finishing_wins;
 mod lifecycle_outcomes;
 mod lifecycle_sandbox_key;
