@@ -439,7 +439,10 @@ async fn play(
             3,
             when,
             &format!(
-                "A new version of the inquiry template is published ({version}). Refresh runs."
+                "A new version of the inquiry template is published ({version}). Refresh runs: \
+                 each inquiry nobody opened is expired and replaced by one on the new version; \
+                 Beatriz's is running (resumed, so pending) and is never cut off: it is left \
+                 alone until it expires."
             ),
             &[format!("refresh: {refreshed}")],
         )

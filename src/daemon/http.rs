@@ -147,15 +147,14 @@ async fn apply_event(
         && let Some(row) = inquiries::by_inquiry_id(&ctx.store, inquiry.id.as_str()).await?
     {
         let source = format!("webhook {} {}", event.name, event.id);
-        status::apply(
-            &ctx.store,
-            &row,
-            &inquiry.status,
-            inquiry.expires_at,
-            &source,
-            now,
-        )
-        .await?;
+        // Applied in the order Persona created the events, not the order they arrived.
+        let seen = status::Observation {
+            status: &inquiry.status,
+            expires_at: inquiry.expires_at,
+            observed_at: event.created_at.unwrap_or(now),
+            source: &source,
+        };
+        status::apply(&ctx.store, &row, &seen, now).await?;
         outcome = "accepted";
     }
     let inquiry_id = event.inquiry.as_ref().map(|i| i.id.to_string());

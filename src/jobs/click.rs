@@ -264,15 +264,13 @@ async fn continue_claimed(
         Err(e) => return persona_trouble(e),
     };
     let fresh = read.inquiry;
-    let applied = status::apply(
-        &ctx.store,
-        &row,
-        &fresh.status,
-        fresh.expires_at,
-        "redirect click",
-        now,
-    )
-    .await?;
+    let seen = status::Observation {
+        status: &fresh.status,
+        expires_at: fresh.expires_at,
+        observed_at: now,
+        source: "redirect click",
+    };
+    let applied = status::apply(&ctx.store, &row, &seen, now).await?;
     if applied == Applied::Finished || fresh.status.is_finished() {
         return Ok(ClickOutcome::Finished);
     }
@@ -408,7 +406,7 @@ async fn resume_and_link(
     id: &InquiryId,
     language: Option<&Locale>,
 ) -> Result<ClickOutcome, JobError> {
-    let token: SessionToken = match fresh_link::resume(ctx, claimed, row, id).await {
+    let token: SessionToken = match fresh_link::resume(ctx, claimed, row, id, true).await {
         Ok((_, token)) => token,
         Err(problem) => return link_from(Err(problem)),
     };
@@ -515,6 +513,7 @@ mod tests {
             superseded_reason: None,
             expired_remotely_at: None,
             created_at: format_ts(created),
+            status_observed_at: None,
         }
     }
 

@@ -21,6 +21,8 @@ pub enum Delivery {
     Deferred(String),
     /// Given up; the reason is on the user.
     Failed(String),
+    /// Not sent and not to be: the user finished (or was skipped) meanwhile.
+    Dropped,
 }
 
 /// Sends tried within one run before the mail goes back to the queue.
@@ -67,12 +69,33 @@ pub async fn deliver(
         user_states::set_reason(&ctx.store, &claimed.user_id, Some(&why)).await?;
         return Ok(Delivery::Deferred(why));
     }
+    if !user_states::is_unfinished(&ctx.store, &claimed.user_id).await? {
+        // A webhook takes no lease: the user may have finished since the caller looked.
+        let mut tx = ctx.store.begin_write().await?;
+        mails::cancel_unsent(&mut tx, &claimed.user_id, ctx.clock.now()).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        return Ok(Delivery::Dropped);
+    }
     let kind = MailKind::parse(&mail.kind).map_err(|e| StoreError::Conflict(e.0))?;
     let row = match (mail.inquiry_row, carry.inquiry) {
         (Some(id), Some(row)) if row.id == id => Some(row.clone()),
         (Some(id), _) => inquiries::by_row_id(ctx.store.reader(), id).await?,
         (None, _) => None,
     };
+    if fresh_link::asks_persona(
+        ctx.settings.link_kind,
+        row.as_ref(),
+        &carry.fresh,
+        ctx.clock.now(),
+    ) && !run.smtp_ready(&ctx.mailer).await
+    {
+        let why = format!(
+            "{kind} mail waits: the mail server does not answer, so no link was asked of Persona"
+        );
+        put_back_uncounted(ctx, mail, carry.counted).await?;
+        user_states::set_reason(&ctx.store, &claimed.user_id, Some(&why)).await?;
+        return Ok(Delivery::Deferred(why));
+    }
     let obtained = match fresh_link::obtain(
         ctx,
         claimed,

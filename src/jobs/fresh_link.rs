@@ -73,6 +73,25 @@ fn needs_resume(row: &InquiryRow, now: DateTime<Utc>) -> bool {
     row.status == "expired" || row.expires_at().is_some_and(|t| t <= now)
 }
 
+/// Whether [`obtain`] would have to ask Persona for this link (a token or one-time link, which
+/// spends one of the inquiry's sessions): then it is asked for only once the mail can go out.
+pub fn asks_persona(
+    kind: LinkKind,
+    row: Option<&InquiryRow>,
+    fresh: &Fresh,
+    now: DateTime<Utc>,
+) -> bool {
+    let Some(row) = row else { return false };
+    match (kind, fresh) {
+        (LinkKind::Static, _) | (LinkKind::Session, Fresh::Token(_)) => false,
+        (LinkKind::OneTime, Fresh::OneTime(_)) => false,
+        (LinkKind::Session, _) => row.status != "created" || needs_resume(row, now),
+        (LinkKind::OneTime, _) => true,
+        // A redirect mail carries our own link; the click asks Persona, not the mail.
+        (LinkKind::Redirect, _) => false,
+    }
+}
+
 /// `language` is the user's locale, carried by the link to Persona's hosted flow.
 pub async fn obtain(
     ctx: &JobContext,
@@ -132,7 +151,9 @@ pub async fn obtain(
             })
         }
         (LinkKind::Session, _) => {
-            let (inquiry, token) = resume(ctx, claimed, row, &inquiry_id).await?;
+            // A token for a mail (a retry, or a resume's token lost to a crash): not a resume
+            // of the lifecycle, so it does not count toward max_resumes.
+            let (inquiry, token) = resume(ctx, claimed, row, &inquiry_id, false).await?;
             Ok(ObtainedLink {
                 link: build_link(
                     &s.links,
@@ -170,7 +191,7 @@ pub async fn one_time(
     let mut sessions = row.session_count;
     if needs_resume(row, now) {
         // Persona cannot make a one-time link for an expired inquiry: resume first.
-        let (inquiry, _token) = resume(ctx, claimed, row, inquiry_id).await?;
+        let (inquiry, _token) = resume(ctx, claimed, row, inquiry_id, false).await?;
         inquiry_expiry = inquiry.expires_at;
         sessions += 1;
     }
@@ -252,15 +273,18 @@ pub fn one_time_link_expiry(
     }
 }
 
-/// Resumes within budget and records it; the returned inquiry is `pending`.
+/// Resumes within budget and records it; the returned inquiry is `pending`. `counted`: a
+/// resume of the lifecycle (refresh renewing a link), which `max_resumes` bounds; a token
+/// fetched for a mail is not.
 pub async fn resume(
     ctx: &JobContext,
     claimed: &Claimed,
     row: &InquiryRow,
     inquiry_id: &InquiryId,
+    counted: bool,
 ) -> Result<(Inquiry, SessionToken), LinkProblem> {
     let max = ctx.settings.inquiries.max_resumes;
-    if row.resume_count >= i64::from(max) {
+    if counted && row.resume_count >= i64::from(max) {
         return Err(LinkProblem::OutOfResumes {
             used: row.resume_count,
             max,
@@ -276,6 +300,7 @@ pub async fn resume(
     inquiries::record_resume(
         &mut tx,
         row.id,
+        counted,
         inquiry.status.as_str(),
         inquiry.expires_at,
         now,
@@ -288,8 +313,12 @@ pub async fn resume(
         Some(inquiry_id.as_str()),
         "inquiry.resumed",
         &format!(
-            "resumed ({} of {max}); now {} until {}",
-            row.resume_count + 1,
+            "{}; now {} until {}",
+            if counted {
+                format!("resumed ({} of {max})", row.resume_count + 1)
+            } else {
+                "session token fetched for a mail (not counted as a resume)".to_owned()
+            },
             inquiry.status,
             inquiry
                 .expires_at

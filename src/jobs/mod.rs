@@ -92,9 +92,38 @@ pub const LEASE: Duration = Duration::from_secs(600);
 pub struct RunFlags {
     smtp_down: AtomicBool,
     persona_down: AtomicBool,
+    /// Whether the mail server answered a probe this run (asked once, before the first mail
+    /// that would spend a Persona session).
+    smtp_probe: tokio::sync::OnceCell<bool>,
 }
 
 impl RunFlags {
+    /// Whether a mail can go out now: the mail server was not found down this run and, the
+    /// first time this is asked, accepts a connection and EHLO (`Transport::check`). Each
+    /// `once` is its own process and cannot remember an outage, so it looks before spending
+    /// a resume or a one-time link on a mail that would not go out.
+    pub async fn smtp_ready(&self, mailer: &Mailer) -> bool {
+        if self.smtp_down() {
+            return false;
+        }
+        let up = *self
+            .smtp_probe
+            .get_or_init(|| async {
+                match mailer.transport().check().await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the mail server does not answer; links that cost a Persona session wait");
+                        false
+                    }
+                }
+            })
+            .await;
+        if !up {
+            self.set_smtp_down();
+        }
+        up
+    }
+
     pub fn smtp_down(&self) -> bool {
         self.smtp_down.load(Ordering::Relaxed)
     }

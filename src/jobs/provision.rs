@@ -47,7 +47,7 @@ impl ProvisionReport {
             Some(Delivery::Sent) => self.mails_sent += 1,
             Some(Delivery::Deferred(_)) => self.mails_deferred += 1,
             Some(Delivery::Failed(_)) => self.mails_failed += 1,
-            None => {}
+            Some(Delivery::Dropped) | None => {}
         }
         self.users_deferred += usize::from(o.deferred);
     }
@@ -469,8 +469,16 @@ pub fn create_request(ctx: &JobContext, claimed: &Claimed, user: &User) -> Creat
         auto_create_one_time_link: matches!(s.link_kind, LinkKind::OneTime | LinkKind::Redirect),
         one_time_link_expires_in: matches!(s.link_kind, LinkKind::OneTime | LinkKind::Redirect)
             .then_some(s.one_time_link_expires_after),
-        expires_after_create: Some(s.inquiries.expires_after),
+        expires_after: Some(s.inquiries.expires_after),
+        note: Some(adoption_note(&claimed.reference_id)),
     }
+}
+
+/// The note every inquiry of a user carries: what finds it again after a lost answer
+/// (`filter[note]`), since Persona does not promise to copy the account's reference id onto
+/// the inquiry. Opaque like the reference id it is made from.
+pub fn adoption_note(reference_id: &crate::domain::ReferenceId) -> String {
+    format!("inquiry-mailer {reference_id}")
 }
 
 /// Runs (or re-runs) the create call of a `creating` row, records the answer and queues a mail
@@ -484,115 +492,146 @@ pub async fn create(
     mail_kind: MailKind,
     send_now: bool,
 ) -> Result<Created, JobError> {
-    let now = ctx.clock.now();
-    if row.key_created_at().is_none_or(|t| now - t > KEY_TRUST) {
-        // Persona may have forgotten this key: a create with it could make a second inquiry.
-        // Look for one made under it first.
-        let recorded = inquiries::recorded_ids(&ctx.store, &claimed.user_id).await?;
-        match find_unrecorded(ctx, claimed, &recorded).await {
-            Ok(Some(inquiry)) => {
-                let recorded =
-                    record_created(ctx, claimed, &row, &inquiry, true, mail_kind, send_now).await?;
+    // A second pass only after Persona refused to reuse the key (the row was edited since the
+    // first try): the inquiry that try made, if any, is looked up and kept.
+    for pass in 0..2 {
+        let now = ctx.clock.now();
+        if row.key_created_at().is_none_or(|t| now - t > KEY_TRUST) {
+            // Persona may have forgotten this key: a create with it could make a second
+            // inquiry. Look for one made under it first.
+            let recorded = inquiries::recorded_ids(&ctx.store, &claimed.user_id).await?;
+            match find_unrecorded(ctx, claimed, &recorded).await {
+                Ok(Some(inquiry)) => {
+                    let recorded =
+                        record_created(ctx, claimed, &row, &inquiry, true, mail_kind, send_now)
+                            .await?;
+                    return Ok(Created::Done {
+                        fresh: Fresh::Nothing,
+                        adopted: true,
+                        mail: recorded.mail.map(Box::new),
+                        inquiry: Box::new(recorded.inquiry),
+                    });
+                }
+                Ok(None) => {
+                    row = inquiries::renew_key(&ctx.store, &row, claimed.reference_id.as_str(), now)
+                        .await?
+                }
+                Err(e) if is_fatal(&e) => return Err(JobError::Persona(e)),
+                Err(e) => {
+                    tracing::warn!(user = %claimed.user_id, error = %e, "cannot look up existing inquiries; later");
+                    return Ok(Created::Later);
+                }
+            }
+        }
+        let key =
+            IdempotencyKey::parse(&row.idempotency_key).map_err(|e| StoreError::Conflict(e.0))?;
+        crate::faults::crash_point("provision.before-create");
+        match ctx
+            .persona
+            .create_inquiry(&create_request(ctx, claimed, user), &key)
+            .await
+        {
+            Ok(created) => {
+                crate::faults::crash_point("provision.after-create");
+                let recorded = record_created(
+                    ctx,
+                    claimed,
+                    &row,
+                    &created.inquiry,
+                    false,
+                    mail_kind,
+                    send_now,
+                )
+                .await?;
+                let fresh = match (created.one_time_link, created.session_token) {
+                    (Some(l), _) => Fresh::OneTime(l),
+                    (None, Some(t)) => Fresh::Token(t),
+                    (None, None) => Fresh::Nothing,
+                };
                 return Ok(Created::Done {
-                    fresh: Fresh::Nothing,
-                    adopted: true,
+                    fresh,
+                    adopted: false,
                     mail: recorded.mail.map(Box::new),
                     inquiry: Box::new(recorded.inquiry),
                 });
             }
-            Ok(None) => {
-                row = inquiries::renew_key(&ctx.store, &row, claimed.reference_id.as_str(), now)
-                    .await?
-            }
             Err(e) if is_fatal(&e) => return Err(JobError::Persona(e)),
-            Err(e) => {
-                tracing::warn!(user = %claimed.user_id, error = %e, "cannot look up existing inquiries; later");
+            Err(e) if e.is_transient() => {
+                if e.status().is_some_and(|s| s >= 500) {
+                    // Persona stores a 5xx under the key and replays it for 24 h, so this key is
+                    // spent. Whether the inquiry exists is unknown: the next attempt looks it up
+                    // first, and only then creates with a new key.
+                    inquiries::distrust_key(&ctx.store, row.id).await?;
+                    tracing::warn!(user = %claimed.user_id, error = %e, "inquiry not created yet; next attempt looks it up, then uses a new key");
+                } else {
+                    tracing::warn!(user = %claimed.user_id, error = %e, "inquiry not created yet; will retry with the same key");
+                }
                 return Ok(Created::Later);
             }
-        }
-    }
-    let key = IdempotencyKey::parse(&row.idempotency_key).map_err(|e| StoreError::Conflict(e.0))?;
-    crate::faults::crash_point("provision.before-create");
-    match ctx
-        .persona
-        .create_inquiry(&create_request(ctx, claimed, user), &key)
-        .await
-    {
-        Ok(created) => {
-            crate::faults::crash_point("provision.after-create");
-            let recorded = record_created(
-                ctx,
-                claimed,
-                &row,
-                &created.inquiry,
-                false,
-                mail_kind,
-                send_now,
-            )
-            .await?;
-            let fresh = match (created.one_time_link, created.session_token) {
-                (Some(l), _) => Fresh::OneTime(l),
-                (None, Some(t)) => Fresh::Token(t),
-                (None, None) => Fresh::Nothing,
-            };
-            Ok(Created::Done {
-                fresh,
-                adopted: false,
-                mail: recorded.mail.map(Box::new),
-                inquiry: Box::new(recorded.inquiry),
-            })
-        }
-        Err(e) if is_fatal(&e) => Err(JobError::Persona(e)),
-        Err(e) if e.is_transient() => {
-            if e.status().is_some_and(|s| s >= 500) {
-                // Persona stores a 5xx under the key and replays it for 24 h, so this key is
-                // spent. Whether the inquiry exists is unknown: the next attempt looks it up by
-                // reference id first, and only then creates with a new key.
+            Err(e) if pass == 0 && e.is_key_reuse_refused() => {
+                // The first try under this key may have made the inquiry: look, then keep it
+                // or create under a new key.
+                tracing::warn!(user = %claimed.user_id, error = %e, "Persona refused the key again with changed data; looking up what the first try made");
                 inquiries::distrust_key(&ctx.store, row.id).await?;
-                tracing::warn!(user = %claimed.user_id, error = %e, "inquiry not created yet; next attempt looks it up, then uses a new key");
-            } else {
-                tracing::warn!(user = %claimed.user_id, error = %e, "inquiry not created yet; will retry with the same key");
+                row = inquiries::by_row_id(ctx.store.reader(), row.id)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Conflict(format!("inquiry row {} vanished", row.id))
+                    })?;
             }
-            Ok(Created::Later)
-        }
-        Err(e) => {
-            let why = format!("Persona refused to create the inquiry: {e}");
-            let now = ctx.clock.now();
-            let mut tx = ctx.store.begin_write().await?;
-            inquiries::mark_rejected(&mut tx, row.id, now).await?;
-            user_states::skip(
-                &mut tx,
-                &claimed.user_id,
-                &why,
-                "inquiry.rejected",
-                None,
-                now,
-            )
-            .await?;
-            tx.commit().await.map_err(StoreError::from)?;
-            tracing::error!(user = %claimed.user_id, error = %e, "inquiry refused; user skipped");
-            Ok(Created::Rejected)
+            Err(e) => return reject(ctx, claimed, &row, &e).await,
         }
     }
+    Err(StoreError::Conflict(format!(
+        "user {}: Persona refused the create twice over its idempotency key",
+        claimed.user_id
+    ))
+    .into())
 }
 
-/// The user's newest inquiry at Persona that the store has not recorded: one made under a key
-/// whose answer was lost. Recorded ones are skipped: after a crash mid-recreate the replaced
-/// inquiry may still be live, and taking it would bring back what was being replaced.
+/// Persona refused the create for good: the row is kept as a record and the user skipped.
+async fn reject(
+    ctx: &JobContext,
+    claimed: &Claimed,
+    row: &InquiryRow,
+    e: &PersonaError,
+) -> Result<Created, JobError> {
+    let why = format!("Persona refused to create the inquiry: {e}");
+    let now = ctx.clock.now();
+    let mut tx = ctx.store.begin_write().await?;
+    inquiries::mark_rejected(&mut tx, row.id, now).await?;
+    user_states::skip(
+        &mut tx,
+        &claimed.user_id,
+        &why,
+        "inquiry.rejected",
+        None,
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    tracing::error!(user = %claimed.user_id, error = %e, "inquiry refused; user skipped");
+    Ok(Created::Rejected)
+}
+
+/// The user's newest live inquiry at Persona that the store has not recorded: one made under a
+/// key whose answer was lost. Found by the note the daemon puts on every inquiry it creates.
+/// Recorded ones are skipped: after a crash mid-recreate the replaced inquiry may still be
+/// live, and taking it would bring back what was being replaced.
 async fn find_unrecorded(
     ctx: &JobContext,
     claimed: &Claimed,
     recorded: &HashSet<String>,
 ) -> Result<Option<crate::persona::Inquiry>, PersonaError> {
     let filter = ListFilter {
-        reference_id: Some(claimed.reference_id.clone()),
         statuses: vec![
             InquiryStatus::Created,
             InquiryStatus::Pending,
             InquiryStatus::Expired,
         ],
         template_id: Some(ctx.settings.template_id.clone()),
-        inquiry_ids: Vec::new(),
+        note: Some(adoption_note(&claimed.reference_id)),
+        ..ListFilter::default()
     };
     let mut pages = ctx.persona.inquiry_pages(&filter);
     // Newest first: the first one not recorded is the one to keep.

@@ -37,6 +37,8 @@ pub struct RefreshReport {
     pub held_back: usize,
     pub mails_sent: usize,
     pub mails_deferred: usize,
+    /// Mails given up on (the server refused them for good); not waiting for anything.
+    pub mails_failed: usize,
     pub old_inquiries_expired: usize,
     pub reminders: super::reminders::ReminderReport,
     /// How the template's latest version was learned: "template", "inquiry", or "unknown".
@@ -47,7 +49,7 @@ impl std::fmt::Display for RefreshReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} live inquiries, {} status changes ({} users finished), {} resumed, {} recreated, {} held back by limits, {} mails sent, {} waiting for a retry, {} replaced inquiries expired, {} reminders sent",
+            "{} live inquiries, {} status changes ({} users finished), {} resumed, {} recreated, {} held back by limits, {} mails sent, {} waiting for a retry, {} failed, {} replaced inquiries expired, {} reminders sent",
             self.live_inquiries,
             self.statuses_changed,
             self.users_finished,
@@ -56,6 +58,7 @@ impl std::fmt::Display for RefreshReport {
             self.held_back,
             self.mails_sent,
             self.mails_deferred,
+            self.mails_failed,
             self.old_inquiries_expired,
             self.reminders.sent
         )
@@ -66,8 +69,9 @@ impl std::fmt::Display for RefreshReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Nothing,
-    /// Resume it (expiring it first when still `pending`, so the resume starts a fresh interval).
+    /// Resume it: a started inquiry near expiry (which the resume does not end), or an expired one.
     Resume(String),
+    /// Replace it: expire it at Persona first, then create the new one.
     Recreate(String),
     /// Due, but a limit says not now; the reason goes on the user.
     Hold(String),
@@ -82,7 +86,10 @@ pub struct Situation<'a> {
     pub last_mailed_at: Option<DateTime<Utc>>,
 }
 
-/// The refresh policy, as a pure function of the situation and the config.
+/// The refresh policy (SPEC "The lifecycle rules"), as a pure function of the situation and
+/// the config. A started inquiry (`pending`, not yet expired) is never replaced: near expiry it
+/// is resumed when on the latest version and left alone otherwise; once expired it is renewed
+/// (recreated when outdated or too old, else resumed). A `created` one may be replaced early.
 pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: LinkKind) -> Decision {
     let row = s.row;
     if row.status == CREATING {
@@ -95,12 +102,16 @@ pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: Lin
     let due_at = row.expires_at().map(|t| t - dur(cfg.refresh_before_expiry));
     let expired = row.status == "expired" || row.expires_at().is_some_and(|t| t <= s.now);
     let near_expiry = expired || due_at.is_some_and(|t| t <= s.now);
+    let started = row.status == "pending" && !expired;
     let outdated = cfg.recreate_on_new_template_version
         && s.latest_version.is_some()
         && row.template_version_id.as_deref() != s.latest_version.map(TemplateVersionId::as_str);
     let too_old = row.born_at().is_some_and(|b| s.now - b > dur(cfg.max_age));
 
-    let action = if outdated {
+    let action = if started && (outdated || (too_old && kind != LinkKind::Static)) {
+        // Replacing it would cut the user off mid-flow; it is renewed once it has expired.
+        return Decision::Nothing;
+    } else if outdated {
         Decision::Recreate(format!(
             "pinned to template version {}, latest is {}",
             row.template_version_id.as_deref().unwrap_or("unknown"),
@@ -117,6 +128,11 @@ pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: Lin
         return Decision::Nothing;
     } else if row.status == "created" && !expired {
         Decision::Recreate("created and close to expiry (Persona has no way to extend it)".into())
+    } else if started
+        && (row.resume_count >= i64::from(cfg.max_resumes) || row.session_count + 1 >= MAX_SESSIONS)
+    {
+        // Out of resumes or sessions, but still running: renewed once it has expired.
+        return Decision::Nothing;
     } else if row.resume_count >= i64::from(cfg.max_resumes) {
         Decision::Recreate(format!(
             "near expiry and out of resumes ({} of {})",
@@ -181,16 +197,17 @@ pub async fn run(ctx: &JobContext) -> Result<RefreshReport, JobError> {
 }
 
 /// One list of the template's live inquiries (100 a page), then lookups by id, 100 a call, for
-/// the store's live rows that were not in it (they expired or finished).
+/// the followed rows that were not in it: ones that expired or finished, and finished ones
+/// still awaiting a decision (`completed` → `approved`). Replaced inquiries not yet expired
+/// are followed too: a user who finishes one of those is finished.
 async fn sync_statuses(ctx: &JobContext, report: &mut RefreshReport) -> Result<(), JobError> {
     let now = ctx.clock.now();
-    let mine: Vec<InquiryRow> = inquiries::live(&ctx.store).await?;
+    let mine: Vec<InquiryRow> = inquiries::followed(&ctx.store, now).await?;
     let mut by_id = by_inquiry_id(&mine);
     let filter = ListFilter {
-        reference_id: None,
         statuses: vec![InquiryStatus::Created, InquiryStatus::Pending],
         template_id: Some(ctx.settings.template_id.clone()),
-        inquiry_ids: Vec::new(),
+        ..ListFilter::default()
     };
     let mut pages = ctx.persona.inquiry_pages(&filter);
     while let Some(page) = pages.next_page().await.map_err(persona_error)? {
@@ -221,7 +238,7 @@ async fn sync_static(ctx: &JobContext, report: &mut RefreshReport) -> Result<(),
         // No link was sent yet, so nobody can have opened one.
         return Ok(());
     };
-    let mine: Vec<InquiryRow> = inquiries::live(&ctx.store).await?;
+    let mine: Vec<InquiryRow> = inquiries::followed(&ctx.store, now).await?;
     let mut by_id = by_inquiry_id(&mine);
     let filter = ListFilter {
         template_id: Some(ctx.settings.template_id.clone()),
@@ -310,16 +327,13 @@ async fn apply(
     source: &str,
     now: DateTime<Utc>,
 ) -> Result<(), JobError> {
-    match status::apply(
-        &ctx.store,
-        row,
-        &inquiry.status,
-        inquiry.expires_at,
+    let seen = status::Observation {
+        status: &inquiry.status,
+        expires_at: inquiry.expires_at,
+        observed_at: now,
         source,
-        now,
-    )
-    .await?
-    {
+    };
+    match status::apply(&ctx.store, row, &seen, now).await? {
         Applied::Unchanged => {}
         Applied::Updated => report.statuses_changed += 1,
         Applied::Finished => {
@@ -375,8 +389,10 @@ async fn adopt_static(
     apply(ctx, report, &placeholder, inquiry, "status sync", now).await
 }
 
-/// The template's latest published version: one call a run. Persona serves that endpoint to
-/// production keys only; elsewhere the version is read per due inquiry (`include`).
+/// The template's latest published version: one call a run. Persona serves the template
+/// endpoint to production keys only; under a sandbox key the version is read from one live
+/// inquiry of the template instead (`?include=inquiry-template`), also once a run, so every
+/// current inquiry is judged against it, the `created` ones not yet due included.
 async fn latest_version(
     ctx: &JobContext,
     report: &mut RefreshReport,
@@ -397,9 +413,27 @@ async fn latest_version(
         Err(e) if is_fatal(&e) && e.status() == Some(401) => Err(JobError::Persona(e)),
         Err(e) if e.is_transient() => Err(persona_error(e)),
         Err(e) => {
-            tracing::info!(error = %e, "the inquiry template endpoint is not available to this key; reading versions per inquiry");
-            report.template_version_source = "inquiry";
-            Ok(None)
+            tracing::info!(error = %e, "the inquiry template endpoint is not available to this key; reading the version from an inquiry");
+            report.template_version_source = "unknown";
+            let rows = inquiries::current_of_unfinished_users(&ctx.store).await?;
+            let Some(id) = rows.iter().find_map(|r| {
+                r.inquiry_id
+                    .as_deref()
+                    .and_then(|i| InquiryId::parse(i).ok())
+            }) else {
+                return Ok(None);
+            };
+            match ctx.persona.retrieve_inquiry(&id, true).await {
+                Ok(r) => {
+                    report.template_version_source = "inquiry";
+                    Ok(r.latest_published_version)
+                }
+                Err(e) if is_fatal(&e) => Err(JobError::Persona(e)),
+                Err(e) => {
+                    tracing::warn!(inquiry = %id, error = %e, "template version unknown this run");
+                    Ok(None)
+                }
+            }
         }
     }
 }
@@ -416,33 +450,23 @@ async fn act_on_due(
 ) -> Result<(), JobError> {
     let now = ctx.clock.now();
     let rows = current_rows(ctx).await?;
-    let per_inquiry_versions = report.template_version_source == "inquiry";
+    // A mail waiting for a retry is the user's renewal already: it goes out in
+    // `retry_unsent`, and deciding again would resume (or replace) once per run of an outage.
+    let waiting = mails::users_with_unsent(&ctx.store).await?;
     let mut work = Vec::new();
     for (row, last_mailed_at) in rows {
-        let decide_with = |latest: Option<&TemplateVersionId>| {
-            decide(
-                &Situation {
-                    row: &row,
-                    now,
-                    latest_version: latest,
-                    last_mailed_at,
-                },
-                &ctx.settings.inquiries,
-                ctx.settings.link_kind,
-            )
-        };
-        let mut decision = decide_with(latest.as_ref());
-        if per_inquiry_versions && decision != Decision::Nothing && row.inquiry_id.is_some() {
-            // Only inquiries already due pay for the per-inquiry version check.
-            let id = InquiryId::parse(row.inquiry_id.as_deref().unwrap_or_default())
-                .map_err(|e| StoreError::Conflict(e.0))?;
-            match ctx.persona.retrieve_inquiry(&id, true).await {
-                Ok(r) => decision = decide_with(r.latest_published_version.as_ref()),
-                Err(e) if is_fatal(&e) => return Err(JobError::Persona(e)),
-                Err(e) => {
-                    tracing::warn!(inquiry = %id, error = %e, "template version unknown this run")
-                }
-            }
+        let decision = decide(
+            &Situation {
+                row: &row,
+                now,
+                latest_version: latest.as_ref(),
+                last_mailed_at,
+            },
+            &ctx.settings.inquiries,
+            ctx.settings.link_kind,
+        );
+        if waits_for_its_mail(&decision, waiting.contains(&row.user_id)) {
+            continue;
         }
         match decision {
             Decision::Nothing => {}
@@ -450,24 +474,26 @@ async fn act_on_due(
                 report.held_back += 1;
                 hold(ctx, &row, &why, now).await?;
             }
-            d => work.push((row, d)),
+            _ => work.push(row.user_id),
         }
     }
+    let latest = Arc::new(latest);
     let permits = Arc::new(Semaphore::new(ctx.settings.concurrency.max(1)));
     let mut tasks = JoinSet::new();
-    for (row, decision) in work {
-        let (ctx, flags, permits) = (ctx.clone(), flags.clone(), permits.clone());
+    for user_id in work {
+        let (ctx, flags, permits, latest) =
+            (ctx.clone(), flags.clone(), permits.clone(), latest.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.expect("semaphore open");
             if ctx.stop.is_cancelled() || flags.persona_down() {
                 return Ok(None);
             }
             let Some(claimed) =
-                user_states::claim_one(&ctx.store, &row.user_id, ctx.clock.now(), LEASE).await?
+                user_states::claim_one(&ctx.store, &user_id, ctx.clock.now(), LEASE).await?
             else {
                 return Ok(None);
             };
-            let result = act(&ctx, &flags, &claimed, row, decision).await;
+            let result = act(&ctx, &flags, &claimed, latest.as_ref().as_ref()).await;
             user_states::release(&ctx.store, &claimed.user_id, None).await?;
             result.map(Some)
         });
@@ -481,17 +507,33 @@ async fn act_on_due(
                     Some(ActionTaken::Recreated) => report.recreated += 1,
                     None => {}
                 }
-                match done.delivery {
-                    Some(Delivery::Sent) => report.mails_sent += 1,
-                    Some(_) => report.mails_deferred += 1,
-                    None => {}
-                }
+                report.old_inquiries_expired += done.old_expired;
+                report.users_finished += usize::from(done.finished);
+                report.count(done.delivery.as_ref());
             }
             Ok(None) => {}
             Err(e) => fatal = fatal.or(Some(e)),
         }
     }
     fatal.map_or(Ok(()), Err)
+}
+
+/// A user whose mail waits for a retry is left to `retry_unsent` unless the decision is to
+/// replace the inquiry (which drops that mail): resuming again would spend a resume per run
+/// of an outage.
+fn waits_for_its_mail(decision: &Decision, mail_waiting: bool) -> bool {
+    mail_waiting && !matches!(decision, Decision::Recreate(_))
+}
+
+impl RefreshReport {
+    fn count(&mut self, delivery: Option<&Delivery>) {
+        match delivery {
+            Some(Delivery::Sent) => self.mails_sent += 1,
+            Some(Delivery::Deferred(_)) => self.mails_deferred += 1,
+            Some(Delivery::Failed(_)) => self.mails_failed += 1,
+            Some(Delivery::Dropped) | None => {}
+        }
+    }
 }
 
 /// Each unfinished user's current inquiry with when they were last mailed; users whose latest
@@ -552,110 +594,140 @@ enum ActionTaken {
     Recreated,
 }
 
+#[derive(Default)]
 struct Done {
     action: Option<ActionTaken>,
     delivery: Option<Delivery>,
+    /// Replaced inquiries this user's renewal expired at Persona.
+    old_expired: usize,
+    /// The user turned out finished (e.g. the old inquiry's expire answered 409).
+    finished: bool,
 }
 
+/// One claimed user's renewal. Everything is read again under the lease, because the list this
+/// run decided from may be stale: a webhook (which takes no lease) may have finished the user,
+/// or another process (`once` beside `run`) may have renewed them already.
 async fn act(
     ctx: &JobContext,
     flags: &RunFlags,
     claimed: &Claimed,
-    row: InquiryRow,
-    decision: Decision,
+    latest: Option<&TemplateVersionId>,
 ) -> Result<Done, JobError> {
     let now = ctx.clock.now();
+    if !user_states::is_unfinished(&ctx.store, &claimed.user_id).await? {
+        return Ok(Done::default());
+    }
+    let Some(row) = inquiries::current_of(&ctx.store, &claimed.user_id).await? else {
+        return Ok(Done::default());
+    };
+    let decision = decide(
+        &Situation {
+            row: &row,
+            now,
+            latest_version: latest,
+            last_mailed_at: claimed
+                .last_mailed_at
+                .as_deref()
+                .and_then(crate::clock::parse_ts),
+        },
+        &ctx.settings.inquiries,
+        ctx.settings.link_kind,
+    );
+    let mail_waiting = mails::unsent_for_user(ctx.store.reader(), &claimed.user_id)
+        .await?
+        .is_some();
+    if waits_for_its_mail(&decision, mail_waiting) {
+        return Ok(Done::default());
+    }
+    if row.status != CREATING
+        && matches!(decision, Decision::Resume(_) | Decision::Recreate(_))
+        && !flags.smtp_ready(&ctx.mailer).await
+    {
+        // A resume or a new inquiry (with its session or one-time link) spent on a mail that
+        // cannot go out would be spent again next run.
+        let why = "due for a fresh link; waits: the mail server does not answer";
+        user_states::set_reason(&ctx.store, &claimed.user_id, Some(why)).await?;
+        return Ok(Done::default());
+    }
     let Some(raw) = users::get(&ctx.store, &claimed.user_id).await? else {
-        return Ok(Done {
-            action: None,
-            delivery: None,
-        });
+        return Ok(Done::default());
     };
     let user = match User::parse(&raw, now.date_naive()) {
         Ok(u) => u,
         Err(e) => {
             provision::skip_user(ctx, &claimed.user_id, &e.0, now).await?;
-            return Ok(Done {
-                action: None,
-                delivery: None,
-            });
+            return Ok(Done::default());
         }
     };
-    let (action, fresh, inquiry_row) = match decision {
-        Decision::Resume(why) if row.status != CREATING => {
+    let mut done = Done::default();
+    let (fresh, inquiry_row) = match decision {
+        Decision::Resume(why) => {
             match resume(ctx, claimed, &row, &why).await {
-                Ok(fresh) => (ActionTaken::Resumed, fresh, row.id),
+                Ok(fresh) => {
+                    done.action = Some(ActionTaken::Resumed);
+                    (fresh, row.id)
+                }
                 Err(LinkProblem::Store(e)) => return Err(e.into()),
                 Err(LinkProblem::Persona(e)) if is_fatal(&e) => return Err(JobError::Persona(e)),
                 Err(LinkProblem::Persona(e)) if e.is_transient() => {
                     flags.set_persona_down();
-                    return Ok(Done {
-                        action: None,
-                        delivery: None,
-                    });
+                    return Ok(done);
+                }
+                Err(LinkProblem::Persona(e)) if e.status() == Some(409) => {
+                    // Finished meanwhile, most likely: read it and apply what it says.
+                    done.finished = read_and_apply(ctx, &row).await? == Some(Applied::Finished);
+                    return Ok(done);
                 }
                 Err(problem) => {
-                    // A 409 (finished meanwhile) or a spent budget: the next run's sync and decision
-                    // take it from there; say so on the user.
+                    // A spent budget: the next run's decision takes it from there.
                     let why = format!("resume failed: {problem}");
                     user_states::set_reason(&ctx.store, &claimed.user_id, Some(&why)).await?;
-                    return Ok(Done {
-                        action: None,
-                        delivery: None,
-                    });
+                    return Ok(done);
                 }
             }
         }
-        Decision::Resume(why) | Decision::Recreate(why) => {
-            match recreate(ctx, claimed, &user, row, &why).await? {
-                Some((fresh, new_row)) => (ActionTaken::Recreated, fresh, new_row),
-                None => {
-                    return Ok(Done {
-                        action: None,
-                        delivery: None,
-                    });
-                }
+        Decision::Recreate(why) => match recreate(ctx, claimed, &user, row, latest, &why).await? {
+            Renewal::Created {
+                fresh,
+                row,
+                old_expired,
+            } => {
+                done.action = Some(ActionTaken::Recreated);
+                done.old_expired = old_expired;
+                (fresh, row)
             }
-        }
-        Decision::Nothing | Decision::Hold(_) => {
-            return Ok(Done {
-                action: None,
-                delivery: None,
-            });
-        }
+            Renewal::Finished { old_expired } => {
+                done.old_expired = old_expired;
+                done.finished = true;
+                return Ok(done);
+            }
+            Renewal::NotNow { old_expired } => {
+                done.old_expired = old_expired;
+                return Ok(done);
+            }
+        },
+        Decision::Nothing | Decision::Hold(_) => return Ok(done),
     };
-    if !matches!(action, ActionTaken::Recreated) {
+    if matches!(done.action, Some(ActionTaken::Resumed)) {
         let mut tx = ctx.store.begin_write().await?;
         mails::cancel_unsent(&mut tx, &claimed.user_id, now).await?;
         provision::enqueue(ctx, &mut tx, claimed, Some(inquiry_row), MailKind::Renewed).await?;
         tx.commit().await.map_err(StoreError::from)?;
     }
     let mail = mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await?;
-    let delivery = match mail {
-        Some(mail) => Some(
-            deliver(
-                ctx,
-                flags,
-                claimed,
-                &user,
-                &mail,
-                Carry {
-                    fresh,
-                    ..Carry::default()
-                },
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    Ok(Done {
-        action: Some(action),
-        delivery,
-    })
+    if let Some(mail) = mail {
+        let carry = Carry {
+            fresh,
+            ..Carry::default()
+        };
+        done.delivery = Some(deliver(ctx, flags, claimed, &user, &mail, carry).await?);
+    }
+    Ok(done)
 }
 
-/// Resumes so the user gets a fresh interval: a `pending` inquiry is expired first, because a
-/// resume of a still-pending inquiry may keep its old expiry.
+/// Resumes the inquiry, which does not end it: a started one keeps running (its user is never
+/// cut off), an expired one becomes `pending` with a fresh interval (`expires_after`, set at
+/// creation).
 async fn resume(
     ctx: &JobContext,
     claimed: &Claimed,
@@ -665,33 +737,6 @@ async fn resume(
     let id_text = row.inquiry_id.as_deref().ok_or(LinkProblem::NoInquiry)?;
     let id = InquiryId::parse(id_text).map_err(|e| StoreError::Conflict(e.0))?;
     let now = ctx.clock.now();
-    let mut row = row.clone();
-    if row.status != "expired" && row.expires_at().is_none_or(|t| t > now) {
-        let inquiry = ctx
-            .persona
-            .expire_inquiry(&id, &IdempotencyKey::generate())
-            .await?;
-        let mut tx = ctx.store.begin_write().await?;
-        inquiries::update_status(
-            &mut tx,
-            row.id,
-            inquiry.status.as_str(),
-            inquiry.expires_at,
-            now,
-        )
-        .await?;
-        events::record(
-            &mut tx,
-            now,
-            Some(&claimed.user_id),
-            Some(id_text),
-            "refresh.expire-for-resume",
-            why,
-        )
-        .await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        row.status = inquiry.status.as_str().to_owned();
-    }
     let mut tx = ctx.store.begin_write().await?;
     events::record(
         &mut tx,
@@ -703,7 +748,7 @@ async fn resume(
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
-    let (_inquiry, token) = fresh_link::resume(ctx, claimed, &row, &id).await?;
+    let (_inquiry, token) = fresh_link::resume(ctx, claimed, row, &id, true).await?;
     Ok(match ctx.settings.link_kind {
         LinkKind::Session => Fresh::Token(token),
         // The one-time link is generated at send time from the now-pending inquiry.
@@ -711,28 +756,68 @@ async fn resume(
     })
 }
 
-/// A new inquiry replaces the current one: new generation and key, the old row marked replaced
-/// (and expired at Persona right after), unsent mails dropped, a `renewed` mail queued.
+/// How a recreate ended.
+enum Renewal {
+    /// The replacement exists (row id) and its mail is queued.
+    Created {
+        fresh: Fresh,
+        row: i64,
+        old_expired: usize,
+    },
+    /// An inquiry of the user turned out finished: the user is finished, nothing was created.
+    Finished { old_expired: usize },
+    /// Not now (Persona unreachable, the old inquiry not expired yet, or the fresh read changed
+    /// the decision); the next run takes it from there.
+    NotNow { old_expired: usize },
+}
+
+/// Replaces the current inquiry. The old one is read fresh and expired at Persona *before* the
+/// new one is created, so the user never holds two live inquiries, crash or not: the intent
+/// (old row replaced, a `creating` row) commits first, and a run that finds a `creating` row
+/// expires what it replaces before creating.
 async fn recreate(
     ctx: &JobContext,
     claimed: &Claimed,
     user: &User,
     row: InquiryRow,
+    latest: Option<&TemplateVersionId>,
     why: &str,
-) -> Result<Option<(Fresh, i64)>, JobError> {
+) -> Result<Renewal, JobError> {
     let now = ctx.clock.now();
     let new_row = if row.status == CREATING {
         // A recreate (or first create) interrupted before Persona answered: finish it.
         row
     } else {
+        // Decisions on fresh reads: the user may have started or finished since the sync.
+        match read_and_apply(ctx, &row).await? {
+            Some(Applied::Finished) => return Ok(Renewal::Finished { old_expired: 0 }),
+            None => return Ok(Renewal::NotNow { old_expired: 0 }),
+            Some(_) => {}
+        }
+        let fresh_row = inquiries::by_row_id(ctx.store.reader(), row.id)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("inquiry row {} vanished", row.id)))?;
+        let again = decide(
+            &Situation {
+                row: &fresh_row,
+                now,
+                latest_version: latest,
+                last_mailed_at: None,
+            },
+            &ctx.settings.inquiries,
+            ctx.settings.link_kind,
+        );
+        if !matches!(again, Decision::Recreate(_)) {
+            return Ok(Renewal::NotNow { old_expired: 0 });
+        }
         let mut tx = ctx.store.begin_write().await?;
-        inquiries::supersede(&mut tx, row.id, why, now).await?;
+        inquiries::supersede(&mut tx, fresh_row.id, why, now).await?;
         mails::cancel_unsent(&mut tx, &claimed.user_id, now).await?;
         events::record(
             &mut tx,
             now,
             Some(&claimed.user_id),
-            row.inquiry_id.as_deref(),
+            fresh_row.inquiry_id.as_deref(),
             "refresh.recreate",
             why,
         )
@@ -747,26 +832,114 @@ async fn recreate(
         tx.commit().await.map_err(StoreError::from)?;
         new_row
     };
+    crate::faults::crash_point("refresh.before-expire-old");
+    if let Some(started) = inquiries::superseded_unexpired_of(&ctx.store, &claimed.user_id)
+        .await?
+        .into_iter()
+        .find(|r| r.status == "pending" && r.expires_at().is_none_or(|t| t > ctx.clock.now()))
+    {
+        // The user started the inquiry being replaced (a crash left it unexpired): it stays.
+        let why = "the user started the inquiry it was to replace";
+        let now = ctx.clock.now();
+        inquiries::mark_abandoned(&ctx.store, new_row.id, why, now).await?;
+        inquiries::restore(&ctx.store, started.id, now).await?;
+        let mut tx = ctx.store.begin_write().await?;
+        if user_states::state_in(&mut tx, &claimed.user_id)
+            .await?
+            .as_deref()
+            == Some("invited")
+        {
+            user_states::set_state(&mut tx, &claimed.user_id, "started", None, None, now).await?;
+        }
+        events::record(
+            &mut tx,
+            now,
+            Some(&claimed.user_id),
+            started.inquiry_id.as_deref(),
+            "refresh.keep",
+            &format!("{why}; it stays, no replacement"),
+        )
+        .await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        return Ok(Renewal::NotNow { old_expired: 0 });
+    }
+    let expired = expire_replaced_of(ctx, &claimed.user_id).await?;
+    if expired.finished || !user_states::is_unfinished(&ctx.store, &claimed.user_id).await? {
+        // Finishing wins: no replacement is made or mailed.
+        let why = "the user finished first";
+        inquiries::mark_abandoned(&ctx.store, new_row.id, why, ctx.clock.now()).await?;
+        return Ok(Renewal::Finished {
+            old_expired: expired.expired,
+        });
+    }
+    if expired.pending > 0 {
+        return Ok(Renewal::NotNow {
+            old_expired: expired.expired,
+        });
+    }
     let new_id = new_row.id;
     match provision::create(ctx, claimed, user, new_row, MailKind::Renewed, false).await? {
-        Created::Done { fresh, .. } => {
-            expire_replaced_of(ctx, &claimed.user_id).await?;
-            Ok(Some((fresh, new_id)))
-        }
-        Created::Rejected | Created::Later => Ok(None),
+        Created::Done { fresh, .. } => Ok(Renewal::Created {
+            fresh,
+            row: new_id,
+            old_expired: expired.expired,
+        }),
+        Created::Rejected | Created::Later => Ok(Renewal::NotNow {
+            old_expired: expired.expired,
+        }),
     }
 }
 
-async fn expire_replaced_of(ctx: &JobContext, user_id: &str) -> Result<(), JobError> {
-    let rows: Vec<InquiryRow> = inquiries::superseded_unexpired(&ctx.store, 1000)
-        .await?
-        .into_iter()
-        .filter(|r| r.user_id == user_id)
-        .collect();
-    for r in rows {
-        expire_one(ctx, &r).await?;
+/// Retrieves the row's inquiry and applies what Persona says now; `None` when Persona could
+/// not be asked.
+async fn read_and_apply(ctx: &JobContext, row: &InquiryRow) -> Result<Option<Applied>, JobError> {
+    let Some(id) = row
+        .inquiry_id
+        .as_deref()
+        .and_then(|i| InquiryId::parse(i).ok())
+    else {
+        return Ok(None);
+    };
+    match ctx.persona.retrieve_inquiry(&id, false).await {
+        Ok(r) => {
+            let now = ctx.clock.now();
+            let seen = status::Observation {
+                status: &r.inquiry.status,
+                expires_at: r.inquiry.expires_at,
+                observed_at: now,
+                source: "a fresh read",
+            };
+            Ok(Some(status::apply(&ctx.store, row, &seen, now).await?))
+        }
+        Err(e) if is_fatal(&e) => Err(JobError::Persona(e)),
+        Err(e) => {
+            tracing::warn!(inquiry = %id, error = %e, "inquiry not readable now; next run");
+            Ok(None)
+        }
     }
-    Ok(())
+}
+
+/// What expiring a user's replaced inquiries did.
+#[derive(Debug, Default)]
+struct Expired {
+    expired: usize,
+    /// Still live at Persona (the call failed for now).
+    pending: usize,
+    /// One of them had finished: the user is finished.
+    finished: bool,
+}
+
+async fn expire_replaced_of(ctx: &JobContext, user_id: &str) -> Result<Expired, JobError> {
+    let rows = inquiries::superseded_unexpired_of(&ctx.store, user_id).await?;
+    let mut out = Expired::default();
+    for r in rows {
+        match expire_one(ctx, &r).await? {
+            ExpireOutcome::Expired => out.expired += 1,
+            ExpireOutcome::Finished => out.finished = true,
+            ExpireOutcome::NotYet => out.pending += 1,
+        }
+    }
+    Ok(out)
 }
 
 /// Expires replaced inquiries still live at Persona (a crash may have left some).
@@ -775,39 +948,70 @@ async fn expire_replaced(ctx: &JobContext, report: &mut RefreshReport) -> Result
         if ctx.stop.is_cancelled() {
             break;
         }
-        if expire_one(ctx, &r).await? {
-            report.old_inquiries_expired += 1;
+        if r.status == "pending" {
+            // Started by its user: its user's next renewal restores it (see `recreate`).
+            continue;
+        }
+        match expire_one(ctx, &r).await? {
+            ExpireOutcome::Expired => report.old_inquiries_expired += 1,
+            ExpireOutcome::Finished => report.users_finished += 1,
+            ExpireOutcome::NotYet => {}
         }
     }
     Ok(())
 }
 
-async fn expire_one(ctx: &JobContext, row: &InquiryRow) -> Result<bool, JobError> {
+enum ExpireOutcome {
+    Expired,
+    /// Persona answered 409 and the inquiry is finished: its user is finished with its outcome.
+    Finished,
+    /// Still live at Persona; a later run retries.
+    NotYet,
+}
+
+async fn expire_one(ctx: &JobContext, row: &InquiryRow) -> Result<ExpireOutcome, JobError> {
     let Some(id) = row
         .inquiry_id
         .as_deref()
         .and_then(|i| InquiryId::parse(i).ok())
     else {
-        return Ok(false);
+        return Ok(ExpireOutcome::NotYet);
     };
     match ctx
         .persona
         .expire_inquiry(&id, &IdempotencyKey::generate())
         .await
     {
-        Ok(_) => {
+        Ok(inquiry) if inquiry.status == InquiryStatus::Expired => {
             inquiries::mark_expired_remotely(&ctx.store, row.id, ctx.clock.now()).await?;
-            Ok(true)
+            Ok(ExpireOutcome::Expired)
+        }
+        Ok(inquiry) => {
+            tracing::warn!(inquiry = %id, status = %inquiry.status, "expire answered with a live status; next run retries");
+            Ok(ExpireOutcome::NotYet)
         }
         Err(e) if is_fatal(&e) => Err(JobError::Persona(e)),
         Err(e) if e.status() == Some(409) => {
-            // Finished meanwhile: nothing to expire.
-            inquiries::mark_expired_remotely(&ctx.store, row.id, ctx.clock.now()).await?;
-            Ok(false)
+            // Not expirable: finished meanwhile, most likely. Read it and apply what it says;
+            // never record it as expired on the word of a refusal.
+            if read_and_apply(ctx, row).await?.is_none() {
+                return Ok(ExpireOutcome::NotYet);
+            }
+            let status = inquiries::by_row_id(ctx.store.reader(), row.id)
+                .await?
+                .map(|r| InquiryStatus::parse(&r.status));
+            match status {
+                Some(InquiryStatus::Expired) => {
+                    inquiries::mark_expired_remotely(&ctx.store, row.id, ctx.clock.now()).await?;
+                    Ok(ExpireOutcome::Expired)
+                }
+                Some(s) if s.is_finished() => Ok(ExpireOutcome::Finished),
+                _ => Ok(ExpireOutcome::NotYet),
+            }
         }
         Err(e) => {
             tracing::warn!(inquiry = %id, error = %e, "replaced inquiry not expired yet; next run retries");
-            Ok(false)
+            Ok(ExpireOutcome::NotYet)
         }
     }
 }
@@ -831,11 +1035,7 @@ async fn retry_unsent(
         };
         let outcome = retry_one(ctx, flags, &claimed).await;
         user_states::release(&ctx.store, &user_id, None).await?;
-        match outcome? {
-            Some(Delivery::Sent) => report.mails_sent += 1,
-            Some(_) => report.mails_deferred += 1,
-            None => {}
-        }
+        report.count(outcome?.as_ref());
     }
     Ok(())
 }
@@ -900,6 +1100,7 @@ mod tests {
             superseded_reason: None,
             expired_remotely_at: None,
             created_at: format_ts(created),
+            status_observed_at: None,
         }
     }
 
@@ -962,10 +1163,78 @@ mod tests {
             Decision::Recreate(why) => assert!(why.contains("out of resumes"), "{why}"),
             d => panic!("{d:?}"),
         }
-        let old = row("pending", t0, Some(t0 + day * 40), "itmplv_1");
-        match at(&old, t0 + day * 31, Some(&v1), Some(t0)) {
+        // Past max_age: a `created` one is replaced; a started one (SPEC release 2: never cut
+        // off) is left alone until it expires, then replaced.
+        let old_created = row("created", t0, Some(t0 + day * 40), "itmplv_1");
+        match at(&old_created, t0 + day * 31, Some(&v1), Some(t0)) {
             Decision::Recreate(why) => assert!(why.contains("max_age"), "{why}"),
             d => panic!("{d:?}"),
         }
+        let old = row("pending", t0, Some(t0 + day * 40), "itmplv_1");
+        assert_eq!(
+            at(&old, t0 + day * 31, Some(&v1), Some(t0)),
+            Decision::Nothing
+        );
+        match at(&old, t0 + day * 41, Some(&v1), Some(t0)) {
+            Decision::Recreate(why) => assert!(why.contains("max_age"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn a_started_inquiry_is_never_replaced_before_it_expires() {
+        let t0 = Utc::now();
+        let v1 = TemplateVersionId::parse("itmplv_1").unwrap();
+        let v2 = TemplateVersionId::parse("itmplv_2").unwrap();
+        let day = chrono::Duration::days(1);
+        let at = |r: &InquiryRow, now, latest| {
+            decide(
+                &Situation {
+                    row: r,
+                    now,
+                    latest_version: latest,
+                    last_mailed_at: Some(t0),
+                },
+                &cfg(),
+                LinkKind::Session,
+            )
+        };
+        let started = row("pending", t0, Some(t0 + day * 7), "itmplv_1");
+        // A new version: left alone, also near expiry (a resume would keep it on the old one).
+        assert_eq!(at(&started, t0 + day * 2, Some(&v2)), Decision::Nothing);
+        assert_eq!(
+            at(
+                &started,
+                t0 + day * 6 + chrono::Duration::hours(1),
+                Some(&v2)
+            ),
+            Decision::Nothing
+        );
+        // On the latest version near expiry: resumed, which does not end it.
+        assert!(matches!(
+            at(
+                &started,
+                t0 + day * 6 + chrono::Duration::hours(1),
+                Some(&v1)
+            ),
+            Decision::Resume(_)
+        ));
+        // Out of resumes but still running: left alone, renewed once it expired.
+        let mut spent = started.clone();
+        spent.resume_count = 5;
+        assert_eq!(
+            at(&spent, t0 + day * 6 + chrono::Duration::hours(1), Some(&v1)),
+            Decision::Nothing
+        );
+        // Expired: renewed once, onto the latest version when outdated, else resumed.
+        let expired = row("expired", t0, None, "itmplv_1");
+        assert!(matches!(
+            at(&expired, t0 + day * 8, Some(&v2)),
+            Decision::Recreate(_)
+        ));
+        assert!(matches!(
+            at(&expired, t0 + day * 8, Some(&v1)),
+            Decision::Resume(_)
+        ));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::domain::random_alnum;
@@ -45,7 +46,12 @@ pub(crate) fn write(dir: &Path, message_id: &str, bytes: &[u8]) -> io::Result<Pa
         random_alnum(8)
     ));
     let result = (|| {
-        let mut file = fs::File::create_new(&temp)?;
+        // Owner-only: a message carries a live link (session token or one-time link).
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temp, &target)
@@ -71,6 +77,16 @@ pub(crate) fn check_writable(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("outbox-mode-{}", random_alnum(8)));
+        let path = write(&dir, "<m@example.com>", b"Subject: x\r\n\r\nlink").unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(mode, 0o600, "{mode:o}");
+    }
 
     #[test]
     fn file_names_are_safe() {

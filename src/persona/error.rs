@@ -99,6 +99,18 @@ impl PersonaError {
         self.status() == Some(429)
     }
 
+    /// Persona refused a request because its Idempotency-Key was used before with other
+    /// parameters (DOCS `/idempotence`: "a reuse with different parameters errors"; the status
+    /// is not documented, so any 4xx naming the key counts).
+    pub fn is_key_reuse_refused(&self) -> bool {
+        self.status()
+            .is_some_and(|s| (400..500).contains(&s) && s != 429)
+            && self.details().iter().any(|d| {
+                let text = format!("{} {}", d.title, d.details.as_deref().unwrap_or_default());
+                text.to_ascii_lowercase().contains("idempotency")
+            })
+    }
+
     /// Persona's error entries (empty unless Persona answered with an error status).
     pub fn details(&self) -> &[ApiErrorDetail] {
         match self {

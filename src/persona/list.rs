@@ -23,6 +23,9 @@ pub struct ListFilter {
     pub template_id: Option<TemplateId>,
     /// Any number: more than 100 are listed in several passes of 100.
     pub inquiry_ids: Vec<InquiryId>,
+    /// `filter[note]`, which Persona allows only alone: the other filters are then applied to
+    /// each page here instead of being sent.
+    pub note: Option<String>,
 }
 
 type Query = Vec<(String, String)>;
@@ -30,6 +33,12 @@ type Query = Vec<(String, String)>;
 impl ListFilter {
     /// One query per pass; one pass unless there are more than 100 inquiry ids.
     fn queries(&self) -> VecDeque<Query> {
+        if let Some(note) = &self.note {
+            return VecDeque::from([vec![
+                ("filter[note]".into(), note.clone()),
+                ("page[size]".into(), PAGE_SIZE.to_string()),
+            ]]);
+        }
         let mut common: Query = Vec::new();
         if let Some(r) = &self.reference_id {
             common.push(("filter[reference-id]".into(), r.as_str().into()));
@@ -64,6 +73,8 @@ pub struct InquiryPages {
     passes: VecDeque<Query>,
     /// The next page of the current pass, and that pass's query.
     next: Option<(Url, Query)>,
+    /// Filters applied to each page here, for a listing by note (which must be Persona's only filter).
+    local: Option<ListFilter>,
 }
 
 impl InquiryPages {
@@ -72,6 +83,7 @@ impl InquiryPages {
             client,
             passes: filter.queries(),
             next: None,
+            local: filter.note.is_some().then(|| filter.clone()),
         }
     }
 
@@ -113,7 +125,26 @@ impl InquiryPages {
             self.passes.pop_front();
         }
         self.next = next.map(|n| (n, query));
-        Ok(Some(inquiries))
+        Ok(Some(match &self.local {
+            None => inquiries,
+            Some(f) => inquiries.into_iter().filter(|i| f.matches(i)).collect(),
+        }))
+    }
+}
+
+impl ListFilter {
+    /// Whether `inquiry` passes every filter but the note.
+    fn matches(&self, inquiry: &Inquiry) -> bool {
+        (self.statuses.is_empty() || self.statuses.contains(&inquiry.status))
+            && self
+                .template_id
+                .as_ref()
+                .is_none_or(|t| inquiry.template_id.as_ref() == Some(t))
+            && self
+                .reference_id
+                .as_ref()
+                .is_none_or(|r| inquiry.reference_id.as_deref() == Some(r.as_str()))
+            && (self.inquiry_ids.is_empty() || self.inquiry_ids.contains(&inquiry.id))
     }
 }
 
@@ -160,6 +191,7 @@ mod tests {
             statuses: vec![InquiryStatus::Created, InquiryStatus::Pending],
             template_id: Some(TemplateId::parse("itmpl_x").unwrap()),
             inquiry_ids: vec![],
+            note: None,
         };
         let q = filter.queries();
         assert_eq!(q.len(), 1);

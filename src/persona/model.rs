@@ -81,8 +81,13 @@ pub struct CreateInquiry {
     /// Ask for `meta.one-time-link` in the answer.
     pub auto_create_one_time_link: bool,
     pub one_time_link_expires_in: Option<Duration>,
-    /// Overrides the template's "expire after creation" interval.
-    pub expires_after_create: Option<Duration>,
+    /// Overrides the template's expiry intervals: after creation, after the user starts, and
+    /// after a resume (`expiration-after-{create,start,resume}-interval-seconds`), so a link lives
+    /// as long as configured whatever the template's defaults are.
+    pub expires_after: Option<Duration>,
+    /// `attributes.note`: a mark of ours that `filter[note]` finds again, so a lost answer can
+    /// be recovered whether or not Persona copies the account's reference id onto the inquiry.
+    pub note: Option<String>,
 }
 
 impl CreateInquiry {
@@ -124,6 +129,9 @@ impl CreateInquiry {
         if let Some(uri) = &self.redirect_uri {
             attributes.insert("redirect-uri".into(), json!(uri.as_str()));
         }
+        if let Some(note) = &self.note {
+            attributes.insert("note".into(), json!(note));
+        }
 
         let mut meta = Map::new();
         meta.insert(
@@ -142,11 +150,14 @@ impl CreateInquiry {
                 json!(whole_seconds(d)),
             );
         }
-        if let Some(d) = self.expires_after_create {
-            meta.insert(
-                "expiration-after-create-interval-seconds".into(),
-                json!(whole_seconds(d)),
-            );
+        if let Some(d) = self.expires_after {
+            for key in [
+                "expiration-after-create-interval-seconds",
+                "expiration-after-start-interval-seconds",
+                "expiration-after-resume-interval-seconds",
+            ] {
+                meta.insert(key.into(), json!(whole_seconds(d)));
+            }
         }
         json!({ "data": { "attributes": attributes }, "meta": meta })
     }
@@ -652,20 +663,24 @@ mod tests {
             auto_create_session: false,
             auto_create_one_time_link: true,
             one_time_link_expires_in: Some(Duration::from_millis(3_600_500)),
-            expires_after_create: Some(Duration::from_secs(7 * 86_400)),
+            expires_after: Some(Duration::from_secs(7 * 86_400)),
+            note: Some("inquiry-mailer ref_R".into()),
         };
         assert_eq!(
             req.to_body(),
             json!({
                 "data": {"attributes": {
                     "inquiry-template-id": "itmpl_T",
-                    "fields": {"name-first": "Alex", "birthdate": "1980-02-29", "email-address": "alex@example.com"}
+                    "fields": {"name-first": "Alex", "birthdate": "1980-02-29", "email-address": "alex@example.com"},
+                    "note": "inquiry-mailer ref_R"
                 }},
                 "meta": {
                     "auto-create-account-reference-id": "ref_R",
                     "auto-create-one-time-link": true,
                     "one-time-link-expiration-seconds": 3601,
-                    "expiration-after-create-interval-seconds": 604800
+                    "expiration-after-create-interval-seconds": 604800,
+                    "expiration-after-start-interval-seconds": 604800,
+                    "expiration-after-resume-interval-seconds": 604800
                 }
             })
         );

@@ -16,7 +16,7 @@ use url::form_urlencoded;
 
 use super::wire::{self, ApiError, kebab_object};
 use super::world::{Intervals, NewInquiry, TemplateChoice, World};
-use super::{Sim, SimError, gate};
+use super::{Sim, SimError, Switches, gate};
 
 type Answer = Result<(StatusCode, Json<Value>), ApiError>;
 
@@ -227,7 +227,10 @@ const CREATE_META: &[&str] = &[
     "one-time-link-expiration-seconds",
 ];
 
-fn parse_create(body: Option<Map<String, Value>>) -> Result<NewInquiry, ApiError> {
+fn parse_create(
+    body: Option<Map<String, Value>>,
+    switches: &Switches,
+) -> Result<NewInquiry, ApiError> {
     let body = body.ok_or_else(|| ApiError::bad_request("data is missing"))?;
     only_keys(&body, "", &["data", "meta"])?;
     let data = body
@@ -289,7 +292,13 @@ fn parse_create(body: Option<Map<String, Value>>) -> Result<NewInquiry, ApiError
             "meta.auto-create-account-reference-id cannot be passed when auto-create-account is false",
         ));
     }
-    let reference_id = meta_reference.or(opt_string(&attrs, "reference-id", at)?);
+    let attribute_reference = opt_string(&attrs, "reference-id", at)?;
+    let account_reference_id = meta_reference.or(attribute_reference.clone());
+    let reference_id = if switches.copy_reference_ids {
+        account_reference_id.clone()
+    } else {
+        attribute_reference
+    };
 
     let fields = match attrs.get("fields") {
         None | Some(Value::Null) => Map::new(),
@@ -329,13 +338,14 @@ fn parse_create(body: Option<Map<String, Value>>) -> Result<NewInquiry, ApiError
         after_start: opt_seconds(&meta, "expiration-after-start-interval-seconds")?
             .unwrap_or(after_create),
         after_resume: opt_seconds(&meta, "expiration-after-resume-interval-seconds")?
-            .unwrap_or(defaults.after_resume),
+            .unwrap_or(Duration::seconds(switches.default_resume_interval_seconds)),
         one_time_link: opt_seconds(&meta, "one-time-link-expiration-seconds")?
             .unwrap_or(defaults.one_time_link),
     };
     Ok(NewInquiry {
         template,
         reference_id,
+        account_reference_id,
         fields,
         redirect_uri: opt_string(&attrs, "redirect-uri", at)?,
         note: opt_string(&attrs, "note", at)?,
@@ -354,7 +364,7 @@ fn one_time_link(sim: &Sim, code: &str) -> String {
 
 async fn create_inquiry(State(sim): State<Arc<Sim>>, RawQuery(q): RawQuery, body: Bytes) -> Answer {
     let inc = single_resource_params(&query_pairs(&q))?;
-    let req = parse_create(parse_body(&body)?)?;
+    let req = parse_create(parse_body(&body)?, &sim.switches())?;
     let doc = sim.with_world(|w, now| -> Result<Value, ApiError> {
         let created = w.create(req, now)?;
         let link = created
@@ -460,6 +470,11 @@ async fn retrieve_template(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Answer {
+    if sim.switches().sandbox {
+        return Err(ApiError::forbidden(
+            "Inquiry templates are only available with a production API key",
+        ));
+    }
     let mut with_latest = false;
     for (k, v) in query_pairs(&q) {
         match (k.as_str(), v.as_str()) {
@@ -501,6 +516,7 @@ const LIST_PARAMS: &[&str] = &[
     "filter[account-id]",
     "filter[created-at-start]",
     "filter[created-at-end]",
+    "filter[note]",
     "page[size]",
     "page[after]",
     "page[before]",
@@ -562,6 +578,18 @@ async fn list_inquiries(State(sim): State<Arc<Sim>>, RawQuery(q): RawQuery) -> A
     let ids = param("filter[inquiry-id]").map(comma_list);
     let accounts = param("filter[account-id]").map(comma_list);
     let reference = param("filter[reference-id]");
+    let note = param("filter[note]");
+    if note.is_some()
+        && pairs
+            .iter()
+            .filter(|(k, _)| k.starts_with("filter["))
+            .count()
+            > 1
+    {
+        return Err(ApiError::bad_request(
+            "filter[note] must be the only filter",
+        ));
+    }
     let after = param("page[after]");
     let before = param("page[before]");
 
@@ -595,6 +623,7 @@ async fn list_inquiries(State(sim): State<Arc<Sim>>, RawQuery(q): RawQuery) -> A
                     .is_none_or(|s| s.contains(&i.account_id.as_str()))
             })
             .filter(|i| reference.is_none_or(|r| i.reference_id.as_deref() == Some(r)))
+            .filter(|i| note.is_none_or(|n| i.note.as_deref() == Some(n)))
             .filter(|i| created_start.is_none_or(|t| i.created_at >= t))
             .filter(|i| created_end.is_none_or(|t| i.created_at <= t))
             .collect();

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::clock::format_ts;
 
 use super::world::Action;
-use super::{Faults, InquirySnapshot, Sim, SimError};
+use super::{Faults, InquirySnapshot, Sim, SimError, Switches};
 
 type Reply = Result<Json<Value>, (StatusCode, Json<Value>)>;
 
@@ -27,6 +27,11 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .route("/inquiries", get(inquiries))
         .route("/inquiries/{inquiry-id}", get(inquiry))
         .route("/inquiries/{inquiry-id}/{action}", post(act))
+        .route(
+            "/inquiries/{inquiry-id}/before-expire/{action}",
+            post(before_expire),
+        )
+        .route("/switches", get(switches).put(set_switches))
         .route("/faults", get(faults).put(set_faults).delete(clear_faults))
         .route("/requests", get(requests).delete(clear_requests))
         .route("/webhooks", get(webhooks))
@@ -98,18 +103,41 @@ async fn inquiry(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> Reply {
 }
 
 async fn act(State(sim): State<Arc<Sim>>, Path((id, action)): Path<(String, String)>) -> Reply {
-    let Some(parsed) = Action::parse(&action) else {
-        return Err(refuse(
-            StatusCode::NOT_FOUND,
-            format!(
-                "unknown action {action}: use start, complete, fail, approve, decline or mark-for-review"
-            ),
-        ));
-    };
+    let parsed = parse_action(&action)?;
     let status = sim
         .with_world(|w, now| w.act(&id, parsed, now))
         .map_err(from_sim_error)?;
     Ok(Json(json!({"inquiry-id": id, "status": status.as_str()})))
+}
+
+fn parse_action(action: &str) -> Result<Action, (StatusCode, Json<Value>)> {
+    Action::parse(action).ok_or_else(|| {
+        refuse(
+            StatusCode::NOT_FOUND,
+            format!(
+                "unknown action {action}: use start, complete, fail, approve, decline or mark-for-review"
+            ),
+        )
+    })
+}
+
+async fn before_expire(
+    State(sim): State<Arc<Sim>>,
+    Path((id, action)): Path<(String, String)>,
+) -> Reply {
+    let parsed = parse_action(&action)?;
+    sim.with_world(|w, _| w.before_expire(&id, parsed))
+        .map_err(from_sim_error)?;
+    Ok(Json(json!({"inquiry-id": id, "before-expire": action})))
+}
+
+async fn switches(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    to_json(sim.switches())
+}
+
+async fn set_switches(State(sim): State<Arc<Sim>>, Json(s): Json<Switches>) -> Json<Value> {
+    *sim.switches.lock().expect("switches lock") = s.clone();
+    to_json(s)
 }
 
 async fn faults(State(sim): State<Arc<Sim>>) -> Json<Value> {

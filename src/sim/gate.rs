@@ -41,6 +41,9 @@ pub struct Faults {
     pub drop_share: f64,
     /// Added to the configured latency of every API call.
     pub extra_latency_ms: u64,
+    /// Added on top for calls whose path names the inquiry (`inq_…` → milliseconds): one
+    /// inquiry's calls made slow, so a test can order two workers deterministically.
+    pub inquiry_latency_ms: std::collections::BTreeMap<String, u64>,
 }
 
 fn take(next: &mut u32, share: f64) -> bool {
@@ -312,7 +315,17 @@ pub async fn gate(
     req: Request,
     next: Next,
 ) -> Response {
-    let extra_latency = sim.traffic().faults.extra_latency_ms;
+    let extra_latency = {
+        let t = sim.traffic();
+        let named = req
+            .uri()
+            .path()
+            .split('/')
+            .find_map(|segment| t.faults.inquiry_latency_ms.get(segment))
+            .copied()
+            .unwrap_or(0);
+        t.faults.extra_latency_ms + named
+    };
     let delay = sim.latency + std::time::Duration::from_millis(extra_latency);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;

@@ -18,6 +18,16 @@
 //!   lost in transit.
 //! - The rate-limit window is 60 s of sim time from the first request in it. Without a limit the
 //!   headers report a limit of 2147483647.
+//! - `filter[note]` must be the only filter of a list (as the spec says); with other filters it
+//!   is 400.
+//! - Switches (`SimConfig::switches`, `PUT /_sim/switches`): `sandbox` refuses the endpoints
+//!   Persona serves to production keys only (`/inquiry-templates/…`) with 403;
+//!   `copy-reference-ids = false` attaches the inquiry to the account of
+//!   `meta.auto-create-account-reference-id` without copying that id onto the inquiry (the spec
+//!   does not promise the copy).
+//! - Hooks for deterministic races (`SimHandle::before_expire`, `POST
+//!   /_sim/inquiries/{id}/before-expire/{action}`): the next expire call for that inquiry first
+//!   applies the end-user action (so a `complete` makes the expire answer 409).
 //! - Only `Persona-Version: 2025-12-08` (or none) and kebab-case responses are served; other
 //!   versions, other `Key-Inflection`s, sparse fieldsets and includes of relationships the
 //!   simulator does not model are refused with 400 rather than answered in the wrong shape.
@@ -50,6 +60,29 @@ pub use hosted::HostedVisit;
 pub use webhooks::{WebhookDelivery, WebhookTarget, sign as sign_webhook};
 pub use world::{Action, MAX_SESSIONS_PER_INQUIRY};
 
+/// Behaviours of the simulated Persona a test may switch, at start or while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
+pub struct Switches {
+    /// A sandbox key: production-only endpoints (the inquiry template) answer 403.
+    pub sandbox: bool,
+    /// Copy `meta.auto-create-account-reference-id` onto the inquiry's `reference-id`.
+    pub copy_reference_ids: bool,
+    /// The template's default resume interval (Persona's default is 24 h), used when the create
+    /// call does not set `expiration-after-resume-interval-seconds`.
+    pub default_resume_interval_seconds: i64,
+}
+
+impl Default for Switches {
+    fn default() -> Self {
+        Self {
+            sandbox: false,
+            copy_reference_ids: true,
+            default_resume_interval_seconds: world::DEFAULT_INTERVAL_SECONDS,
+        }
+    }
+}
+
 /// How to run a simulator.
 #[derive(Clone)]
 pub struct SimConfig {
@@ -67,6 +100,7 @@ pub struct SimConfig {
     /// Serve the `/_sim` control surface.
     pub control: bool,
     pub webhook: Option<WebhookTarget>,
+    pub switches: Switches,
 }
 
 impl SimConfig {
@@ -87,6 +121,7 @@ impl SimConfig {
             latency: Duration::ZERO,
             control: true,
             webhook: None,
+            switches: Switches::default(),
         }
     }
 }
@@ -101,6 +136,7 @@ impl std::fmt::Debug for SimConfig {
             .field("latency", &self.latency)
             .field("control", &self.control)
             .field("webhook", &self.webhook)
+            .field("switches", &self.switches)
             .finish()
     }
 }
@@ -164,9 +200,14 @@ struct Sim {
     outbox: webhooks::Outbox,
     deliveries: Arc<webhooks::DeliveryLog>,
     visits: Mutex<Vec<HostedVisit>>,
+    switches: Mutex<Switches>,
 }
 
 impl Sim {
+    fn switches(&self) -> Switches {
+        self.switches.lock().expect("switches lock").clone()
+    }
+
     /// Runs `f` on the world at sim "now", after Persona's expirer caught up; status changes
     /// are queued for webhook delivery in the order they happened.
     fn with_world<T>(&self, f: impl FnOnce(&mut world::World, DateTime<Utc>) -> T) -> T {
@@ -220,6 +261,7 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<SimHandle> {
         outbox,
         deliveries,
         visits: Mutex::new(Vec::new()),
+        switches: Mutex::new(cfg.switches),
     });
 
     let mut app = axum::Router::new()
@@ -322,6 +364,21 @@ impl SimHandle {
     pub fn inquiries(&self) -> Vec<InquirySnapshot> {
         self.sim
             .with_world(|w, _| w.newest_first().map(InquirySnapshot::of).collect())
+    }
+
+    pub fn set_switches(&self, switches: Switches) {
+        *self.sim.switches.lock().expect("switches lock") = switches;
+    }
+
+    pub fn switches(&self) -> Switches {
+        self.sim.switches()
+    }
+
+    /// The next `POST /inquiries/{id}/expire` for `inquiry` first applies `action` (as the end
+    /// user or a reviewer would have a moment before), then runs: a race made deterministic.
+    pub fn before_expire(&self, inquiry: &InquiryId, action: Action) -> Result<(), SimError> {
+        self.sim
+            .with_world(|w, _| w.before_expire(inquiry.as_str(), action))
     }
 
     pub fn set_faults(&self, faults: Faults) {

@@ -165,6 +165,10 @@ impl ApiError {
         )
     }
 
+    pub fn forbidden(details: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "Forbidden", Some(details.into()))
+    }
+
     pub fn not_found(details: Option<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "Record not found", details)
     }

@@ -116,7 +116,10 @@ pub enum TemplateChoice {
 
 pub struct NewInquiry {
     pub template: TemplateChoice,
+    /// The inquiry's own `reference-id`.
     pub reference_id: Option<String>,
+    /// The account it is attached to (created when new).
+    pub account_reference_id: Option<String>,
     pub fields: Map<String, Value>,
     pub redirect_uri: Option<String>,
     pub note: Option<String>,
@@ -189,6 +192,8 @@ pub struct World {
     /// No open inquiry expires before this; `None` = not known, the next sweep scans them all.
     /// Keeps a request's sweep O(1) when nothing is due, so big runs do not go quadratic.
     expiry_floor: Option<DateTime<Utc>>,
+    /// Actions to apply to an inquiry just before its next expire call runs.
+    before_expire: HashMap<String, Action>,
 }
 
 fn is_finished(status: &InquiryStatus) -> bool {
@@ -223,6 +228,7 @@ impl World {
             seq: 0,
             outbox: Vec::new(),
             expiry_floor: None,
+            before_expire: HashMap::new(),
         }
     }
 
@@ -329,7 +335,7 @@ impl World {
 
     pub fn create(&mut self, req: NewInquiry, now: DateTime<Utc>) -> Result<Created, SimError> {
         let (template_id, template_version_id) = self.resolve_template(&req.template)?;
-        let account_id = match &req.reference_id {
+        let account_id = match &req.account_reference_id {
             Some(r) => self
                 .accounts
                 .entry(r.clone())
@@ -467,8 +473,18 @@ impl World {
         self.new_session(id, now)
     }
 
+    /// Arms [`World::expire`]'s hook for `id`.
+    pub fn before_expire(&mut self, id: &str, action: Action) -> Result<(), SimError> {
+        self.get_mut(id)?;
+        self.before_expire.insert(id.to_owned(), action);
+        Ok(())
+    }
+
     /// `POST /inquiries/{id}/expire`. Expiring an expired inquiry changes nothing.
     pub fn expire(&mut self, id: &str, now: DateTime<Utc>) -> Result<(), SimError> {
+        if let Some(action) = self.before_expire.remove(id) {
+            self.act(id, action, now)?;
+        }
         let status = self.get_mut(id)?.status.clone();
         match status {
             InquiryStatus::Expired => Ok(()),
@@ -686,6 +702,7 @@ impl World {
     ) -> Result<Opened, Refused> {
         let req = NewInquiry {
             template,
+            account_reference_id: reference_id.clone(),
             reference_id,
             fields: Map::new(),
             redirect_uri: None,

@@ -15,6 +15,11 @@ use crate::domain::random_alnum;
 pub const CREATING: &str = "creating";
 /// Status of a row Persona refused to create (a permanent error); the user is skipped.
 pub const REJECTED: &str = "rejected";
+/// Status of a replacement the daemon decided not to create after all: the user finished first.
+pub const ABANDONED: &str = "abandoned";
+
+/// How long a `completed` or `needs_review` inquiry is followed for a decision.
+pub const FOLLOW_UNDECIDED: chrono::Duration = chrono::Duration::days(30);
 
 #[derive(Debug, Clone)]
 pub struct InquiryRow {
@@ -35,6 +40,8 @@ pub struct InquiryRow {
     pub superseded_reason: Option<String>,
     pub expired_remotely_at: Option<String>,
     pub created_at: String,
+    /// When Persona last said what `status` is: older news is not applied.
+    pub status_observed_at: Option<String>,
 }
 
 from_row!(InquiryRow {
@@ -54,7 +61,8 @@ from_row!(InquiryRow {
     superseded_at,
     superseded_reason,
     expired_remotely_at,
-    created_at
+    created_at,
+    status_observed_at
 });
 
 impl InquiryRow {
@@ -64,6 +72,10 @@ impl InquiryRow {
 
     pub fn key_created_at(&self) -> Option<DateTime<Utc>> {
         parse_ts(&self.key_created_at)
+    }
+
+    pub fn status_observed_at(&self) -> Option<DateTime<Utc>> {
+        self.status_observed_at.as_deref().and_then(parse_ts)
     }
 
     /// When Persona created it (falls back to when the row was written).
@@ -88,7 +100,7 @@ pub struct InquiryFacts {
 /// The columns of [`InquiryRow`], for SELECT and RETURNING.
 pub const COLUMNS: &str = "id, user_id, generation, idempotency_key, key_created_at, inquiry_id, status, \
      template_id, template_version_id, persona_created_at, expires_at, resume_count, session_count, \
-     superseded_at, superseded_reason, expired_remotely_at, created_at";
+     superseded_at, superseded_reason, expired_remotely_at, created_at, status_observed_at";
 
 static SELECT: LazyLock<String> = LazyLock::new(|| format!("SELECT {COLUMNS} FROM inquiries"));
 
@@ -266,8 +278,9 @@ pub async fn record_facts(
     now: DateTime<Utc>,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE inquiries SET inquiry_id = ?, status = ?, template_version_id = COALESCE(?, template_version_id), \
-         persona_created_at = COALESCE(?, persona_created_at), expires_at = ?, updated_at = ? WHERE id = ?",
+        "UPDATE inquiries SET inquiry_id = ?1, status = ?2, template_version_id = COALESCE(?3, template_version_id), \
+         persona_created_at = COALESCE(?4, persona_created_at), expires_at = ?5, updated_at = ?6, \
+         status_observed_at = ?6 WHERE id = ?7",
     )
     .bind(&facts.inquiry_id)
     .bind(&facts.status)
@@ -299,17 +312,29 @@ pub async fn mark_rejected(
 /// Each unfinished (invited or started) user's newest inquiry, unless replaced: live ones and
 /// ones whose create was interrupted (`creating`).
 pub async fn current_of_unfinished_users(store: &Store) -> Result<Vec<InquiryRow>> {
-    Ok(sqlx::query_as(
-        "SELECT i.id, i.user_id, i.generation, i.idempotency_key, i.key_created_at, i.inquiry_id, i.status, \
-                i.template_id, i.template_version_id, i.persona_created_at, i.expires_at, i.resume_count, \
-                i.session_count, i.superseded_at, i.superseded_reason, i.expired_remotely_at, i.created_at \
-         FROM inquiries i JOIN user_states s ON s.user_id = i.user_id \
-         WHERE s.state IN ('invited', 'started') AND i.superseded_at IS NULL \
-           AND i.generation = (SELECT MAX(generation) FROM inquiries j WHERE j.user_id = i.user_id) \
+    let sql = format!(
+        "{} i JOIN user_states s ON s.user_id = i.user_id \
+         WHERE s.state IN ('invited', 'started') AND {IS_CURRENT} \
            AND i.status IN ('created', 'pending', 'expired', 'creating') ORDER BY i.id",
-    )
-    .fetch_all(store.reader())
-    .await?)
+        select_aliased()
+    );
+    Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
+        .fetch_all(store.reader())
+        .await?)
+}
+
+/// The current inquiry of one user under the caller's lease, read again after the claim.
+pub async fn current_of(store: &Store, user_id: &str) -> Result<Option<InquiryRow>> {
+    current(store.reader(), user_id).await
+}
+
+/// `SELECT i.col, … FROM inquiries i`.
+fn select_aliased() -> String {
+    let cols: Vec<String> = COLUMNS
+        .split(',')
+        .map(|c| format!("i.{}", c.trim()))
+        .collect();
+    format!("SELECT {} FROM inquiries", cols.join(", "))
 }
 
 /// A status (and expiry) learned later: from a list, a webhook, a resume.
@@ -320,30 +345,89 @@ pub async fn update_status(
     expires_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query("UPDATE inquiries SET status = ?, expires_at = ?, updated_at = ? WHERE id = ?")
-        .bind(status)
-        .bind(expires_at.map(format_ts))
-        .bind(format_ts(now))
-        .bind(row_id)
-        .execute(conn)
-        .await?;
+    update_status_observed(conn, row_id, status, expires_at, now, now).await
+}
+
+/// [`update_status`] with when Persona said so (a webhook's created-at); stamps when the row
+/// first reached a finished status.
+pub async fn update_status_observed(
+    conn: &mut sqlx::SqliteConnection,
+    row_id: i64,
+    status: &str,
+    expires_at: Option<DateTime<Utc>>,
+    observed_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let finished = !matches!(status, "created" | "pending" | "expired" | CREATING);
+    sqlx::query(
+        "UPDATE inquiries SET status = ?, expires_at = ?, updated_at = ?, status_observed_at = ?, \
+         finished_at = CASE WHEN ? THEN COALESCE(finished_at, ?) ELSE finished_at END WHERE id = ?",
+    )
+    .bind(status)
+    .bind(expires_at.map(format_ts))
+    .bind(format_ts(now))
+    .bind(format_ts(observed_at))
+    .bind(finished)
+    .bind(format_ts(now))
+    .bind(row_id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-/// Counts a resume (each creates or reuses a session at Persona).
+/// A replacement the daemon will not create (the user finished first).
+/// Marked replaced too, so it is never the user's current inquiry.
+pub async fn mark_abandoned(
+    store: &Store,
+    row_id: i64,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE inquiries SET status = ?1, superseded_at = ?2, superseded_reason = ?3, updated_at = ?2 \
+         WHERE id = ?4 AND status = ?5",
+    )
+    .bind(ABANDONED)
+    .bind(format_ts(now))
+    .bind(why)
+    .bind(row_id)
+    .bind(CREATING)
+    .execute(store.writer())
+    .await?;
+    Ok(())
+}
+
+/// A replaced inquiry becomes current again: its user started it before it was expired (after
+/// a crash between the decision and the expire), and a started user is never cut off.
+pub async fn restore(store: &Store, row_id: i64, now: DateTime<Utc>) -> Result<()> {
+    sqlx::query(
+        "UPDATE inquiries SET superseded_at = NULL, superseded_reason = NULL, updated_at = ? \
+         WHERE id = ? AND expired_remotely_at IS NULL",
+    )
+    .bind(format_ts(now))
+    .bind(row_id)
+    .execute(store.writer())
+    .await?;
+    Ok(())
+}
+
+/// Records a resume (each creates or reuses a session at Persona); `counted`: whether it counts
+/// toward `max_resumes` (a token fetched for a mail retry does not).
 pub async fn record_resume(
     conn: &mut sqlx::SqliteConnection,
     row_id: i64,
+    counted: bool,
     status: &str,
     expires_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     sqlx::query(
-        "UPDATE inquiries SET status = ?, expires_at = ?, resume_count = resume_count + 1, \
-         session_count = session_count + 1, updated_at = ? WHERE id = ?",
+        "UPDATE inquiries SET status = ?1, expires_at = ?2, resume_count = resume_count + ?3, \
+         session_count = session_count + 1, updated_at = ?4, status_observed_at = ?4 WHERE id = ?5",
     )
     .bind(status)
     .bind(expires_at.map(format_ts))
+    .bind(i64::from(counted))
     .bind(format_ts(now))
     .bind(row_id)
     .execute(conn)
@@ -377,13 +461,16 @@ pub async fn supersede(
     Ok(())
 }
 
+/// The expire call for a replaced inquiry succeeded: Persona answered it `expired`.
 pub async fn mark_expired_remotely(store: &Store, row_id: i64, now: DateTime<Utc>) -> Result<()> {
-    sqlx::query("UPDATE inquiries SET expired_remotely_at = ?, status = 'expired', updated_at = ? WHERE id = ?")
-        .bind(format_ts(now))
-        .bind(format_ts(now))
-        .bind(row_id)
-        .execute(store.writer())
-        .await?;
+    sqlx::query(
+        "UPDATE inquiries SET expired_remotely_at = ?1, status = 'expired', expires_at = NULL, \
+                 updated_at = ?1, status_observed_at = ?1 WHERE id = ?2",
+    )
+    .bind(format_ts(now))
+    .bind(row_id)
+    .execute(store.writer())
+    .await?;
     Ok(())
 }
 
@@ -400,14 +487,33 @@ pub async fn superseded_unexpired(store: &Store, limit: u32) -> Result<Vec<Inqui
         .await?)
 }
 
-/// Every current (not superseded) inquiry whose status is not finished, for refresh.
-pub async fn live(store: &Store) -> Result<Vec<InquiryRow>> {
+/// One user's replaced inquiries still live at Persona.
+pub async fn superseded_unexpired_of(store: &Store, user_id: &str) -> Result<Vec<InquiryRow>> {
     let sql = format!(
-        "{} WHERE superseded_at IS NULL AND inquiry_id IS NOT NULL \
-         AND status IN ('created', 'pending', 'expired') ORDER BY id",
+        "{} WHERE user_id = ? AND superseded_at IS NOT NULL AND expired_remotely_at IS NULL \
+         AND inquiry_id IS NOT NULL AND status IN ('created', 'pending') ORDER BY id",
         *SELECT
     );
     Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
+        .bind(user_id)
+        .fetch_all(store.reader())
+        .await?)
+}
+
+/// Every inquiry whose status refresh follows: the current ones not finished; replaced ones
+/// not yet expired at Persona (a user may finish one of those too); and finished ones still
+/// awaiting a decision (`completed`, `needs_review`) for [`FOLLOW_UNDECIDED`].
+pub async fn followed(store: &Store, now: DateTime<Utc>) -> Result<Vec<InquiryRow>> {
+    let sql = format!(
+        "{} WHERE inquiry_id IS NOT NULL AND ( \
+           (superseded_at IS NULL AND status IN ('created', 'pending', 'expired')) \
+           OR (superseded_at IS NOT NULL AND expired_remotely_at IS NULL AND status IN ('created', 'pending')) \
+           OR (status IN ('completed', 'needs_review') AND COALESCE(finished_at, updated_at) > ?)) \
+         ORDER BY id",
+        *SELECT
+    );
+    Ok(sqlx::query_as::<_, InquiryRow>(sqlx::AssertSqlSafe(sql))
+        .bind(format_ts(now - FOLLOW_UNDECIDED))
         .fetch_all(store.reader())
         .await?)
 }

@@ -359,3 +359,13 @@ pub async fn reminders_of(
         .fetch_all(conn)
         .await?)
 }
+
+/// Users with a mail waiting to go out (queued, or caught mid-send).
+pub async fn users_with_unsent(store: &Store) -> Result<std::collections::HashSet<String>> {
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT user_id FROM mails WHERE status IN ('queued', 'sending')",
+    )
+    .fetch_all(store.reader())
+    .await?;
+    Ok(ids.into_iter().collect())
+}

@@ -42,7 +42,7 @@ use sqlx::{SqlStr, Sqlite, SqlitePool, Transaction};
 
 /// The migrations of `migrations/`, embedded in the binary: (version, description, SQL).
 /// A new file there must be listed here too (a unit test compares the two).
-const MIGRATIONS: [(i64, &str, &str); 8] = [
+const MIGRATIONS: [(i64, &str, &str); 9] = [
     (1, "users", include_str!("../../migrations/0001_users.sql")),
     (
         2,
@@ -63,6 +63,11 @@ const MIGRATIONS: [(i64, &str, &str); 8] = [
         5,
         "drop redundant indexes",
         include_str!("../../migrations/0005_drop_redundant_indexes.sql"),
+    ),
+    (
+        6,
+        "verifications",
+        include_str!("../../migrations/0006_verifications.sql"),
     ),
     (
         7,

@@ -54,7 +54,8 @@ static RECORD_ANSWER: LazyLock<String> = LazyLock::new(|| {
     transaction_script(&format!(
         "UPDATE inquiries SET inquiry_id = ?2, status = ?3, \
            template_version_id = COALESCE(?4, template_version_id), \
-           persona_created_at = COALESCE(?5, persona_created_at), expires_at = ?6, updated_at = ?7 \
+           persona_created_at = COALESCE(?5, persona_created_at), expires_at = ?6, updated_at = ?7, \
+           status_observed_at = ?7 \
          WHERE id = ?1 RETURNING {inquiry_columns}; \
          INSERT INTO events (user_id, inquiry_id, kind, detail, at) VALUES (?8, ?2, ?9, ?10, ?7); \
          INSERT INTO mails (user_id, inquiry_row, kind, status, attempts, message_id, \

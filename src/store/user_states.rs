@@ -435,3 +435,42 @@ pub async fn by_reference(store: &Store, reference_id: &str) -> Result<Option<St
             .await?,
     )
 }
+
+/// A finished user's outcome moves on (`completed` → `approved`), inside the caller's
+/// transaction.
+pub async fn set_outcome(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    outcome: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE user_states SET outcome = ?, updated_at = ? WHERE user_id = ? AND state = 'finished'",
+    )
+    .bind(outcome)
+    .bind(format_ts(now))
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The user's state and outcome, inside the caller's transaction.
+pub async fn state_and_outcome_in(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+) -> Result<Option<(String, Option<String>)>> {
+    Ok(
+        sqlx::query_as("SELECT state, outcome FROM user_states WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// Whether the user still wants links: pending, invited or started (not finished, not skipped).
+pub async fn is_unfinished(store: &Store, user_id: &str) -> Result<bool> {
+    Ok(get_state(store, user_id)
+        .await?
+        .is_some_and(|s| matches!(s.as_str(), "pending" | "invited" | "started")))
+}

@@ -41,7 +41,8 @@ fn request(sim: &SimHandle, reference: &ReferenceId, one_time: bool) -> CreateIn
         auto_create_session: false,
         auto_create_one_time_link: one_time,
         one_time_link_expires_in: one_time.then_some(Duration::from_secs(3600)),
-        expires_after_create: Some(Duration::from_secs(7 * 86_400)),
+        expires_after: Some(Duration::from_secs(7 * 86_400)),
+        note: None,
     }
 }
 

@@ -30,7 +30,8 @@ fn create_request() -> CreateInquiry {
         auto_create_session: true,
         auto_create_one_time_link: false,
         one_time_link_expires_in: None,
-        expires_after_create: Some(Duration::from_secs(7 * 86_400)),
+        expires_after: Some(Duration::from_secs(7 * 86_400)),
+        note: None,
     }
 }
 
@@ -94,7 +95,10 @@ async fn create_sends_persona_headers_and_a_kebab_case_body() {
             "meta": {
                 "auto-create-account-reference-id": "ref_TEST",
                 "auto-create-inquiry-session": true,
-                "expiration-after-create-interval-seconds": 604800
+                // SPEC release 2: the create, start and resume intervals all follow expires_after.
+                "expiration-after-create-interval-seconds": 604800,
+                "expiration-after-start-interval-seconds": 604800,
+                "expiration-after-resume-interval-seconds": 604800
             }
         })
     );

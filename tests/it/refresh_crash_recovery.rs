@@ -21,7 +21,7 @@ const DAY: Duration = Duration::from_secs(86_400);
 
 /// What a refresh commits before its create call: the current inquiry replaced, unsent mail
 /// dropped, the next generation's `creating` row with its idempotency key. Then it "crashes".
-async fn crash_after_supersede(ctx: &JobContext, user_id: &str) -> InquiryRow {
+pub(crate) async fn crash_after_supersede(ctx: &JobContext, user_id: &str) -> InquiryRow {
     let now = ctx.clock.now();
     // Leased, as the crashed worker held the user.
     let leased = user_states::claim_one(&ctx.store, user_id, now, LEASE)

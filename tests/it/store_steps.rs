@@ -265,6 +265,20 @@ async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_f
         .unwrap()
         .remove(0);
 
+    // Another writer holds the database, so the step, once started, waits inside its
+    // transaction: still running when its caller gives up, whatever the machine's speed.
+    let mut other = {
+        use sqlx::ConnectOptions as _;
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(dir.path().join("steps.db"))
+            .connect()
+            .await
+            .unwrap()
+    };
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
     // Polled once (the step is handed over), then dropped before its answer comes back.
     let dropped = tokio::time::timeout(
         std::time::Duration::ZERO,
@@ -278,6 +292,7 @@ async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_f
     )
     .await;
     assert!(dropped.is_err(), "the step should still have been running");
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
 
     // No transaction was left open: the writer takes a new one at once.
     let tx = tokio::time::timeout(std::time::Duration::from_secs(5), store.begin_write())

@@ -15,10 +15,10 @@ use crate::support::daemon::{
 };
 use crate::support::stack::Stack;
 
-const SECRET: &str = "wbhsec_test_daemon_secret";
+pub(crate) const SECRET: &str = "wbhsec_test_daemon_secret";
 
 /// A stack with `users` provisioned by a daemon that has the webhook secret.
-async fn daemon_with_users(users: usize) -> (Stack, Daemon) {
+pub(crate) async fn daemon_with_users(users: usize) -> (Stack, Daemon) {
     let port = free_port();
     let listen = listen_on(port);
     let stack = Stack::start("session", &[(listen.0, &listen.1)]).await;
@@ -32,13 +32,13 @@ async fn daemon_with_users(users: usize) -> (Stack, Daemon) {
     (stack, daemon)
 }
 
-fn history(stack: &Stack, user: &str) -> Value {
+pub(crate) fn history(stack: &Stack, user: &str) -> Value {
     let run = stack.run(&["status", "--json", "--user", user]);
     run.assert_code(0);
     run.json()
 }
 
-fn inquiry_of(stack: &Stack, user: &str) -> String {
+pub(crate) fn inquiry_of(stack: &Stack, user: &str) -> String {
     history(stack, user)["inquiries"][0]["inquiry_id"]
         .as_str()
         .expect("the user has an inquiry")
@@ -47,21 +47,33 @@ fn inquiry_of(stack: &Stack, user: &str) -> String {
 
 /// The spec's example event `fixture` (tests/fixtures/webhooks), about `inquiry`, as a new event.
 fn event(fixture: &str, inquiry: &str) -> (String, Vec<u8>) {
+    event_at(fixture, inquiry, chrono::Utc::now())
+}
+
+/// [`event`], created by Persona at `at`.
+pub(crate) fn event_at(
+    fixture: &str,
+    inquiry: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> (String, Vec<u8>) {
     let path = repo_root()
         .join("tests/fixtures/webhooks")
         .join(format!("{fixture}.json"));
     let mut body: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let id = format!("evt_{}", random_alnum(24));
     body["data"]["id"] = Value::String(id.clone());
+    // A new event happens now: one dated before the inquiry existed would be older news than
+    // what the daemon read when it created it, and events are applied by `created-at`.
+    body["data"]["attributes"]["created-at"] = Value::String(inquiry_mailer::clock::format_ts(at));
     body["data"]["attributes"]["payload"]["data"]["id"] = Value::String(inquiry.to_owned());
     (id, serde_json::to_vec(&body).unwrap())
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn result_of(answer: &Answer) -> String {
+pub(crate) fn result_of(answer: &Answer) -> String {
     assert_eq!(answer.status, 200, "{answer:?}");
     answer.json()["result"]
         .as_str()
