@@ -13,6 +13,7 @@ mod fault_tolerance;
 mod job_overlap;
 mod mail_delivery;
 mod mail_templates;
+mod new_users_at_once;
 mod persona_client;
 mod preview_sends_nothing;
 mod provisioning;
