@@ -139,3 +139,58 @@ impl SqliteWatch {
         Ok(grew)
     }
 }
+
+#[cfg(test)]
+mod sqlite_watch {
+    use std::time::Duration;
+
+    use tokio::time::timeout;
+    use tokio_util::sync::CancellationToken;
+
+    use super::{NewUserSignal, watch_sqlite};
+    use crate::store::{Store, StoreOptions, job_runs};
+
+    async fn insert_user(store: &Store, id: &str) {
+        sqlx::query("INSERT INTO users (id, email) VALUES (?, 'someone@example.com')")
+            .bind(id)
+            .execute(store.writer())
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_rows_added_to_users_after_the_start_raise_the_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&StoreOptions::new(dir.path().join("watch.db")))
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        insert_user(&store, "usr_before").await;
+        let signal = NewUserSignal::default();
+        let stop = CancellationToken::new();
+        watch_sqlite(&store, signal.clone(), stop.clone())
+            .await
+            .unwrap();
+
+        // Commits that add no user — the daemon's own bookkeeping — move data_version only.
+        for _ in 0..5 {
+            job_runs::record_start(&store, "provision", chrono::Utc::now())
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            timeout(Duration::from_millis(500), signal.raised())
+                .await
+                .is_err(),
+            "neither the row there at the start nor other tables' commits raise it"
+        );
+
+        insert_user(&store, "usr_after").await;
+        timeout(Duration::from_secs(5), signal.raised())
+            .await
+            .expect("a new users row raises the signal within a few polls");
+        stop.cancel();
+        store.close().await;
+    }
+}
