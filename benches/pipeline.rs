@@ -321,7 +321,7 @@ async fn idle(seconds: u64) -> anyhow::Result<()> {
     let used = daemon.cpu()? - before;
     let wall = started.elapsed();
     daemon.stop()?;
-    let runs = work.provision_runs().await?;
+    let runs = work.runs_of("provision").await?;
     let per_hour = used.as_secs_f64() * 3600.0 / wall.as_secs_f64();
     println!(
         "idle CPU                {:.2?} over {:.0?} = {per_hour:.2} s per hour ({:.3} % of one core)",
@@ -377,11 +377,17 @@ async fn bulk(rows: u64, chunk: u64) -> anyhow::Result<()> {
     let hwm = daemon.peak_rss_kib()?;
     daemon.stop()?;
     app.close().await;
-    let runs = work.provision_runs().await?;
+    let runs = work.runs_of("provision").await?;
     let after: Vec<&RunSpan> = runs.iter().filter(|r| r.0 > import_started).collect();
     let overlaps = runs
         .windows(2)
         .filter(|w| w[1].0 < w[0].1.unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC))
+        .count();
+    let refreshes = work
+        .runs_of("refresh")
+        .await?
+        .iter()
+        .filter(|r| r.0 > import_started)
         .count();
     let first_run = after
         .first()
@@ -394,7 +400,7 @@ async fn bulk(rows: u64, chunk: u64) -> anyhow::Result<()> {
         first_mail.unwrap_or_default()
     );
     println!(
-        "runs                    {} provision runs from the import to the last invite, {overlaps} overlapping; all {} accepted {:.1?} after the first commit",
+        "runs                    {} provision runs from the import to the last invite, {overlaps} overlapping ({refreshes} refresh runs fell in); all {} accepted {:.1?} after the first commit",
         after.len(),
         receiver.count(),
         all_mailed
@@ -423,7 +429,7 @@ async fn run_up(smtp_url: &str) -> anyhow::Result<(SimHandle, Workdir, RunningDa
     let daemon = work.start_run()?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while work
-        .provision_runs()
+        .runs_of("provision")
         .await?
         .first()
         .is_none_or(|r| r.1.is_none())
@@ -845,12 +851,13 @@ dir = "{templates}"
         Ok(sqlx::SqlitePool::connect_with(options).await?)
     }
 
-    /// Every provision run in `job_runs`, oldest first.
-    async fn provision_runs(&self) -> anyhow::Result<Vec<RunSpan>> {
+    /// Every run of `job` in `job_runs`, oldest first.
+    async fn runs_of(&self, job: &str) -> anyhow::Result<Vec<RunSpan>> {
         let pool = self.application().await?;
         let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT started_at, finished_at FROM job_runs WHERE job = 'provision' ORDER BY id",
+            "SELECT started_at, finished_at FROM job_runs WHERE job = ? ORDER BY id",
         )
+        .bind(job)
         .fetch_all(&pool)
         .await?;
         pool.close().await;
