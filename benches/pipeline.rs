@@ -7,6 +7,9 @@
 //! cargo bench --bench pipeline -- rate                # 1,500 users at 600/min against 300 ms latency
 //! cargo bench --bench pipeline -- refresh 10000       # Persona calls of a refresh with nothing due
 //! cargo bench --bench pipeline -- ready 10            # `run` start to READY=1, median of 10
+//! cargo bench --bench pipeline -- latency 20          # `run` up: insert → SMTP accepted, 20 users at random moments
+//! cargo bench --bench pipeline -- idle 600            # `run` up with nothing to do: its CPU over 600 s, per hour
+//! cargo bench --bench pipeline -- bulk 50000 1000     # `run` up: 50,000 rows imported 1,000 a commit; runs, start, RSS
 //! ```
 //!
 //! The daemon runs as the release binary (`once` or `run`, a child process, so its CPU time and
@@ -60,10 +63,14 @@ fn main() -> anyhow::Result<()> {
         Some("rate") => rt.block_on(rate(number(1, 1500)?)),
         Some("refresh") => rt.block_on(refresh(number(1, 10_000)?)),
         Some("ready") => rt.block_on(ready(number(1, 10)?)),
+        Some("latency") => rt.block_on(latency(number(1, 20)?)),
+        Some("idle") => rt.block_on(idle(number(1, 600)?)),
+        Some("bulk") => rt.block_on(bulk(number(1, 50_000)?, number(2, 1000)?)),
         _ => {
             eprintln!(
                 "usage: cargo bench --bench pipeline -- \
-                 throughput [N] | rss [N] [SECONDS] | rate [N] | refresh [N] | ready [TIMES]"
+                 throughput [N] | rss [N] [SECONDS] | rate [N] | refresh [N] | ready [TIMES] | \
+                 latency [USERS] | idle [SECONDS] | bulk [ROWS] [ROWS_PER_COMMIT]"
             );
             Ok(())
         }
@@ -254,6 +261,209 @@ async fn ready(times: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `run` up with the shipped schedule (provision every minute): `users` rows inserted one at a
+/// time at random moments by another connection, each timed from its commit to the SMTP
+/// server's acceptance of its invite.
+async fn latency(users: u64) -> anyhow::Result<()> {
+    use rand::Rng as _;
+    let receiver = Receiver::start()?;
+    let (sim, work, daemon) = run_up(&receiver.url()).await?;
+    let app = work.application().await?;
+    let mut inserted = Vec::new();
+    for i in 0..users {
+        // Random gaps, so the inserts fall at every phase of the watch's poll and of the cron.
+        let gap = rand::rng().random_range(250..2000);
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+        insert_users(&app, i, 1).await?;
+        inserted.push((format!("user{i}@example.com"), Instant::now()));
+    }
+    let accepted = receiver
+        .wait_for(users as usize, Duration::from_secs(120))
+        .await?;
+    let cpu = daemon.cpu()?;
+    daemon.stop()?;
+    let mut waits = inserted
+        .iter()
+        .map(|(rcpt, at)| {
+            let got = accepted
+                .get(rcpt)
+                .with_context(|| format!("{rcpt} never reached the SMTP server"))?;
+            Ok(got.duration_since(*at))
+        })
+        .collect::<anyhow::Result<Vec<Duration>>>()?;
+    waits.sort();
+    println!(
+        "insert → SMTP accepted  median {:.0?}, max {:.0?}, min {:.0?} over {} users at random moments",
+        waits[waits.len() / 2],
+        waits[waits.len() - 1],
+        waits[0],
+        waits.len()
+    );
+    println!(
+        "daemon CPU              {:.2?} in all (start-up and the {users} users)",
+        cpu
+    );
+    app.close().await;
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// `run` up with the shipped schedule and nothing to do (the start-up runs over): the CPU it
+/// uses over `seconds`, which is the new-user watch's polls plus the cron runs that fall in.
+async fn idle(seconds: u64) -> anyhow::Result<()> {
+    let sink = Sink::start()?;
+    let (sim, work, daemon) = run_up(&sink.url()).await?;
+    // The start-up refresh follows the start-up provision run.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = daemon.cpu()?;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(seconds.max(1))).await;
+    let used = daemon.cpu()? - before;
+    let wall = started.elapsed();
+    daemon.stop()?;
+    let runs = work.runs_of("provision").await?;
+    let per_hour = used.as_secs_f64() * 3600.0 / wall.as_secs_f64();
+    println!(
+        "idle CPU                {:.2?} over {:.0?} = {per_hour:.2} s per hour ({:.3} % of one core)",
+        used,
+        wall,
+        100.0 * per_hour / 3600.0
+    );
+    println!(
+        "provision runs          {} (the cron's, every minute; a refresh every 15 min)",
+        runs.len()
+    );
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// `run` up; `rows` users imported `chunk` rows a commit, as fast as SQLite takes them: when
+/// provisioning starts, how many runs it takes (and whether any overlap), and the daemon's RSS
+/// from before the import until every invite is accepted.
+async fn bulk(rows: u64, chunk: u64) -> anyhow::Result<()> {
+    let receiver = Receiver::start()?;
+    let (sim, work, daemon) = run_up(&receiver.url()).await?;
+    let rss_before = daemon.rss_kib()?;
+    let app = work.application().await?;
+    let import_started = chrono::Utc::now();
+    let started = Instant::now();
+    let mut first_commit = None;
+    for start in (0..rows).step_by(chunk.max(1) as usize) {
+        insert_users(&app, start, chunk.min(rows - start)).await?;
+        first_commit.get_or_insert_with(|| (Instant::now(), chrono::Utc::now()));
+    }
+    let imported = started.elapsed();
+    let (first_commit, first_commit_wall) = first_commit.context("nothing imported")?;
+    // RSS at each tenth of the invites accepted.
+    let mut rss_at = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let mut peak = rss_before;
+    loop {
+        let accepted = receiver.count();
+        peak = peak.max(daemon.rss_kib()?);
+        let tenth = (accepted * 10 / rows as usize).min(10);
+        while rss_at.len() < tenth {
+            rss_at.push(daemon.rss_kib()?);
+        }
+        if accepted as u64 >= rows || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all_mailed = first_commit.elapsed();
+    let first_mail = receiver
+        .first_at()
+        .map(|at| at.duration_since(first_commit));
+    let hwm = daemon.peak_rss_kib()?;
+    daemon.stop()?;
+    app.close().await;
+    let runs = work.runs_of("provision").await?;
+    let after: Vec<&RunSpan> = runs.iter().filter(|r| r.0 > import_started).collect();
+    let overlaps = runs
+        .windows(2)
+        .filter(|w| w[1].0 < w[0].1.unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC))
+        .count();
+    let refreshes = work
+        .runs_of("refresh")
+        .await?
+        .iter()
+        .filter(|r| r.0 > import_started)
+        .count();
+    let first_run = after
+        .first()
+        .map(|r| (r.0 - first_commit_wall).to_std().unwrap_or_default());
+    let mib = |kib: i64| kib as f64 / 1024.0;
+    println!("import                  {rows} rows, {chunk} a commit, in {imported:.2?} (`run` up)");
+    println!(
+        "provisioning started    {:.0?} after the first commit (its run's start in job_runs); first invite accepted {:.0?} after it",
+        first_run.unwrap_or_default(),
+        first_mail.unwrap_or_default()
+    );
+    println!(
+        "runs                    {} provision runs from the import to the last invite, {overlaps} overlapping ({refreshes} refresh runs fell in); all {} accepted {:.1?} after the first commit",
+        after.len(),
+        receiver.count(),
+        all_mailed
+    );
+    println!(
+        "RSS                     {:.1} MiB before the import; at each tenth of the invites: {}; peak {:.1} MiB (VmHWM {:.1} MiB)",
+        mib(rss_before),
+        rss_at
+            .iter()
+            .map(|k| format!("{:.1}", mib(*k)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        mib(peak),
+        mib(hwm)
+    );
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// `run` up on an empty migrated database with the shipped schedule, mailing to `smtp_url`, its
+/// start-up runs over.
+async fn run_up(smtp_url: &str) -> anyhow::Result<(SimHandle, Workdir, RunningDaemon)> {
+    let sim = start_sim(|_| {}).await?;
+    let work = Workdir::new(&sim, smtp_url, &[])?;
+    work.seed(0).await?;
+    let daemon = work.start_run()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while work
+        .runs_of("provision")
+        .await?
+        .first()
+        .is_none_or(|r| r.1.is_none())
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no start-up provision run within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok((sim, work, daemon))
+}
+
+/// Inserts users `first..first + n` in one statement (one commit), as the application would.
+async fn insert_users(app: &sqlx::SqlitePool, first: u64, n: u64) -> anyhow::Result<()> {
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT ?1 WHERE ?2 > 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1 + ?2) \
+         INSERT INTO users (id, email, name_first, name_last, birthdate, phone_number) \
+         SELECT printf('usr_%08d', i), printf('user%d@example.com', i), 'Sam', printf('Walker%d', i), \
+                '1985-04-12', '+1 415 555 0100' FROM n",
+    )
+    .bind(first as i64)
+    .bind(n as i64)
+    .execute(app)
+    .await?;
+    Ok(())
+}
+
+/// A provision run's start and end, from `job_runs`.
+type RunSpan = (
+    chrono::DateTime<chrono::Utc>,
+    Option<chrono::DateTime<chrono::Utc>>,
+);
+
 /// Mails/s of the least a client can do per mail against this sink, which does not offer
 /// PIPELINING (RFC 2920): four round trips (MAIL, RCPT, DATA, the body), on
 /// `SMTP_CONNECTIONS` connections opened beforehand, with invite-sized messages formatted
@@ -382,30 +592,15 @@ struct Sink {
 
 impl Sink {
     fn start() -> anyhow::Result<Sink> {
-        let python = std::env::var_os("TEST_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(REPO).join("target/test-venv/bin/python3"));
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let child = Command::new(&python)
-            .args(["-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink", "-l"])
-            .arg(addr.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "cannot start aiosmtpd with {} (run .ci/run once, or set TEST_PYTHON)",
-                    python.display()
-                )
-            })?;
-        let sink = Sink { addr, child };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(addr).is_err() {
-            if Instant::now() > deadline {
-                bail!("aiosmtpd did not listen on {addr} within 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(sink)
+        let child = spawn_python(
+            Command::new(python())
+                .args(["-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink", "-l"])
+                .arg(addr.to_string())
+                .stdout(Stdio::null()),
+            addr,
+        )?;
+        Ok(Sink { addr, child })
     }
 
     fn url(&self) -> String {
@@ -414,6 +609,133 @@ impl Sink {
 }
 
 impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Python the tests use: `$TEST_PYTHON`, else the venv `.ci/run` makes.
+fn python() -> PathBuf {
+    std::env::var_os("TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join("target/test-venv/bin/python3"))
+}
+
+/// Spawns an aiosmtpd `cmd` and waits until it listens on `addr`.
+fn spawn_python(cmd: &mut Command, addr: SocketAddr) -> anyhow::Result<Child> {
+    let mut child = cmd.spawn().with_context(|| {
+        format!(
+            "cannot start aiosmtpd with {} (run .ci/run once, or set TEST_PYTHON)",
+            python().display()
+        )
+    })?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("aiosmtpd did not listen on {addr} within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(child)
+}
+
+/// aiosmtpd with a handler that keeps nothing and prints each accepted message's recipients
+/// the moment before it answers 250: when the server took each mail.
+const RECEIVER: &str = r#"
+import sys, time
+from aiosmtpd.controller import Controller
+class Report:
+    async def handle_DATA(self, server, session, envelope):
+        print(",".join(envelope.rcpt_tos), flush=True)
+        return "250 OK"
+Controller(Report(), hostname="127.0.0.1", port=int(sys.argv[1])).start()
+while True:
+    time.sleep(3600)
+"#;
+
+/// A [`RECEIVER`] and the instant each recipient's mail was accepted (a thread reads its
+/// stdout as it comes).
+struct Receiver {
+    addr: SocketAddr,
+    child: Child,
+    accepted: Arc<std::sync::Mutex<Accepted>>,
+}
+
+#[derive(Default)]
+struct Accepted {
+    first: Option<Instant>,
+    count: usize,
+    /// Only kept for the first 1,000 recipients: a bulk run needs the count, not the names.
+    at: std::collections::HashMap<String, Instant>,
+}
+
+impl Receiver {
+    fn start() -> anyhow::Result<Receiver> {
+        use std::io::BufRead as _;
+        let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut child = spawn_python(
+            Command::new(python())
+                .args(["-c", RECEIVER, &addr.port().to_string()])
+                .stdout(Stdio::piped()),
+            addr,
+        )?;
+        let stdout = child.stdout.take().context("receiver stdout")?;
+        let accepted: Arc<std::sync::Mutex<Accepted>> = Arc::default();
+        let into = accepted.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let now = Instant::now();
+                let mut a = into.lock().unwrap();
+                a.first.get_or_insert(now);
+                a.count += 1;
+                if a.at.len() < 1000 {
+                    a.at.entry(line).or_insert(now);
+                }
+            }
+        });
+        Ok(Receiver {
+            addr,
+            child,
+            accepted,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("smtp://{}", self.addr)
+    }
+
+    fn count(&self) -> usize {
+        self.accepted.lock().unwrap().count
+    }
+
+    fn first_at(&self) -> Option<Instant> {
+        self.accepted.lock().unwrap().first
+    }
+
+    /// Waits (at most `within`) for `n` accepted mails; returns when each recipient's was.
+    async fn wait_for(
+        &self,
+        n: usize,
+        within: Duration,
+    ) -> anyhow::Result<std::collections::HashMap<String, Instant>> {
+        let deadline = Instant::now() + within;
+        while self.count() < n {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "only {} of {n} mails accepted within {within:?}",
+                self.count()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(self.accepted.lock().unwrap().at.clone())
+    }
+}
+
+impl Drop for Receiver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -512,23 +834,41 @@ dir = "{templates}"
             "migrate failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(self.db())
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-        let pool = sqlx::SqlitePool::connect_with(options).await?;
+        let pool = self.application().await?;
         let started = Instant::now();
-        sqlx::query(
-            "WITH RECURSIVE n(i) AS (SELECT 1 WHERE ?1 > 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?1) \
-             INSERT INTO users (id, email, name_first, name_last, birthdate, phone_number, created_at) \
-             SELECT printf('usr_%08d', i), printf('user%d@example.com', i), 'Sam', printf('Walker%d', i), \
-                    '1985-04-12', '+1 415 555 0100', strftime('%Y-%m-%d %H:%M:%S', 'now') FROM n",
-        )
-        .bind(users as i64)
-        .execute(&pool)
-        .await?;
+        insert_users(&pool, 1, users).await?;
         let took = started.elapsed();
         pool.close().await;
         Ok(took)
+    }
+
+    /// A connection pool on the database, as the application has one.
+    async fn application(&self) -> anyhow::Result<sqlx::SqlitePool> {
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(self.db())
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(30));
+        Ok(sqlx::SqlitePool::connect_with(options).await?)
+    }
+
+    /// Every run of `job` in `job_runs`, oldest first.
+    async fn runs_of(&self, job: &str) -> anyhow::Result<Vec<RunSpan>> {
+        let pool = self.application().await?;
+        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT started_at, finished_at FROM job_runs WHERE job = ? ORDER BY id",
+        )
+        .bind(job)
+        .fetch_all(&pool)
+        .await?;
+        pool.close().await;
+        let parse = |t: &str| {
+            inquiry_mailer::clock::parse_ts(t).with_context(|| format!("job_runs time {t:?}"))
+        };
+        rows.iter()
+            .map(|(started, finished)| {
+                Ok((parse(started)?, finished.as_deref().map(parse).transpose()?))
+            })
+            .collect()
     }
 
     /// How many users the daemon discovered, and the seconds from the first to the last.
@@ -563,30 +903,90 @@ dir = "{templates}"
 
     /// Starts `run` with NOTIFY_SOCKET on a socket of ours; the time to READY=1; then SIGTERM.
     fn time_to_ready(&self) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        let daemon = self.start_run()?;
+        let took = started.elapsed();
+        daemon.stop()?;
+        Ok(took)
+    }
+
+    /// Starts `run` and returns once it has sent READY=1 to a notify socket of ours.
+    fn start_run(&self) -> anyhow::Result<RunningDaemon> {
         let socket_path = self.dir.path().join("notify.sock");
         let _ = std::fs::remove_file(&socket_path);
         let socket = UnixDatagram::bind(&socket_path)?;
         socket.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let started = Instant::now();
-        let mut child = self
+        let child = self
             .command(&["run"])
             .env("NOTIFY_SOCKET", &socket_path)
             .stderr(Stdio::null())
             .spawn()?;
+        let daemon = RunningDaemon { child };
         let mut buf = [0u8; 4096];
-        let took = loop {
+        loop {
             let n = socket.recv(&mut buf).context("no READY=1 within 30 s")?;
             if String::from_utf8_lossy(&buf[..n])
                 .lines()
                 .any(|l| l == "READY=1")
             {
-                break started.elapsed();
+                return Ok(daemon);
             }
-        };
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        child.wait()?;
-        Ok(took)
+        }
+    }
+}
+
+/// `run` as a child process, read through /proc while it runs; SIGTERM on `stop` (or drop).
+struct RunningDaemon {
+    child: Child,
+}
+
+impl RunningDaemon {
+    /// User + system CPU so far, from /proc/PID/stat (fields 14 and 15, in clock ticks).
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // The command name (field 2) may hold spaces; the fields after it do not.
+        let after_name = &stat[stat.rfind(')').context("/proc stat format")? + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+    }
+
+    /// The current resident set (VmRSS), KiB.
+    fn rss_kib(&self) -> anyhow::Result<i64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// The peak resident set so far (VmHWM), KiB.
+    fn peak_rss_kib(&self) -> anyhow::Result<i64> {
+        self.status_kib("VmHWM:")
+    }
+
+    fn status_kib(&self, field: &str) -> anyhow::Result<i64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .with_context(|| format!("no {field} in /proc status"))?;
+        Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        // SAFETY: kill(2) on our own child's pid, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait()?;
+        anyhow::ensure!(status.success(), "`run` exited with {status}");
+        Ok(())
+    }
+}
+
+impl Drop for RunningDaemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

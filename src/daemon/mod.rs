@@ -4,6 +4,7 @@
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod new_users;
 pub mod notify;
 pub mod redirect;
 pub mod scheduler;

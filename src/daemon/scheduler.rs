@@ -1,14 +1,17 @@
-//! The two jobs on their cron schedules (tokio-cron-scheduler), each behind a guard so a run
-//! never overlaps itself: tokio-cron-scheduler starts a job whenever it is due, even while the
-//! last run is still going. Each run is recorded in `job_runs` for `/healthz`.
+//! The two jobs on their cron schedules (tokio-cron-scheduler), and provisioning as soon as new
+//! users are signalled, each job behind a guard so a run never overlaps itself:
+//! tokio-cron-scheduler starts a job whenever it is due, even while the last run is still going.
+//! Each run is recorded in `job_runs` for `/healthz`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::{Mutex, MutexGuard, RwLock};
 use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::new_users::NewUserSignal;
 use super::notify::Notifier;
 use crate::clock::format_ts;
 use crate::jobs::{JobContext, provision, refresh};
@@ -67,9 +70,9 @@ impl Runner {
         &self.guards[kind as usize]
     }
 
-    /// Runs `kind` now unless a run of it is in progress.
+    /// Runs `kind` now unless a run of it is in progress (a cron tick: the next one comes).
     pub async fn run(&self, kind: JobKind) -> RunOutcome {
-        let Ok(_held) = self.guard(kind).try_lock() else {
+        let Ok(held) = self.guard(kind).try_lock() else {
             tracing::warn!(
                 job = kind.as_str(),
                 "previous run still going; this one is skipped"
@@ -77,6 +80,17 @@ impl Runner {
             metrics::counter!("job_runs_total", "job" => kind.as_str(), "outcome" => "skipped_overlap").increment(1);
             return RunOutcome::SkippedOverlap;
         };
+        self.run_holding(kind, held).await
+    }
+
+    /// Runs `kind` as soon as the run in progress, if any, has ended: for work that must not be
+    /// dropped, such as rows the run in progress may have read past.
+    pub async fn run_when_free(&self, kind: JobKind) -> RunOutcome {
+        let held = self.guard(kind).lock().await;
+        self.run_holding(kind, held).await
+    }
+
+    async fn run_holding(&self, kind: JobKind, _held: MutexGuard<'_, ()>) -> RunOutcome {
         let ctx = self.context.read().await.clone();
         if ctx.stop.is_cancelled() {
             return RunOutcome::Stopping;
@@ -132,6 +146,44 @@ impl Runner {
         };
         tokio::time::timeout(within, all).await.is_ok()
     }
+}
+
+/// How long new-user signals must pause before provisioning starts, so a burst of commits (an
+/// import writing batch after batch) is one run; and the most a steady stream may delay it.
+const SETTLE_QUIET: Duration = Duration::from_millis(150);
+const SETTLE_AT_MOST: Duration = Duration::from_millis(500);
+
+/// Provisions whenever `signal` is raised, until `stop`: after a burst settles, and after the
+/// run in progress (cron or its own) when there is one. A raise during a run is kept by the
+/// signal, so it leads to one more run once this one ends: a row the run read past is not
+/// left for the cron.
+pub fn provision_on_new_users(
+    runner: &Runner,
+    signal: NewUserSignal,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let runner = runner.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = signal.raised() => {}
+            }
+            let settled = tokio::time::sleep(SETTLE_AT_MOST);
+            tokio::pin!(settled);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = &mut settled => break,
+                    _ = tokio::time::sleep(SETTLE_QUIET) => break,
+                    _ = signal.raised() => {}
+                }
+            }
+            if runner.run_when_free(JobKind::Provision).await == RunOutcome::Stopping {
+                return;
+            }
+        }
+    })
 }
 
 /// The cron schedule around a `Runner`.

@@ -10,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::http::{self, HttpSettings, HttpState};
 use super::metrics::Metrics;
+use super::new_users::{self, NewUserSignal};
 use super::notify::Notifier;
 use super::redirect::{self, RedirectState};
-use super::scheduler::{JobKind, Runner, Schedule, SharedContext};
+use super::scheduler::{self, JobKind, Runner, Schedule, SharedContext};
 use super::signals::Signals;
 use crate::app;
 use crate::clock::Clock;
@@ -92,6 +93,11 @@ pub async fn run(
         &config.schedule.refresh,
     )
     .await?;
+
+    // Before the start-up run, so a row is either there for it or noticed as new.
+    let new_users = NewUserSignal::default();
+    new_users::watch_sqlite(&shared.read().await.store, new_users.clone(), stop.clone()).await?;
+    scheduler::provision_on_new_users(&runner, new_users, stop.clone());
 
     // Missed cron ticks are not caught up: a run of each job at start-up covers the downtime.
     let first = runner.clone();

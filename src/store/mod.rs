@@ -18,6 +18,7 @@ macro_rules! from_row {
     };
 }
 
+pub mod changes;
 pub mod events;
 pub mod inquiries;
 pub mod job_runs;

@@ -21,6 +21,7 @@ mod lifecycle_started_users;
 mod lifecycle_webhook_order;
 mod mail_delivery;
 mod mail_templates;
+mod new_users_at_once;
 mod per_user_language;
 mod persona_client;
 mod preview_sends_nothing;
