@@ -76,7 +76,12 @@ pub async fn deliver(
         tx.commit().await.map_err(StoreError::from)?;
         return Ok(Delivery::Dropped);
     }
-    let kind = MailKind::parse(&mail.kind).map_err(|e| StoreError::Conflict(e.0))?;
+    let kind = MailKind::parse(&mail.kind).map_err(|e| StoreError::BadValue {
+        table: "mails",
+        row: mail.id.to_string(),
+        column: "kind",
+        why: e.0,
+    })?;
     let row = match (mail.inquiry_row, carry.inquiry) {
         (Some(id), Some(row)) if row.id == id => Some(row.clone()),
         (Some(id), _) => inquiries::by_row_id(ctx.store.reader(), id).await?,

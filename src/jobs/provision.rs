@@ -20,7 +20,7 @@ use crate::domain::{InquiryStatus, LinkKind, ParseError, User};
 use crate::mail::MailKind;
 use crate::persona::{CreateInquiry, IdempotencyKey, InquiryFields, ListFilter, PersonaError};
 use crate::store::inquiries::{self, CREATING, InquiryRow, REJECTED};
-use crate::store::mails::MailRow;
+use crate::store::mails::{MailHistory, MailRow};
 use crate::store::steps::{self, Answer, Recorded, WantedMail};
 use crate::store::user_states::{self, Claimed};
 use crate::store::{StoreError, events, mails, users};
@@ -305,10 +305,10 @@ async fn provision_user(
             // `know_claimed` wrote an intent for every valid user without one; none came back
             // only if the user has no state row.
             None => {
-                return Err(StoreError::Conflict(format!(
-                    "user {} has no state row",
-                    claimed.user_id
-                ))
+                return Err(StoreError::Missing {
+                    table: "user_states",
+                    key: claimed.user_id.clone(),
+                }
                 .into());
             }
         };
@@ -524,7 +524,12 @@ pub async fn create(
             }
         }
         let key =
-            IdempotencyKey::parse(&row.idempotency_key).map_err(|e| StoreError::Conflict(e.0))?;
+            IdempotencyKey::parse(&row.idempotency_key).map_err(|e| StoreError::BadValue {
+                table: "inquiries",
+                row: row.id.to_string(),
+                column: "idempotency_key",
+                why: e.0,
+            })?;
         crate::faults::crash_point("provision.before-create");
         match ctx
             .persona
@@ -575,8 +580,9 @@ pub async fn create(
                 inquiries::distrust_key(&ctx.store, row.id).await?;
                 row = inquiries::by_row_id(ctx.store.reader(), row.id)
                     .await?
-                    .ok_or_else(|| {
-                        StoreError::Conflict(format!("inquiry row {} vanished", row.id))
+                    .ok_or_else(|| StoreError::Missing {
+                        table: "inquiries",
+                        key: row.id.to_string(),
                     })?;
             }
             Err(e) => return reject(ctx, claimed, &row, &e).await,
@@ -643,6 +649,21 @@ async fn find_unrecorded(
     Ok(None)
 }
 
+/// The mail to queue with a recorded answer, given the user's mails so far: none while one is
+/// still unsent (an answer recorded again never queues a second); a user's first mail is always
+/// the invite, whatever was asked; after that only a renewal goes out, never a second invite.
+pub fn mail_to_queue(asked: MailKind, history: MailHistory) -> Option<MailKind> {
+    if history.unsent {
+        None
+    } else if !history.any {
+        Some(MailKind::Invite)
+    } else if asked == MailKind::Renewed {
+        Some(MailKind::Renewed)
+    } else {
+        None
+    }
+}
+
 /// Records Persona's answer and queues the mail with it, in one transaction.
 async fn record_created(
     ctx: &JobContext,
@@ -682,11 +703,53 @@ async fn record_created(
     };
     let message_id = ctx.mailer.new_message_id();
     let mail = WantedMail {
-        kind: mail_kind.as_str(),
+        choose: &|history| mail_to_queue(mail_kind, history).map(MailKind::as_str),
         message_id: &message_id,
         sending: send_now,
     };
     let recorded = steps::record_answer(&ctx.store, &answer, &mail, ctx.clock.now()).await?;
     tracing::info!(user = %claimed.user_id, inquiry = %inquiry.id, adopted, "inquiry ready");
     Ok(recorded)
+}
+
+#[cfg(test)]
+mod mail_policy {
+    use super::{MailHistory, MailKind, mail_to_queue};
+
+    const NEVER_MAILED: MailHistory = MailHistory {
+        any: false,
+        unsent: false,
+    };
+    const MAILED: MailHistory = MailHistory {
+        any: true,
+        unsent: false,
+    };
+    const WAITING: MailHistory = MailHistory {
+        any: true,
+        unsent: true,
+    };
+
+    #[test]
+    fn a_first_mail_is_the_invite_whatever_was_asked() {
+        for asked in MailKind::ALL {
+            assert_eq!(mail_to_queue(asked, NEVER_MAILED), Some(MailKind::Invite));
+        }
+    }
+
+    #[test]
+    fn after_a_mail_only_a_renewal_is_queued() {
+        assert_eq!(
+            mail_to_queue(MailKind::Renewed, MAILED),
+            Some(MailKind::Renewed)
+        );
+        assert_eq!(mail_to_queue(MailKind::Invite, MAILED), None);
+        assert_eq!(mail_to_queue(MailKind::Reminder, MAILED), None);
+    }
+
+    #[test]
+    fn nothing_is_queued_while_a_mail_waits() {
+        for asked in MailKind::ALL {
+            assert_eq!(mail_to_queue(asked, WAITING), None);
+        }
+    }
 }

@@ -5,9 +5,7 @@ use chrono::{DateTime, Utc};
 
 use std::sync::LazyLock;
 
-use sqlx::FromRow as _;
-
-use super::{Result, Script, Store};
+use super::{Result, Store, StoreError};
 use crate::clock::{format_ts, parse_ts};
 use crate::domain::random_alnum;
 
@@ -109,25 +107,24 @@ const IS_CURRENT: &str = "i.superseded_at IS NULL \
      AND i.generation = (SELECT MAX(j.generation) FROM inquiries j \
                          WHERE j.user_id = i.user_id AND j.superseded_at IS NULL)";
 
-/// The intent to create the next inquiry of each user in ?1 (a JSON array of `{"user", "nonce"}`):
-/// next generation, a new key, a `creating` row. ?2 now, ?3 template, ?4 [`CREATING`]. The key
-/// reads like [`new_idempotency_key`] makes it.
-static BEGIN_CREATE: LazyLock<String> = LazyLock::new(|| {
+/// Moves each user in ?1 (a JSON array of `{"user", "nonce"}`) to their next generation; the
+/// first half of an intent, [`INSERT_INTENTS`] the second.
+const NEXT_GENERATION: &str = "UPDATE user_states SET generation = generation + 1 \
+     WHERE user_id IN (SELECT value ->> '$.user' FROM json_each(?1))";
+
+/// A `creating` row with a new key for each user in ?1 at their (just raised) generation. ?2 now,
+/// ?3 template, ?4 [`CREATING`]. The key reads like [`new_idempotency_key`] makes it.
+static INSERT_INTENTS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE user_states SET generation = generation + 1 \
-         WHERE user_id IN (SELECT value ->> '$.user' FROM json_each(?1)); \
-         INSERT INTO inquiries (user_id, generation, idempotency_key, key_created_at, status, \
+        "INSERT INTO inquiries (user_id, generation, idempotency_key, key_created_at, status, \
            template_id, created_at, updated_at) \
          SELECT s.user_id, s.generation, \
            'im-' || s.reference_id || '-g' || s.generation || '-' || (j.value ->> '$.nonce'), \
            ?2, ?4, ?3, ?2, ?2 \
          FROM json_each(?1) j JOIN user_states s ON s.user_id = j.value ->> '$.user' \
-         RETURNING {COLUMNS};"
+         RETURNING {COLUMNS}"
     )
 });
-
-static BEGIN_CREATE_ALONE: LazyLock<String> =
-    LazyLock::new(|| super::transaction_script(&BEGIN_CREATE));
 
 /// A fresh idempotency key: unique per (user, generation) and per retry-after-prune.
 pub fn new_idempotency_key(reference_id: &str, generation: i64) -> String {
@@ -184,14 +181,17 @@ pub async fn begin_create(
     template_id: &str,
     now: DateTime<Utc>,
 ) -> Result<InquiryRow> {
-    let row = begin_create_query(&BEGIN_CREATE, &[user_id], template_id, now)
-        .fetch_one(conn)
-        .await?;
-    Ok(InquiryRow::from_row(&row)?)
+    write_intents(conn, &[user_id], template_id, now)
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Missing {
+            table: "user_states",
+            key: user_id.to_owned(),
+        })
 }
 
 /// [`begin_create`] for each of `user_ids` (known to `user_states`), as one transaction of its
-/// own in one round trip: what a provisioning batch writes before its first create call.
+/// own: what a provisioning batch writes before its first create call.
 pub async fn begin_create_many(
     store: &Store,
     user_ids: &[&str],
@@ -201,29 +201,34 @@ pub async fn begin_create_many(
     if user_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let script = begin_create_query(&BEGIN_CREATE_ALONE, user_ids, template_id, now);
-    let rows = store.run_script(script).await?;
-    Ok(rows
-        .iter()
-        .map(InquiryRow::from_row)
-        .collect::<Result<_, _>>()?)
+    let mut tx = store.begin_write().await?;
+    let rows = write_intents(&mut tx, user_ids, template_id, now).await?;
+    tx.commit().await?;
+    Ok(rows)
 }
 
-fn begin_create_query(
-    sql: &'static str,
+async fn write_intents(
+    conn: &mut sqlx::SqliteConnection,
     user_ids: &[&str],
     template_id: &str,
     now: DateTime<Utc>,
-) -> Script {
+) -> Result<Vec<InquiryRow>> {
     let intents: Vec<serde_json::Value> = user_ids
         .iter()
         .map(|user| serde_json::json!({ "user": user, "nonce": random_alnum(8) }))
         .collect();
-    sqlx::query(sql)
-        .bind(serde_json::Value::Array(intents).to_string())
+    let intents = serde_json::Value::Array(intents).to_string();
+    sqlx::query(NEXT_GENERATION)
+        .bind(&intents)
+        .execute(&mut *conn)
+        .await?;
+    Ok(sqlx::query_as::<_, InquiryRow>(INSERT_INTENTS.as_str())
+        .bind(&intents)
         .bind(format_ts(now))
-        .bind(template_id.to_owned())
+        .bind(template_id)
         .bind(CREATING)
+        .fetch_all(conn)
+        .await?)
 }
 
 /// The newest unreplaced inquiry of each of `user_ids` that has one, in one statement.

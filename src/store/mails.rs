@@ -70,23 +70,59 @@ pub async fn enqueue(
     message_id: &str,
     now: DateTime<Utc>,
 ) -> Result<MailRow> {
+    enqueue_as(conn, user_id, inquiry_row, kind, message_id, false, now).await
+}
+
+/// [`enqueue`], or, when `sending`, stored as `sending` with its first attempt counted (what
+/// [`mark_sending`] would write next), for a caller that sends it right after the commit.
+pub async fn enqueue_as(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    inquiry_row: Option<i64>,
+    kind: &str,
+    message_id: &str,
+    sending: bool,
+    now: DateTime<Utc>,
+) -> Result<MailRow> {
     let ts = format_ts(now);
     static ENQUEUE: LazyLock<String> = LazyLock::new(|| {
         format!(
-            "INSERT INTO mails (user_id, inquiry_row, kind, status, message_id, next_attempt_at, created_at, updated_at) \
-             VALUES (?, ?, ?, 'queued', ?, ?, ?, ?) RETURNING {COLUMNS}"
+            "INSERT INTO mails (user_id, inquiry_row, kind, status, attempts, message_id, next_attempt_at, \
+               created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7) RETURNING {COLUMNS}"
         )
     });
     Ok(sqlx::query_as::<_, MailRow>(ENQUEUE.as_str())
         .bind(user_id)
         .bind(inquiry_row)
         .bind(kind)
+        .bind(if sending { "sending" } else { "queued" })
+        .bind(i64::from(sending))
         .bind(message_id)
-        .bind(&ts)
-        .bind(&ts)
         .bind(&ts)
         .fetch_one(conn)
         .await?)
+}
+
+/// What a user has had in mail so far, read where the next one is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailHistory {
+    /// Any mail at all, sent or not.
+    pub any: bool,
+    /// One waiting to go out (queued, or caught mid-send).
+    pub unsent: bool,
+}
+
+/// The user's [`MailHistory`], inside the caller's transaction.
+pub async fn history_in(conn: &mut sqlx::SqliteConnection, user_id: &str) -> Result<MailHistory> {
+    let (any, unsent): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM mails WHERE user_id = ?1), \
+           EXISTS (SELECT 1 FROM mails WHERE user_id = ?1 AND status IN ('queued', 'sending'))",
+    )
+    .bind(user_id)
+    .fetch_one(conn)
+    .await?;
+    Ok(MailHistory { any, unsent })
 }
 
 /// The user's mail waiting to go out (queued, or caught mid-send by a crash), if any.
@@ -131,6 +167,25 @@ pub async fn mark_sending(
     .bind(format_ts(now))
     .bind(id)
     .execute(store.writer())
+    .await?;
+    Ok(())
+}
+
+/// The mail went out, inside the caller's transaction (the one that moves its user on).
+pub async fn mark_sent(
+    conn: &mut sqlx::SqliteConnection,
+    id: i64,
+    link_expires_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE mails SET status = 'sent', sent_at = ?1, last_error = NULL, \
+           link_expires_at = COALESCE(?2, link_expires_at), updated_at = ?1 WHERE id = ?3",
+    )
+    .bind(format_ts(now))
+    .bind(link_expires_at.map(format_ts))
+    .bind(id)
+    .execute(conn)
     .await?;
     Ok(())
 }

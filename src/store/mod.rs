@@ -25,7 +25,6 @@ pub mod job_runs;
 pub mod mails;
 pub mod redirect_tokens;
 pub mod status;
-mod step_runner;
 pub mod steps;
 pub mod user_states;
 pub mod users;
@@ -36,9 +35,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqlStr, Sqlite, SqlitePool, Transaction};
 
 /// The migrations of `migrations/`, embedded in the binary: (version, description, SQL).
@@ -117,6 +114,17 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+    /// A stored value the daemon cannot read back (a hand edit, or a bug that wrote it).
+    #[error("database: {table} row {row}, column {column}: {why}")]
+    BadValue {
+        table: &'static str,
+        row: String,
+        column: &'static str,
+        why: String,
+    },
+    /// A row a step relies on is not there (removed by hand, or never written).
+    #[error("database: {table} has no row {key}")]
+    Missing { table: &'static str, key: String },
     #[error("{0}")]
     Conflict(String),
 }
@@ -145,8 +153,6 @@ impl StoreOptions {
 pub struct Store {
     write: SqlitePool,
     read: SqlitePool,
-    /// The queue of [`step_runner`], which runs [`Store::run_script`]'s steps.
-    steps: tokio::sync::mpsc::UnboundedSender<step_runner::Step>,
     path: PathBuf,
 }
 
@@ -191,7 +197,6 @@ impl Store {
             .await
             .map_err(open_err)?;
         Ok(Store {
-            steps: step_runner::start(write.clone()),
             write,
             read,
             path: opts.path.clone(),
@@ -234,36 +239,11 @@ impl Store {
     }
 
     /// A write transaction that takes the write lock at once (`BEGIN IMMEDIATE`), so it never
-    /// fails half-way with "database is locked" when another process writes too.
+    /// fails half-way with "database is locked" when another process writes too. Dropped
+    /// uncommitted (its caller gave up or failed), it rolls back before the connection is
+    /// used again, so no `BEGIN` is ever left without its `COMMIT`.
     pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
         Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
-    /// Runs a step written as one script of statements between `BEGIN IMMEDIATE;` and `COMMIT;`
-    /// (see [`transaction_script`]) on the write connection, and returns every row its
-    /// statements returned, in order.
-    ///
-    /// sqlx hands each query to the connection's own thread and waits for the answer; a query of
-    /// several statements goes over in one hand-off. So a step costs one hand-off instead of one
-    /// per statement plus two for BEGIN and COMMIT: those thread wake-ups, not SQLite, were most
-    /// of the daemon's CPU per user. When a statement fails, the transaction is rolled back
-    /// before the error returns. The script runs on the store's step runner (`step_runner.rs`),
-    /// so a caller dropped half-way cannot leave its transaction open on the shared connection.
-    ///
-    /// sqlx calls several statements in one query with arguments a SQLite-only behaviour it
-    /// means to drop (launchbadge/sqlx#3108); 0.9 has it, and tests/it/store_steps.rs fails
-    /// should a later version not.
-    pub async fn run_script(&self, script: Script) -> Result<Vec<SqliteRow>> {
-        let mut script = script;
-        for _ in 0..SCRIPT_PADDING {
-            script = script.bind(None::<i64>);
-        }
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        let gone = || StoreError::Conflict("the store's step runner has stopped".into());
-        self.steps
-            .send(step_runner::Step { script, reply })
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
     }
 
     pub fn reader(&self) -> &SqlitePool {
@@ -279,22 +259,6 @@ impl Store {
         self.write.close().await;
         self.read.close().await;
     }
-}
-
-/// A query of several statements with its arguments bound (`?NNN` parameters are shared by
-/// all its statements), owned so it can run on a task of its own.
-pub type Script = sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>;
-
-/// sqlx binds the `?NNN` slots a statement does not use from a running count of positional
-/// arguments, and stops binding that statement's remaining parameters once the count passes the
-/// last value. In a script, later statements skip numbers the earlier ones use, so without
-/// these trailing NULLs their later parameters would silently stay NULL.
-const SCRIPT_PADDING: usize = 64;
-
-/// `statements` as one write transaction for [`Store::run_script`]. Made once per step (keep
-/// the result in a `LazyLock`), so sqlx's statement cache sees the same text every time.
-pub fn transaction_script(statements: &str) -> String {
-    format!("BEGIN IMMEDIATE; {statements} COMMIT;")
 }
 
 /// Keeps a long-running statement list from binding too many parameters at once.

@@ -344,15 +344,39 @@ pub async fn state_in(conn: &mut sqlx::SqliteConnection, user_id: &str) -> Resul
 }
 
 /// Stamps the moment the user was last mailed (for `min_resend_interval`) and, unless the user
-/// already finished or was skipped, moves them to a state with no reason left: one statement.
-/// ?1 state, ?2 now, ?3 user. SQLite evaluates every SET expression against the row as it was,
-/// so `state` in them is the old one.
-pub const MARK_MAILED: &str = "UPDATE user_states SET \
-       state = CASE WHEN state IN ('pending', 'invited', 'started') THEN ?1 ELSE state END, \
-       reason = CASE WHEN state IN ('pending', 'invited', 'started') THEN NULL ELSE reason END, \
-       updated_at = CASE WHEN state IN ('pending', 'invited', 'started') THEN ?2 ELSE updated_at END, \
-       last_mailed_at = ?2 \
-     WHERE user_id = ?3";
+/// already finished or was skipped, moves them to `state` with no reason left, inside the
+/// caller's transaction. SQLite evaluates every SET expression against the row as it was, so
+/// `state` in them is the old one.
+pub async fn mark_mailed(
+    conn: &mut sqlx::SqliteConnection,
+    user_id: &str,
+    state: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE user_states SET \
+           state = CASE WHEN state IN ('pending', 'invited', 'started') THEN ?1 ELSE state END, \
+           reason = CASE WHEN state IN ('pending', 'invited', 'started') THEN NULL ELSE reason END, \
+           updated_at = CASE WHEN state IN ('pending', 'invited', 'started') THEN ?2 ELSE updated_at END, \
+           last_mailed_at = ?2 \
+         WHERE user_id = ?3",
+    )
+    .bind(state)
+    .bind(format_ts(now))
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends the user's lease, inside the caller's transaction (the one that finishes with them).
+pub async fn end_lease(conn: &mut sqlx::SqliteConnection, user_id: &str) -> Result<()> {
+    sqlx::query("UPDATE user_states SET lease_until = NULL WHERE user_id = ?")
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
 
 /// Counts a mail that may have reached the user toward `min_resend_interval`: the last-mailed
 /// time moves to `at` unless it is later already. Inside the caller's transaction.

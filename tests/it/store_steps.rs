@@ -1,8 +1,10 @@
-//! A provisioning step is one transaction sent to SQLite as one script: all of it lands or none
-//! of it does, and a step that fails half-way leaves the write connection usable.
+//! A provisioning step is one `BEGIN IMMEDIATE` transaction: all of it lands or none of it does,
+//! and a step that fails half-way, or whose caller gives up, leaves the write connection usable.
 
 use chrono::Utc;
 use inquiry_mailer::domain::RawUser;
+use inquiry_mailer::jobs::provision::mail_to_queue;
+use inquiry_mailer::mail::MailKind;
 use inquiry_mailer::store::inquiries::{self, InquiryFacts};
 use inquiry_mailer::store::steps::{self, Answer, Sent, WantedMail};
 use inquiry_mailer::store::{Store, StoreOptions, events, mails, user_states, users};
@@ -54,7 +56,7 @@ async fn event_kinds(store: &Store, user: &str) -> Vec<String> {
 }
 
 /// Records `inquiry_id` as created on `row_id`, asking for a `kind` mail with `message_id`
-/// (stored as being sent when `sending`).
+/// (stored as being sent when `sending`) under provisioning's own mail policy.
 async fn answer(
     store: &Store,
     row_id: i64,
@@ -72,7 +74,9 @@ async fn answer(
             detail: &format!("created {inquiry_id}"),
         },
         &WantedMail {
-            kind,
+            choose: &|history| {
+                mail_to_queue(MailKind::parse(kind).unwrap(), history).map(MailKind::as_str)
+            },
             message_id,
             sending,
         },
@@ -265,8 +269,9 @@ async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_f
         .unwrap()
         .remove(0);
 
-    // Another writer holds the database, so the step, once started, waits inside its
-    // transaction: still running when its caller gives up, whatever the machine's speed.
+    // Another writer holds the database, so the step, once started, waits on its `BEGIN
+    // IMMEDIATE` (busy timeout 5 s): still running when its caller gives up after 300 ms,
+    // whatever the machine's speed.
     let mut other = {
         use sqlx::ConnectOptions as _;
         sqlx::sqlite::SqliteConnectOptions::new()
@@ -279,9 +284,8 @@ async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_f
         .execute(&mut other)
         .await
         .unwrap();
-    // Polled once (the step is handed over), then dropped before its answer comes back.
     let dropped = tokio::time::timeout(
-        std::time::Duration::ZERO,
+        std::time::Duration::from_millis(300),
         answer(
             &store,
             row.id,
@@ -300,7 +304,34 @@ async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_f
         .expect("the writer is free")
         .unwrap();
     tx.commit().await.unwrap();
-    // And the step landed whole, though nobody waited for it.
+    // And the dropped step left nothing half-done: it rolled back whole.
+    assert_eq!(event_kinds(&store, "usr_gone").await, ["user.discovered"]);
+    assert!(
+        mails::last_for_user(store.reader(), "usr_gone")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let still = inquiries::current(store.reader(), "usr_gone")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (still.status.as_str(), still.inquiry_id.as_deref()),
+        (inquiries::CREATING, None)
+    );
+
+    // The step run again (what the next provisioning run does with a `creating` row) lands
+    // whole.
+    answer(
+        &store,
+        row.id,
+        "usr_gone",
+        "inq_gone",
+        ("invite", "<gone@example.com>", true),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         event_kinds(&store, "usr_gone").await,
         ["user.discovered", "inquiry.created", "mail.queued"]
@@ -308,6 +339,6 @@ async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_f
     let mail = mails::last_for_user(store.reader(), "usr_gone")
         .await
         .unwrap()
-        .expect("the mail of the dropped step");
+        .expect("the mail of the step run again");
     assert_eq!((mail.status.as_str(), mail.attempts), ("sending", 1));
 }
