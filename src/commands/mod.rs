@@ -105,3 +105,24 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
         EXIT_RUNTIME
     }
 }
+
+#[cfg(all(test, not(feature = "demo")))]
+mod without_demo {
+    use super::*;
+
+    // Run by .ci/run with `--no-default-features`: the build without the simulator still knows
+    // the command and says why it cannot play it.
+    #[tokio::test]
+    async fn demo_says_the_build_left_the_simulator_out() {
+        let err = run_demo(None)
+            .await
+            .expect_err("no simulator to play against");
+        assert_eq!(exit_code_for(&err), EXIT_USAGE);
+        let message = err.to_string();
+        assert!(
+            message.contains("built without the Persona simulator"),
+            "{message}"
+        );
+        assert!(message.contains("--features demo"), "{message}");
+    }
+}
