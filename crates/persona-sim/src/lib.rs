@@ -37,6 +37,7 @@ mod conn;
 mod control;
 mod gate;
 mod hosted;
+mod ids;
 mod status;
 mod time;
 mod webhooks;
@@ -52,12 +53,12 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use url::Url;
 
-use crate::time::random_alnum;
+use crate::ids::random_alnum;
 
 pub use gate::{Faults, RecordedRequest};
 pub use hosted::HostedVisit;
 pub use status::Status;
-pub use time::{OffsetClock, SimClock};
+pub use time::SimClock;
 pub use webhooks::{WebhookDelivery, WebhookTarget, sign as sign_webhook};
 pub use world::{Action, MAX_SESSIONS_PER_INQUIRY};
 

@@ -11,7 +11,7 @@ use sha2::Sha256;
 use tokio::sync::{Notify, mpsc};
 use url::Url;
 
-use crate::time::random_alnum;
+use crate::ids::random_alnum;
 use crate::time::{SimClock, format_ts};
 
 use super::world::Event;

@@ -8,8 +8,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
+use crate::ids::random_alnum;
 use crate::status::Status;
-use crate::time::random_alnum;
 
 use super::SimError;
 use super::wire;
