@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use inquiry_mailer::clock::Clock;
 use inquiry_mailer::domain::EnvironmentId;
-use inquiry_mailer::sim::{self, SimConfig, SimHandle};
 use lettre::Message;
 use lettre::message::MultiPart;
+use persona_sim::{self as sim, SimConfig, SimHandle};
 
 const API_KEY: &str = "bench-key-for-the-simulator-only";
 const ENVIRONMENT: &str = "env_benchmarkenvironment0001";
@@ -579,7 +579,7 @@ fn invite_sized_message(i: u64) -> anyhow::Result<Message> {
 
 async fn start_sim(tune: impl FnOnce(&mut SimConfig)) -> anyhow::Result<SimHandle> {
     let mut cfg = SimConfig::new(API_KEY, Clock::system());
-    cfg.environment_id = EnvironmentId::parse(ENVIRONMENT)?;
+    cfg.environment_id = EnvironmentId::parse(ENVIRONMENT)?.to_string();
     tune(&mut cfg);
     Ok(sim::start(cfg).await?)
 }

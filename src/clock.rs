@@ -33,6 +33,18 @@ impl Clock {
     }
 }
 
+/// The simulator reads this same clock, so advancing one moves the other (demo and tests).
+#[cfg(feature = "demo")]
+impl persona_sim::SimClock for Clock {
+    fn now(&self) -> DateTime<Utc> {
+        Clock::now(self)
+    }
+
+    fn advance(&self, by: std::time::Duration) {
+        Clock::advance(self, by);
+    }
+}
+
 /// The one text form of a timestamp at rest and on the wire: RFC 3339, UTC, milliseconds, `Z`.
 /// It sorts as text in the same order as in time, which the store's queries rely on.
 pub fn format_ts(t: DateTime<Utc>) -> String {

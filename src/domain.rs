@@ -34,6 +34,13 @@ macro_rules! text_newtype {
             }
         }
 
+        // Lets an id go wherever Persona's text form is taken (the simulator's API).
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
         impl From<$name> for String {
             fn from(v: $name) -> String {
                 v.0

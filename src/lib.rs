@@ -16,5 +16,4 @@ pub mod links;
 pub mod logging;
 pub mod mail;
 pub mod persona;
-pub mod sim;
 pub mod store;

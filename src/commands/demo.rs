@@ -21,9 +21,9 @@ use crate::domain::{InquiryId, RawUser, User};
 use crate::jobs::{JobContext, provision, refresh};
 use crate::links::{LinkTarget, build_link};
 use crate::mail::{MailKind, MailSettings, Transport, TransportKind};
-use crate::sim::{self, Action, SimConfig, SimHandle};
 use crate::store::events::Event;
 use crate::store::{inquiries, status};
+use persona_sim::{self as sim, Action, SimConfig, SimHandle};
 
 /// Where the mails go, below the working directory; one folder per run, kept after exit.
 pub const OUTBOX_ROOT: &str = "demo-outbox";
@@ -363,7 +363,7 @@ async fn play(
     let at = |hours: u32| {
         // Every step is placed on the shared clock relative to the start, so the days line up.
         let target = HOUR * hours;
-        sim.advance_clock(target.saturating_sub(sim.clock().offset()));
+        sim.advance_clock(target.saturating_sub(ctx.clock.offset()));
     };
 
     progress.step("day 0: users arrive, provisioning runs");

@@ -1,6 +1,7 @@
 //! One function per command of SPEC.md's command line; `main` maps their errors to exit codes.
 
 pub mod check;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod once;
 pub mod preview;
@@ -13,6 +14,7 @@ use crate::cli::{Cli, Command, LogFormatArg};
 use crate::config::{self, Config, LogFormat};
 
 // `demo` (being reworked elsewhere) still names the wiring by its old place.
+#[cfg(feature = "demo")]
 pub(crate) use crate::app as context;
 
 /// Exit codes of SPEC.md.
@@ -33,7 +35,7 @@ pub struct Reported(pub String);
 /// Loads config, sets up logging, runs one command. `demo` brings its own config.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Demo = cli.command {
-        return demo::run(cli.log_format).await;
+        return run_demo(cli.log_format).await;
     }
     let path = config::resolve_path(cli.config.as_deref());
     let config = Config::load(&path)?;
@@ -64,6 +66,22 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+#[cfg(feature = "demo")]
+async fn run_demo(log_format: Option<LogFormatArg>) -> anyhow::Result<ExitCode> {
+    demo::run(log_format).await
+}
+
+/// The demo plays against the Persona simulator, which a build without `demo` leaves out.
+#[cfg(not(feature = "demo"))]
+async fn run_demo(_log_format: Option<LogFormatArg>) -> anyhow::Result<ExitCode> {
+    Err(UsageError(
+        "demo: this inquiry-mailer was built without the Persona simulator \
+         (cargo feature `demo`); rebuild with `cargo build --features demo`"
+            .into(),
+    )
+    .into())
+}
+
 async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
     let store = crate::app::open_store_unmigrated(config).await?;
     let pending = store.pending_migrations().await?;
@@ -85,5 +103,26 @@ pub fn exit_code_for(err: &anyhow::Error) -> u8 {
         EXIT_USAGE
     } else {
         EXIT_RUNTIME
+    }
+}
+
+#[cfg(all(test, not(feature = "demo")))]
+mod without_demo {
+    use super::*;
+
+    // Run by .ci/run with `--no-default-features`: the build without the simulator still knows
+    // the command and says why it cannot play it.
+    #[tokio::test]
+    async fn demo_says_the_build_left_the_simulator_out() {
+        let err = run_demo(None)
+            .await
+            .expect_err("no simulator to play against");
+        assert_eq!(exit_code_for(&err), EXIT_USAGE);
+        let message = err.to_string();
+        assert!(
+            message.contains("built without the Persona simulator"),
+            "{message}"
+        );
+        assert!(message.contains("--features demo"), "{message}");
     }
 }

@@ -4,11 +4,13 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use inquiry_mailer::domain::{ApiKey, Email, InquiryStatus, PersonName, ReferenceId};
+use inquiry_mailer::domain::{
+    ApiKey, Email, InquiryStatus, PersonName, ReferenceId, TemplateId, TemplateVersionId,
+};
 use inquiry_mailer::persona::{
     ClientConfig, CreateInquiry, IdempotencyKey, InquiryFields, ListFilter, PersonaClient,
 };
-use inquiry_mailer::sim::{Faults, SimHandle};
+use persona_sim::{Faults, SimHandle};
 
 use crate::support::sim::{API_KEY, start_sim};
 use crate::support::spec::{validate_request_body, validate_response};
@@ -28,7 +30,7 @@ fn client(sim: &SimHandle, rpm: u32) -> PersonaClient {
 
 fn request(sim: &SimHandle, reference: &ReferenceId, one_time: bool) -> CreateInquiry {
     CreateInquiry {
-        template_id: sim.templates()[0].0.clone(),
+        template_id: TemplateId::parse(&sim.templates()[0].0).unwrap(),
         reference_id: reference.clone(),
         fields: InquiryFields {
             name_first: Some(PersonName::parse("name_first", "Alexander").unwrap()),
@@ -93,7 +95,7 @@ async fn every_call_works_and_every_request_the_client_sends_matches_the_spec() 
     let got = persona.retrieve_inquiry(&id, true).await.unwrap();
     assert_eq!(
         got.latest_published_version,
-        Some(sim.templates()[0].1.clone())
+        Some(TemplateVersionId::parse(&sim.templates()[0].1).unwrap())
     );
     let listed = persona
         .list_inquiries(&ListFilter {
@@ -121,12 +123,12 @@ async fn every_call_works_and_every_request_the_client_sends_matches_the_spec() 
     assert_eq!(resumed.status, InquiryStatus::Pending);
     assert!(!token.expose().is_empty());
     let template = persona
-        .retrieve_template(&sim.templates()[0].0)
+        .retrieve_template(&TemplateId::parse(&sim.templates()[0].0).unwrap())
         .await
         .unwrap();
     assert_eq!(
         template.latest_published_version,
-        Some(sim.templates()[0].1.clone())
+        Some(TemplateVersionId::parse(&sim.templates()[0].1).unwrap())
     );
     assert!(!persona.rate_limits().await.unwrap().is_empty());
 
@@ -172,7 +174,7 @@ async fn pagination_reads_250_inquiries_in_three_pages() {
     sim.clear_requests();
     let all = persona
         .list_inquiries(&ListFilter {
-            template_id: Some(template),
+            template_id: Some(TemplateId::parse(&template).unwrap()),
             ..ListFilter::default()
         })
         .await
@@ -199,7 +201,7 @@ async fn a_create_retried_after_a_dropped_connection_makes_one_inquiry() {
         .await
         .unwrap();
     assert_eq!(sim.inquiries().len(), 1, "one inquiry despite the retry");
-    assert_eq!(sim.inquiries()[0].id, created.inquiry.id);
+    assert_eq!(sim.inquiries()[0].id, created.inquiry.id.as_str());
     let posts: Vec<_> = sim
         .requests()
         .into_iter()

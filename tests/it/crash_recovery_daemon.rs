@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use inquiry_mailer::sim::Faults;
+use persona_sim::Faults;
 use rand::Rng;
 
 use crate::support::stack::Stack;

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use inquiry_mailer::domain::InquiryStatus;
-use inquiry_mailer::sim::Faults;
+use inquiry_mailer::domain::InquiryId;
+use persona_sim::Faults;
 use rand::{Rng, SeedableRng};
 
 use crate::provisioning::{link_in, reference_ids};
@@ -140,14 +140,14 @@ async fn killed_runs_leave_no_double_inquiry_no_forgotten_user_and_resend_only_w
 
     // One inquiry per user at Persona: never two live ones, never one created twice.
     let refs = reference_ids(&stack).await;
-    let mut per_reference: HashMap<String, Vec<InquiryStatus>> = HashMap::new();
+    let mut per_reference: HashMap<String, Vec<persona_sim::Status>> = HashMap::new();
     for inq in stack.sim.inquiries() {
         per_reference
             .entry(inq.reference_id.clone().expect("reference id"))
             .or_default()
             .push(inq.status);
     }
-    let live = |s: &InquiryStatus| matches!(s, InquiryStatus::Created | InquiryStatus::Pending);
+    let live = |s: &persona_sim::Status| s.is_open();
     let doubled: Vec<_> = per_reference
         .iter()
         .filter(|(_, statuses)| statuses.iter().filter(|s| live(s)).count() > 1)
@@ -220,7 +220,7 @@ async fn killed_runs_leave_no_double_inquiry_no_forgotten_user_and_resend_only_w
     for (user, sent) in &copies {
         let opened = open_link(&sent[0].1).await;
         assert_eq!(opened.status, 200, "{user}: {}", opened.body);
-        let inquiry = opened.body["inquiry-id"].as_str().unwrap().parse().unwrap();
+        let inquiry: InquiryId = opened.body["inquiry-id"].as_str().unwrap().parse().unwrap();
         let reference = stack.sim.inquiry(&inquiry).unwrap().reference_id.unwrap();
         assert_eq!(user_of_ref[reference.as_str()], user);
     }

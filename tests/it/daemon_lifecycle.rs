@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use inquiry_mailer::sim::Faults;
+use persona_sim::Faults;
 
 use crate::support::daemon::{Daemon, free_port, listen_on, sample, wait_for_status};
 use crate::support::stack::Stack;

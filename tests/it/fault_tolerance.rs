@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use inquiry_mailer::jobs::provision;
-use inquiry_mailer::sim::Faults;
+use persona_sim::Faults;
 
 use crate::support::sim::Api;
 use crate::support::stack::Stack;

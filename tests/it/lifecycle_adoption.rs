@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use inquiry_mailer::jobs::provision;
-use inquiry_mailer::sim::{Faults, Switches};
+use persona_sim::{Faults, Switches};
 
 use crate::provisioning::link_in;
 use crate::support::sim::open_link;

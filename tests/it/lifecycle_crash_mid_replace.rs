@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use inquiry_mailer::jobs::refresh;
-use inquiry_mailer::sim::Action;
+use persona_sim::Action;
 
 use crate::refresh_crash_recovery::crash_after_supersede;
 use crate::support::refresh::{provisioned, user_status};

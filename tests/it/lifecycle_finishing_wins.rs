@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use inquiry_mailer::jobs::refresh;
-use inquiry_mailer::sim::{Action, Faults};
+use persona_sim::{Action, Faults};
 
 use crate::support::daemon::{Daemon, free_port, listen_on};
 use crate::support::refresh::{

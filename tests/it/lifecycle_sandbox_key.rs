@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use inquiry_mailer::jobs::refresh;
-use inquiry_mailer::sim::Switches;
+use persona_sim::Switches;
 
 use crate::provisioning::link_in;
 use crate::support::refresh::{by_recipient, inquiries_by_user, live_count, provisioned};

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use inquiry_mailer::jobs::refresh;
-use inquiry_mailer::sim::Action;
+use persona_sim::Action;
 
 use crate::provisioning::link_in;
 use crate::support::refresh::{by_recipient, provisioned};

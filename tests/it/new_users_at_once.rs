@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use inquiry_mailer::clock::{format_ts, parse_ts};
-use inquiry_mailer::sim::Faults;
+use persona_sim::Faults;
 use rand::Rng as _;
 use sqlx::Connection as _;
 

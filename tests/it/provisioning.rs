@@ -3,6 +3,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use inquiry_mailer::domain::InquiryId;
+
 use crate::support::sim::{Api, open_link};
 use crate::support::smtp::ReceivedMail;
 use crate::support::stack::Stack;
@@ -104,7 +106,7 @@ async fn provision_fifty(kind: &str, calls_per_user: usize) {
         let inquiry = opened.body["inquiry-id"].as_str().unwrap().to_owned();
         let reference = stack
             .sim
-            .inquiry(&inquiry.parse().unwrap())
+            .inquiry(inquiry.parse::<InquiryId>().unwrap())
             .unwrap()
             .reference_id
             .unwrap();

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use inquiry_mailer::domain::{InquiryStatus, random_alnum};
-use inquiry_mailer::sim::Action;
+use inquiry_mailer::domain::{InquiryId, random_alnum};
+use persona_sim::{Action, Status};
 
 use crate::support::redirect::{Hit, calls_since, get, link_of, mark, post, redirect_daemon};
 use crate::support::sim::open_link;
@@ -28,7 +28,7 @@ async fn follow(hit: &Hit) -> serde_json::Value {
 }
 
 /// The user's inquiries at the simulator (by their reference id), oldest first.
-fn inquiries_of(stack: &Stack, user: &str) -> Vec<inquiry_mailer::sim::InquirySnapshot> {
+fn inquiries_of(stack: &Stack, user: &str) -> Vec<persona_sim::InquirySnapshot> {
     let status = stack.run(&["status", "--json", "--user", user]).json();
     let reference = status["user"]["reference_id"]
         .as_str()
@@ -44,7 +44,7 @@ fn inquiries_of(stack: &Stack, user: &str) -> Vec<inquiry_mailer::sim::InquirySn
     all
 }
 
-fn live(inqs: &[inquiry_mailer::sim::InquirySnapshot]) -> usize {
+fn live(inqs: &[persona_sim::InquirySnapshot]) -> usize {
     inqs.iter().filter(|i| i.status.is_open()).count()
 }
 
@@ -151,7 +151,7 @@ async fn a_click_creates_links_recreates_on_a_new_version_and_resumes_after_expi
     assert_eq!(recreated["template-version-id"], latest.as_str());
     let usr1 = inquiries_of(&stack, "usr_1");
     assert_eq!(usr1.len(), 2);
-    assert_eq!(usr1[0].status, InquiryStatus::Expired, "the old one ended");
+    assert_eq!(usr1[0].status, Status::Expired, "the old one ended");
     assert_eq!(live(&usr1), 1);
 
     // A started user whose inquiry expired: resumed (not replaced), then a fresh link.
@@ -162,7 +162,7 @@ async fn a_click_creates_links_recreates_on_a_new_version_and_resumes_after_expi
         .to_owned();
     stack
         .sim
-        .act(&started.parse().unwrap(), Action::Start)
+        .act(started.parse::<InquiryId>().unwrap(), Action::Start)
         .unwrap();
     stack.sim.advance_clock(8 * DAY);
     let before = mark(&stack.sim);
@@ -212,7 +212,7 @@ async fn a_finished_user_sees_a_done_page_and_a_guessed_token_a_404() {
         .to_owned();
     stack
         .sim
-        .act(&inquiry.parse().unwrap(), Action::Complete)
+        .act(inquiry.parse::<InquiryId>().unwrap(), Action::Complete)
         .unwrap();
 
     // The click finds the user finished on its fresh read: no create, resume or link call.

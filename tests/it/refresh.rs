@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use inquiry_mailer::jobs::{provision, refresh};
-use inquiry_mailer::sim::Action;
+use persona_sim::Action;
 
 use crate::provisioning::link_in;
 use crate::support::sim::open_link;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use inquiry_mailer::jobs::refresh;
-use inquiry_mailer::sim::Action;
+use persona_sim::Action;
 
 use crate::provisioning::link_in;
 use crate::support::refresh::{

@@ -5,8 +5,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use inquiry_mailer::domain::InquiryId;
 use inquiry_mailer::jobs::refresh;
-use inquiry_mailer::sim::Action;
+use persona_sim::Action;
 
 use crate::provisioning::link_in;
 use crate::support::refresh::{by_recipient, provisioned, recipient_of, user_status};
@@ -29,7 +30,10 @@ async fn one_time_links_are_renewed_with_a_fresh_link_that_opens_once() {
         let opened = open_link(&link_in(mail)).await;
         assert_eq!(opened.status, 200, "{}", opened.body);
         let id = opened.body["inquiry-id"].as_str().unwrap().to_owned();
-        stack.sim.act(&id.parse().unwrap(), Action::Start).unwrap();
+        stack
+            .sim
+            .act(id.parse::<InquiryId>().unwrap(), Action::Start)
+            .unwrap();
         started.insert(id);
     }
 

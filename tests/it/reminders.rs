@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use inquiry_mailer::domain::InquiryId;
 use inquiry_mailer::faults::CRASH_AT_VAR;
 use inquiry_mailer::jobs::{JobContext, refresh};
-use inquiry_mailer::sim::Action;
+use persona_sim::Action;
 
 use crate::provisioning::link_in;
 use crate::support::app::SHIPPED_REMINDERS;
@@ -59,11 +60,11 @@ async fn reminders_follow_the_cadence(kind: &str) {
         .collect::<std::collections::HashMap<_, _>>();
     let opened = open_link(&invites[&recipient_of("usr_0")]).await;
     assert_eq!(opened.status, 200, "{}", opened.body);
-    let usr_0_inquiry = opened.body["inquiry-id"].as_str().unwrap().parse().unwrap();
+    let usr_0_inquiry: InquiryId = opened.body["inquiry-id"].as_str().unwrap().parse().unwrap();
     stack.sim.act(&usr_0_inquiry, Action::Complete).unwrap();
     let opened = open_link(&invites[&recipient_of("usr_1")]).await;
     assert_eq!(opened.status, 200, "{}", opened.body);
-    let usr_1_inquiry = opened.body["inquiry-id"].as_str().unwrap().parse().unwrap();
+    let usr_1_inquiry: InquiryId = opened.body["inquiry-id"].as_str().unwrap().parse().unwrap();
     stack.sim.act(&usr_1_inquiry, Action::Start).unwrap();
 
     stack.clock.advance(DAY + MINUTE);

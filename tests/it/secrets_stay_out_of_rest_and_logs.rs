@@ -2,7 +2,7 @@
 //! redirect link token, and not the API key, is in the SQLite file (or its WAL), in a
 //! trace-level log, or in `status`.
 
-use inquiry_mailer::sim::{Action, SimHandle};
+use persona_sim::{Action, SimHandle};
 use url::Url;
 
 use crate::provisioning::link_in;

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use inquiry_mailer::sim::{Action, Faults, RecordedRequest};
+use persona_sim::{Action, Faults, RecordedRequest};
 use serde_json::{Value, json};
 
 use crate::support::sim::{Api, WebhookSink, http_client, start_sim};

@@ -2,12 +2,13 @@
 //! rate limits, one-time links, template version pinning, faults and signed webhooks.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use inquiry_mailer::clock::parse_ts;
-use inquiry_mailer::domain::{InquiryId, InquiryStatus};
-use inquiry_mailer::sim::{Action, Faults, MAX_SESSIONS_PER_INQUIRY};
+use inquiry_mailer::clock::{Clock, parse_ts};
+use inquiry_mailer::domain::InquiryId;
+use persona_sim::{Action, Faults, MAX_SESSIONS_PER_INQUIRY, Status};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
@@ -28,7 +29,7 @@ fn attr_time(doc: &Value, name: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     doc["data"]["attributes"][name].as_str().and_then(parse_ts)
 }
 
-fn inquiry_link(sim: &inquiry_mailer::sim::SimHandle, id: &str, token: Option<&str>) -> String {
+fn inquiry_link(sim: &persona_sim::SimHandle, id: &str, token: Option<&str>) -> String {
     let mut url = sim.hosted_flow_url();
     url.query_pairs_mut().append_pair("inquiry-id", id);
     if let Some(t) = token {
@@ -126,7 +127,7 @@ async fn resume_of_a_created_inquiry_gives_a_token_and_changes_nothing_else() {
         resumed.body["meta"]["session-token"]
     );
     assert_eq!(
-        sim.inquiry(&InquiryId::parse(&id).unwrap())
+        sim.inquiry(InquiryId::parse(&id).unwrap())
             .unwrap()
             .session_count,
         1
@@ -166,7 +167,7 @@ async fn finished_inquiries_refuse_resume_with_409() {
     // Reviewer actions follow the lifecycle: a created inquiry cannot be approved.
     let id = InquiryId::parse(&id_of(&api.create(&template, json!({})).await)).unwrap();
     assert!(sim.act(&id, Action::Approve).is_err());
-    assert_eq!(sim.act(&id, Action::Start).unwrap(), InquiryStatus::Pending);
+    assert_eq!(sim.act(&id, Action::Start).unwrap(), Status::Pending);
     sim.shutdown().await;
 }
 
@@ -303,7 +304,7 @@ async fn list_filters_by_reference_status_template_and_id() {
         )
         .await,
     );
-    sim.act(&InquiryId::parse(&c).unwrap(), Action::Start)
+    sim.act(InquiryId::parse(&c).unwrap(), Action::Start)
         .unwrap();
     let ids = |doc: &Value| -> Vec<String> {
         doc["data"]
@@ -516,9 +517,9 @@ async fn sessions_are_capped_per_inquiry() {
         )
         .await;
     assert_eq!(over.status, 422, "{:?}", over.body);
-    let snapshot = sim.inquiry(&InquiryId::parse(&id).unwrap()).unwrap();
+    let snapshot = sim.inquiry(InquiryId::parse(&id).unwrap()).unwrap();
     assert_eq!(snapshot.session_count, MAX_SESSIONS_PER_INQUIRY);
-    assert_eq!(snapshot.status, InquiryStatus::Created);
+    assert_eq!(snapshot.status, Status::Created);
     sim.shutdown().await;
 }
 
@@ -638,7 +639,7 @@ async fn webhooks_are_signed_with_the_shared_secret() {
     let api = Api::new(&sim);
     let template = sim.templates()[0].0.to_string();
     let id = id_of(&api.create(&template, json!({})).await);
-    sim.act(&InquiryId::parse(&id).unwrap(), Action::Complete)
+    sim.act(InquiryId::parse(&id).unwrap(), Action::Complete)
         .unwrap();
     let deliveries = sim.wait_for_deliveries(3, Duration::from_secs(10)).await;
     assert_eq!(deliveries.len(), 3);
@@ -753,14 +754,16 @@ async fn injected_server_errors_are_stored_under_their_idempotency_key() {
 
 #[tokio::test]
 async fn the_control_surface_works_over_http() {
-    let sim = start_sim(|_| {}).await;
+    let clock = Clock::system();
+    let shared = clock.clone();
+    let sim = start_sim(move |c| c.clock = Arc::new(shared)).await;
     let api = Api::new(&sim);
     let control = sim.control_url().to_string();
     let http = http_client();
     let template = sim.templates()[0].0.to_string();
     let id = id_of(&api.create(&template, json!({})).await);
 
-    let before = sim.clock().offset();
+    let before = clock.offset();
     let moved: Value = http
         .post(format!("{control}/clock/advance"))
         .json(&json!({"seconds": 3600}))
@@ -770,7 +773,7 @@ async fn the_control_surface_works_over_http() {
         .json()
         .await
         .unwrap();
-    assert_eq!(sim.clock().offset() - before, Duration::from_secs(3600));
+    assert_eq!(clock.offset() - before, Duration::from_secs(3600));
     assert!(parse_ts(moved["now"].as_str().unwrap()).is_some());
 
     let started = http

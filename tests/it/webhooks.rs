@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use inquiry_mailer::daemon::signature::sign;
 use inquiry_mailer::domain::{InquiryId, random_alnum};
-use inquiry_mailer::sim::{Action, WebhookTarget};
+use persona_sim::{Action, WebhookTarget};
 use serde_json::Value;
 
 use crate::support::app::repo_root;

@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::daemon::redirect::{self, RedirectState};
 use crate::domain::RawUser;
 use crate::jobs::{JobContext, provision};
-use crate::sim::SimHandle;
+use persona_sim::SimHandle;
 
 const GRACE: &str = "usr_GRA901";
 

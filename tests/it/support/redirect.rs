@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use inquiry_mailer::sim::SimHandle;
+use persona_sim::SimHandle;
 
 use super::daemon::{Daemon, free_port, listen_on, wait_for_status};
 use super::smtp::ReceivedMail;

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use inquiry_mailer::jobs::{JobContext, provision};
-use inquiry_mailer::sim::InquirySnapshot;
+use persona_sim::InquirySnapshot;
 use serde_json::Value;
 
 use super::smtp::ReceivedMail;

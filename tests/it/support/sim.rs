@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use inquiry_mailer::clock::Clock;
-use inquiry_mailer::sim::{self, SimConfig, SimHandle, WebhookTarget};
+use persona_sim::{self as sim, SimConfig, SimHandle, WebhookTarget};
 use serde_json::Value;
 use url::Url;
 

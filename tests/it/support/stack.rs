@@ -8,8 +8,8 @@ use std::process::Command;
 use inquiry_mailer::clock::Clock;
 use inquiry_mailer::config::Config;
 use inquiry_mailer::jobs::JobContext;
-use inquiry_mailer::sim::{SimConfig, SimHandle};
 use inquiry_mailer::store::Store;
+use persona_sim::{SimConfig, SimHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::app::{Run, TestApp};
@@ -37,7 +37,7 @@ impl Stack {
         let clock = Clock::system();
         let shared = clock.clone();
         let sim = start_sim(move |c| {
-            c.clock = shared;
+            c.clock = std::sync::Arc::new(shared);
             tune(c);
         })
         .await;

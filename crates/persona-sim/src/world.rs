@@ -8,7 +8,8 @@ use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
-use crate::domain::{InquiryStatus, TemplateId, TemplateVersionId, random_alnum};
+use crate::ids::random_alnum;
+use crate::status::Status;
 
 use super::SimError;
 use super::wire;
@@ -78,7 +79,7 @@ impl Session {
 pub struct Inquiry {
     pub id: String,
     pub seq: u64,
-    pub status: InquiryStatus,
+    pub status: Status,
     pub reference_id: Option<String>,
     pub account_id: String,
     pub note: Option<String>,
@@ -172,7 +173,7 @@ pub enum Refused {
 
 pub struct Opened {
     pub inquiry_id: String,
-    pub status: InquiryStatus,
+    pub status: Status,
     pub template_version_id: String,
     pub on_latest_version: bool,
 }
@@ -196,12 +197,12 @@ pub struct World {
     before_expire: HashMap<String, Action>,
 }
 
-fn is_finished(status: &InquiryStatus) -> bool {
+fn is_finished(status: &Status) -> bool {
     status.is_finished()
 }
 
 impl World {
-    pub fn new(templates: &[(TemplateId, TemplateVersionId)], now: DateTime<Utc>) -> Self {
+    pub fn new(templates: &[(String, String)], now: DateTime<Utc>) -> Self {
         let templates = templates
             .iter()
             .enumerate()
@@ -289,7 +290,7 @@ impl World {
 
     fn expire_at(&mut self, id: &str, at: DateTime<Utc>) {
         let inq = self.inquiries.get_mut(id).expect("caller checked the id");
-        inq.status = InquiryStatus::Expired;
+        inq.status = Status::Expired;
         inq.expired_at = Some(at);
         inq.updated_at = at;
         // Persona's examples show `expires-at: null` once an inquiry is expired.
@@ -348,7 +349,7 @@ impl World {
         let inquiry = Inquiry {
             id: id.clone(),
             seq: self.seq,
-            status: InquiryStatus::Created,
+            status: Status::Created,
             reference_id: req.reference_id,
             account_id,
             note: req.note,
@@ -453,13 +454,13 @@ impl World {
                 inq.status
             )));
         }
-        if inq.status == InquiryStatus::Expired {
+        if inq.status == Status::Expired {
             if inq.sessions.len() >= MAX_SESSIONS_PER_INQUIRY {
                 return Err(SimError::Invalid(format!(
                     "Inquiry has reached the maximum of {MAX_SESSIONS_PER_INQUIRY} sessions"
                 )));
             }
-            inq.status = InquiryStatus::Pending;
+            inq.status = Status::Pending;
             inq.expires_at = Some(now + inq.intervals.after_resume);
             inq.expired_at = None;
             inq.updated_at = now;
@@ -485,10 +486,10 @@ impl World {
         if let Some(action) = self.before_expire.remove(id) {
             self.act(id, action, now)?;
         }
-        let status = self.get_mut(id)?.status.clone();
+        let status = self.get_mut(id)?.status;
         match status {
-            InquiryStatus::Expired => Ok(()),
-            InquiryStatus::Created | InquiryStatus::Pending => {
+            Status::Expired => Ok(()),
+            Status::Created | Status::Pending => {
                 self.expire_at(id, now);
                 Ok(())
             }
@@ -506,7 +507,7 @@ impl World {
         now: DateTime<Utc>,
     ) -> Result<String, SimError> {
         let inq = self.get_mut(id)?;
-        if inq.status == InquiryStatus::Expired {
+        if inq.status == Status::Expired {
             return Err(SimError::Conflict(
                 "Cannot generate a one-time link for an expired inquiry; resume it first".into(),
             ));
@@ -527,9 +528,9 @@ impl World {
         id: &str,
         action: Action,
         now: DateTime<Utc>,
-    ) -> Result<InquiryStatus, SimError> {
-        use InquiryStatus as S;
-        let status = self.get_mut(id)?.status.clone();
+    ) -> Result<Status, SimError> {
+        use Status as S;
+        let status = self.get_mut(id)?.status;
         let refuse = || {
             Err(SimError::Conflict(format!(
                 "cannot {action:?} an inquiry that is {status}"
@@ -586,12 +587,12 @@ impl World {
                 _ => return refuse(),
             },
         }
-        Ok(self.inquiries[id].status.clone())
+        Ok(self.inquiries[id].status)
     }
 
     fn start(&mut self, id: &str, now: DateTime<Utc>) {
         let inq = self.inquiries.get_mut(id).expect("caller checked the id");
-        inq.status = InquiryStatus::Pending;
+        inq.status = Status::Pending;
         inq.started_at = Some(now);
         inq.updated_at = now;
         inq.expires_at = Some(now + inq.intervals.after_start);
@@ -612,7 +613,7 @@ impl World {
         let latest = self.templates[&inq.template_id].latest().id.clone();
         Opened {
             inquiry_id: inq.id.clone(),
-            status: inq.status.clone(),
+            status: inq.status,
             template_version_id: inq.template_version_id.clone(),
             on_latest_version: inq.template_version_id == latest,
         }
@@ -624,8 +625,8 @@ impl World {
             .get(id)
             .ok_or_else(|| Refused::NotFound(format!("no inquiry {id}")))?;
         match inq.status {
-            InquiryStatus::Created | InquiryStatus::Pending => Ok(()),
-            InquiryStatus::Expired => Err(Refused::Gone("inquiry is expired".into())),
+            Status::Created | Status::Pending => Ok(()),
+            Status::Expired => Err(Refused::Gone("inquiry is expired".into())),
             ref s => Err(Refused::Conflict(format!("inquiry is already {s}"))),
         }
     }
@@ -638,7 +639,7 @@ impl World {
         now: DateTime<Utc>,
     ) -> Result<Opened, Refused> {
         self.check_openable(id)?;
-        let pending = self.inquiries[id].status == InquiryStatus::Pending;
+        let pending = self.inquiries[id].status == Status::Pending;
         match token {
             Some(t) => self.use_token(id, t, now)?,
             None if pending => {

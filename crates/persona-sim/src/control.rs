@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::clock::format_ts;
+use crate::time::format_ts;
 
 use super::world::Action;
 use super::{Faults, InquirySnapshot, Sim, SimError, Switches};

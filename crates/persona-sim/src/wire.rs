@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::clock::format_ts;
+use crate::time::format_ts;
 
 use super::world::{Inquiry, Template, TemplateVersion};
 
@@ -14,7 +14,7 @@ fn ts(t: Option<DateTime<Utc>>) -> Value {
 }
 
 fn step_names(inq: &Inquiry) -> (Value, Value) {
-    use crate::domain::InquiryStatus as S;
+    use crate::status::Status as S;
     match inq.status {
         S::Created => (Value::Null, json!("start")),
         S::Pending => (json!("start"), json!("verification_government_id")),

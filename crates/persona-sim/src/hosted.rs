@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use url::form_urlencoded;
 
-use crate::clock::format_ts;
+use crate::time::format_ts;
 
 use super::Sim;
 use super::world::{Opened, Refused, TemplateChoice};

@@ -566,7 +566,7 @@ async fn list_inquiries(State(sim): State<Arc<Sim>>, RawQuery(q): RawQuery) -> A
     let created_bound = |name: &str| {
         param(name)
             .map(|s| {
-                crate::clock::parse_ts(s)
+                crate::time::parse_ts(s)
                     .ok_or_else(|| ApiError::bad_request(format!("{name} must be a date-time")))
             })
             .transpose()

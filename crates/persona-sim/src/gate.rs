@@ -14,8 +14,8 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::clock::format_ts;
-use crate::domain::random_alnum;
+use crate::ids::random_alnum;
+use crate::time::format_ts;
 
 use super::Sim;
 use super::conn::Cutter;

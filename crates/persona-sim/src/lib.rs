@@ -37,6 +37,9 @@ mod conn;
 mod control;
 mod gate;
 mod hosted;
+mod ids;
+mod status;
+mod time;
 mod webhooks;
 mod wire;
 mod world;
@@ -50,13 +53,12 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use url::Url;
 
-use crate::clock::Clock;
-use crate::domain::{
-    EnvironmentId, InquiryId, InquiryStatus, TemplateId, TemplateVersionId, random_alnum,
-};
+use crate::ids::random_alnum;
 
 pub use gate::{Faults, RecordedRequest};
 pub use hosted::HostedVisit;
+pub use status::Status;
+pub use time::SimClock;
 pub use webhooks::{WebhookDelivery, WebhookTarget, sign as sign_webhook};
 pub use world::{Action, MAX_SESSIONS_PER_INQUIRY};
 
@@ -88,11 +90,12 @@ impl Default for Switches {
 pub struct SimConfig {
     /// Requests with another Bearer key get 401.
     pub api_key: String,
-    /// Each template with its first published version.
-    pub templates: Vec<(TemplateId, TemplateVersionId)>,
-    pub environment_id: EnvironmentId,
-    /// The simulator's time; share it with the daemon in tests.
-    pub clock: Clock,
+    /// Each template id (`itmpl_…`) with its first published version (`itmplv_…`).
+    pub templates: Vec<(String, String)>,
+    /// `env_…`
+    pub environment_id: String,
+    /// The simulator's time; share it with the daemon in tests and the demo.
+    pub clock: Arc<dyn SimClock>,
     /// `None` = unlimited.
     pub rate_limit_per_minute: Option<u32>,
     /// Added to every API call.
@@ -106,17 +109,14 @@ pub struct SimConfig {
 impl SimConfig {
     /// One template with one published version, a fresh environment, no rate limit, no latency,
     /// control surface on, no webhooks.
-    pub fn new(api_key: impl Into<String>, clock: Clock) -> Self {
-        let template = TemplateId::parse(&format!("itmpl_{}", random_alnum(24)))
-            .expect("generated template id is valid");
-        let version = TemplateVersionId::parse(&format!("itmplv_{}", random_alnum(24)))
-            .expect("generated version id is valid");
+    pub fn new(api_key: impl Into<String>, clock: impl SimClock) -> Self {
+        let template = format!("itmpl_{}", random_alnum(24));
+        let version = format!("itmplv_{}", random_alnum(24));
         Self {
             api_key: api_key.into(),
             templates: vec![(template, version)],
-            environment_id: EnvironmentId::parse(&format!("env_{}", random_alnum(24)))
-                .expect("generated environment id is valid"),
-            clock,
+            environment_id: format!("env_{}", random_alnum(24)),
+            clock: Arc::new(clock),
             rate_limit_per_minute: None,
             latency: Duration::ZERO,
             control: true,
@@ -158,11 +158,11 @@ pub enum SimError {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct InquirySnapshot {
-    pub id: InquiryId,
-    pub status: InquiryStatus,
+    pub id: String,
+    pub status: Status,
     pub reference_id: Option<String>,
-    pub template_id: TemplateId,
-    pub template_version_id: TemplateVersionId,
+    pub template_id: String,
+    pub template_version_id: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub redirect_uri: Option<String>,
@@ -172,12 +172,11 @@ pub struct InquirySnapshot {
 impl InquirySnapshot {
     fn of(inq: &world::Inquiry) -> Self {
         Self {
-            id: InquiryId::parse(&inq.id).expect("simulator ids are valid"),
-            status: inq.status.clone(),
+            id: inq.id.clone(),
+            status: inq.status,
             reference_id: inq.reference_id.clone(),
-            template_id: TemplateId::parse(&inq.template_id).expect("configured ids are valid"),
-            template_version_id: TemplateVersionId::parse(&inq.template_version_id)
-                .expect("configured ids are valid"),
+            template_id: inq.template_id.clone(),
+            template_version_id: inq.template_version_id.clone(),
             created_at: inq.created_at,
             expires_at: inq.expires_at,
             redirect_uri: inq.redirect_uri.clone(),
@@ -191,7 +190,7 @@ struct Sim {
     api_key: String,
     environment_id: String,
     organization_id: String,
-    clock: Clock,
+    clock: Arc<dyn SimClock>,
     rate_limit: Option<u32>,
     latency: Duration,
     hosted_flow_url: Url,
@@ -250,7 +249,7 @@ pub async fn start(cfg: SimConfig) -> std::io::Result<SimHandle> {
     let now = cfg.clock.now();
     let sim = Arc::new(Sim {
         api_key: cfg.api_key,
-        environment_id: cfg.environment_id.to_string(),
+        environment_id: cfg.environment_id,
         organization_id: format!("org_{}", random_alnum(24)),
         clock: cfg.clock,
         rate_limit: cfg.rate_limit_per_minute,
@@ -307,8 +306,8 @@ impl SimHandle {
         Url::parse(&format!("http://{}/_sim", self.addr)).expect("valid URL")
     }
 
-    pub fn clock(&self) -> &Clock {
-        &self.sim.clock
+    pub fn clock(&self) -> &dyn SimClock {
+        &*self.sim.clock
     }
 
     /// Moves sim time forward and lets the expirer run (webhooks for expiries go out now).
@@ -318,46 +317,31 @@ impl SimHandle {
     }
 
     /// The templates as configured, with their latest published versions.
-    pub fn templates(&self) -> Vec<(TemplateId, TemplateVersionId)> {
-        let w = self.sim.world.lock().expect("world lock");
-        w.template_ids()
-            .into_iter()
-            .map(|(t, v)| {
-                (
-                    TemplateId::parse(&t).expect("configured ids are valid"),
-                    TemplateVersionId::parse(&v).expect("simulator ids are valid"),
-                )
-            })
-            .collect()
+    pub fn templates(&self) -> Vec<(String, String)> {
+        self.sim.world.lock().expect("world lock").template_ids()
     }
 
     /// Publishes a new version of a template; new inquiries are pinned to it from now on.
-    pub fn publish_template_version(
-        &self,
-        template: &TemplateId,
-    ) -> Result<TemplateVersionId, SimError> {
-        let id = self
-            .sim
-            .with_world(|w, now| w.publish_version(template.as_str(), now))?;
-        Ok(TemplateVersionId::parse(&id).expect("simulator ids are valid"))
+    pub fn publish_template_version(&self, template: impl AsRef<str>) -> Result<String, SimError> {
+        self.sim
+            .with_world(|w, now| w.publish_version(template.as_ref(), now))
     }
 
-    pub fn latest_template_version(&self, template: &TemplateId) -> Option<TemplateVersionId> {
+    pub fn latest_template_version(&self, template: impl AsRef<str>) -> Option<String> {
         let w = self.sim.world.lock().expect("world lock");
-        w.template(template.as_str())
-            .map(|t| TemplateVersionId::parse(&t.latest().id).expect("simulator ids are valid"))
+        w.template(template.as_ref()).map(|t| t.latest().id.clone())
     }
 
     /// Acts as the end user (start, complete, fail) or a reviewer (approve, decline,
     /// mark-for-review) on one inquiry.
-    pub fn act(&self, inquiry: &InquiryId, action: Action) -> Result<InquiryStatus, SimError> {
+    pub fn act(&self, inquiry: impl AsRef<str>, action: Action) -> Result<Status, SimError> {
         self.sim
-            .with_world(|w, now| w.act(inquiry.as_str(), action, now))
+            .with_world(|w, now| w.act(inquiry.as_ref(), action, now))
     }
 
-    pub fn inquiry(&self, id: &InquiryId) -> Option<InquirySnapshot> {
+    pub fn inquiry(&self, id: impl AsRef<str>) -> Option<InquirySnapshot> {
         self.sim
-            .with_world(|w, _| w.inquiry(id.as_str()).map(InquirySnapshot::of))
+            .with_world(|w, _| w.inquiry(id.as_ref()).map(InquirySnapshot::of))
     }
 
     /// Every inquiry, newest first.
@@ -376,9 +360,9 @@ impl SimHandle {
 
     /// The next `POST /inquiries/{id}/expire` for `inquiry` first applies `action` (as the end
     /// user or a reviewer would have a moment before), then runs: a race made deterministic.
-    pub fn before_expire(&self, inquiry: &InquiryId, action: Action) -> Result<(), SimError> {
+    pub fn before_expire(&self, inquiry: impl AsRef<str>, action: Action) -> Result<(), SimError> {
         self.sim
-            .with_world(|w, _| w.before_expire(inquiry.as_str(), action))
+            .with_world(|w, _| w.before_expire(inquiry.as_ref(), action))
     }
 
     pub fn set_faults(&self, faults: Faults) {

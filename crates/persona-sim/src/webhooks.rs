@@ -11,8 +11,8 @@ use sha2::Sha256;
 use tokio::sync::{Notify, mpsc};
 use url::Url;
 
-use crate::clock::{Clock, format_ts};
-use crate::domain::random_alnum;
+use crate::ids::random_alnum;
+use crate::time::{SimClock, format_ts};
 
 use super::world::Event;
 
@@ -81,7 +81,7 @@ impl Outbox {
 /// Starts the worker when a target is configured.
 pub fn spawn(
     target: Option<WebhookTarget>,
-    clock: Clock,
+    clock: Arc<dyn SimClock>,
     log: Arc<DeliveryLog>,
 ) -> (Outbox, Option<tokio::task::JoinHandle<()>>) {
     let Some(target) = target else {
@@ -101,7 +101,7 @@ pub fn spawn(
             }
         };
         while let Some(event) = rx.recv().await {
-            let delivery = deliver(&client, &target, &clock, event).await;
+            let delivery = deliver(&client, &target, &*clock, event).await;
             log.deliveries.lock().expect("delivery log").push(delivery);
             log.changed.notify_waiters();
         }
@@ -112,7 +112,7 @@ pub fn spawn(
 async fn deliver(
     client: &reqwest::Client,
     target: &WebhookTarget,
-    clock: &Clock,
+    clock: &dyn SimClock,
     event: Event,
 ) -> WebhookDelivery {
     let now = clock.now();
