@@ -69,6 +69,20 @@ fn client_of(peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
     peer.ip()
 }
 
+/// What both methods check first: the client's rate, then that the path can be a token at all
+/// (a malformed one is never looked up).
+fn admit(
+    state: &RedirectState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    raw: &str,
+) -> Result<RedirectToken, Page> {
+    if over_limit(state, peer, headers) {
+        return Err(Page::TooMany);
+    }
+    RedirectToken::parse(raw).ok_or(Page::Unknown)
+}
+
 fn over_limit(state: &RedirectState, peer: SocketAddr, headers: &HeaderMap) -> bool {
     if state.clients.len() > CLIENTS_KEPT {
         state.clients.retain_recent();
@@ -83,11 +97,9 @@ async fn show(
     Path(raw): Path<String>,
 ) -> Response {
     let ctx = state.context.read().await.clone();
-    if over_limit(&state, peer, &headers) {
-        return page(&ctx, Page::TooMany);
-    }
-    let Some(token) = RedirectToken::parse(&raw) else {
-        return page(&ctx, Page::Unknown);
+    let token = match admit(&state, peer, &headers, &raw) {
+        Ok(token) => token,
+        Err(refused) => return page(&ctx, refused),
     };
     let known = match click::user_of(&ctx, &token).await {
         Ok(Some(user)) => click::settled(&ctx, &user).await.map(|s| (user, s)),
@@ -115,11 +127,9 @@ async fn continue_click(
     Path(raw): Path<String>,
 ) -> Response {
     let ctx = state.context.read().await.clone();
-    if over_limit(&state, peer, &headers) {
-        return page(&ctx, Page::TooMany);
-    }
-    let Some(token) = RedirectToken::parse(&raw) else {
-        return page(&ctx, Page::Unknown);
+    let token = match admit(&state, peer, &headers, &raw) {
+        Ok(token) => token,
+        Err(refused) => return page(&ctx, refused),
     };
     match click::open(&ctx, &state.guard, &token).await {
         Ok(ClickOutcome::Continue(link)) if links::may_redirect_to(&ctx.settings.links, &link) => {
