@@ -38,111 +38,111 @@ const HOUR: Duration = Duration::from_secs(3600);
 const TEMPLATES: [(&str, &str); 27] = [
     (
         "base.html.tera",
-        include_str!("../../templates/base.html.tera"),
+        include_str!("../../../templates/base.html.tera"),
     ),
     (
         "footer.html.tera",
-        include_str!("../../templates/footer.html.tera"),
+        include_str!("../../../templates/footer.html.tera"),
     ),
     (
         "footer.txt.tera",
-        include_str!("../../templates/footer.txt.tera"),
+        include_str!("../../../templates/footer.txt.tera"),
     ),
     (
         "invite.html.tera",
-        include_str!("../../templates/invite.html.tera"),
+        include_str!("../../../templates/invite.html.tera"),
     ),
     (
         "invite.subject.tera",
-        include_str!("../../templates/invite.subject.tera"),
+        include_str!("../../../templates/invite.subject.tera"),
     ),
     (
         "invite.txt.tera",
-        include_str!("../../templates/invite.txt.tera"),
+        include_str!("../../../templates/invite.txt.tera"),
     ),
     (
         "link_note.html.tera",
-        include_str!("../../templates/link_note.html.tera"),
+        include_str!("../../../templates/link_note.html.tera"),
     ),
     (
         "link_note.txt.tera",
-        include_str!("../../templates/link_note.txt.tera"),
+        include_str!("../../../templates/link_note.txt.tera"),
     ),
     (
         "reminder.html.tera",
-        include_str!("../../templates/reminder.html.tera"),
+        include_str!("../../../templates/reminder.html.tera"),
     ),
     (
         "reminder.subject.tera",
-        include_str!("../../templates/reminder.subject.tera"),
+        include_str!("../../../templates/reminder.subject.tera"),
     ),
     (
         "reminder.txt.tera",
-        include_str!("../../templates/reminder.txt.tera"),
+        include_str!("../../../templates/reminder.txt.tera"),
     ),
     (
         "renewed.html.tera",
-        include_str!("../../templates/renewed.html.tera"),
+        include_str!("../../../templates/renewed.html.tera"),
     ),
     (
         "renewed.subject.tera",
-        include_str!("../../templates/renewed.subject.tera"),
+        include_str!("../../../templates/renewed.subject.tera"),
     ),
     (
         "renewed.txt.tera",
-        include_str!("../../templates/renewed.txt.tera"),
+        include_str!("../../../templates/renewed.txt.tera"),
     ),
     (
         "de/footer.html.tera",
-        include_str!("../../templates/de/footer.html.tera"),
+        include_str!("../../../templates/de/footer.html.tera"),
     ),
     (
         "de/footer.txt.tera",
-        include_str!("../../templates/de/footer.txt.tera"),
+        include_str!("../../../templates/de/footer.txt.tera"),
     ),
     (
         "de/invite.html.tera",
-        include_str!("../../templates/de/invite.html.tera"),
+        include_str!("../../../templates/de/invite.html.tera"),
     ),
     (
         "de/invite.subject.tera",
-        include_str!("../../templates/de/invite.subject.tera"),
+        include_str!("../../../templates/de/invite.subject.tera"),
     ),
     (
         "de/invite.txt.tera",
-        include_str!("../../templates/de/invite.txt.tera"),
+        include_str!("../../../templates/de/invite.txt.tera"),
     ),
     (
         "de/link_note.html.tera",
-        include_str!("../../templates/de/link_note.html.tera"),
+        include_str!("../../../templates/de/link_note.html.tera"),
     ),
     (
         "de/link_note.txt.tera",
-        include_str!("../../templates/de/link_note.txt.tera"),
+        include_str!("../../../templates/de/link_note.txt.tera"),
     ),
     (
         "de/reminder.html.tera",
-        include_str!("../../templates/de/reminder.html.tera"),
+        include_str!("../../../templates/de/reminder.html.tera"),
     ),
     (
         "de/reminder.subject.tera",
-        include_str!("../../templates/de/reminder.subject.tera"),
+        include_str!("../../../templates/de/reminder.subject.tera"),
     ),
     (
         "de/reminder.txt.tera",
-        include_str!("../../templates/de/reminder.txt.tera"),
+        include_str!("../../../templates/de/reminder.txt.tera"),
     ),
     (
         "de/renewed.html.tera",
-        include_str!("../../templates/de/renewed.html.tera"),
+        include_str!("../../../templates/de/renewed.html.tera"),
     ),
     (
         "de/renewed.subject.tera",
-        include_str!("../../templates/de/renewed.subject.tera"),
+        include_str!("../../../templates/de/renewed.subject.tera"),
     ),
     (
         "de/renewed.txt.tera",
-        include_str!("../../templates/de/renewed.txt.tera"),
+        include_str!("../../../templates/de/renewed.txt.tera"),
     ),
 ];
 
