@@ -448,20 +448,22 @@ async fn an_applications_own_users_table_keeps_its_rows_and_gains_locale() {
         .unwrap();
 }
 
-/// The users and states both backends get, with times that carry microseconds.
-fn states() -> Vec<(
+/// A `user_states` row as the daemon writes it: (user, state, outcome, reason, updated_at).
+type StateRow = (
     &'static str,
     &'static str,
     Option<&'static str>,
     Option<&'static str>,
     DateTime<Utc>,
-)> {
+);
+
+/// The users and states both backends get, with times that carry microseconds.
+fn states() -> Vec<StateRow> {
     let t = |s: u32| {
         Utc.with_ymd_and_hms(2026, 3, 15, 18, 30, s).unwrap() + Duration::microseconds(123_456)
     };
     vec![
-        // (user, state, outcome, reason, updated_at): the view shows an outcome only when
-        // finished and a reason only when skipped (a pending user's reason is a held-back note).
+        // The view shows an outcome only when finished and a reason only when skipped (a pending user's reason is a held-back note).
         ("usr_a", "pending", None, Some("daily limit reached"), t(1)),
         ("usr_b", "invited", None, None, t(2)),
         ("usr_c", "started", None, None, t(3)),
