@@ -24,6 +24,7 @@ mod mail_templates;
 mod new_users_at_once;
 mod per_user_language;
 mod persona_client;
+mod postgres_schema;
 mod preview_sends_nothing;
 mod provisioning;
 mod redirect_in_a_browser;
