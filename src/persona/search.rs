@@ -50,7 +50,9 @@ impl SearchError {
     }
 }
 
-/// The body of "inquiries of `template` updated at or after `since`", oldest change first.
+/// The body of "inquiries of `template` updated at or after `since`". Sorted by creation: a
+/// cursor is an inquiry id, and only an attribute that never changes keeps its place fixed
+/// while inquiries change between two pages (by `updated_at`, a moved cursor skips others).
 fn updated_since_body(template: &TemplateId, since: DateTime<Utc>) -> Value {
     // Persona's timestamps have milliseconds; truncating keeps `gte` inclusive of `since`.
     let since = since.to_rfc3339_opts(SecondsFormat::Millis, true);
@@ -59,7 +61,7 @@ fn updated_since_body(template: &TemplateId, since: DateTime<Utc>) -> Value {
             { "attribute": "inquiry_template_id", "operator": "eq", "value": template.as_str() },
             { "attribute": "updated_at", "operator": "gte", "value": since },
         ]},
-        "sort": { "attribute": "updated_at", "direction": "asc" },
+        "sort": { "attribute": "created_at", "direction": "asc" },
         "page": { "size": PAGE_SIZE },
     })
 }
@@ -118,7 +120,7 @@ impl SearchPages {
 
 impl PersonaClient {
     /// Inquiries of `template` whose `updated_at` is at or after `since` in Persona's search
-    /// index, a page (100) at a time, oldest change first. The index lags: look back further.
+    /// index, a page (100) at a time, oldest created first. The index lags: look back further.
     pub fn search_updated_since(&self, template: &TemplateId, since: DateTime<Utc>) -> SearchPages {
         SearchPages::new(self.clone(), updated_since_body(template, since))
     }
@@ -188,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn the_body_asks_for_one_template_since_a_moment_oldest_first() {
+    fn the_body_asks_for_one_template_since_a_moment_in_creation_order() {
         let template = TemplateId::parse("itmpl_A").unwrap();
         let since = "2026-03-01T10:00:00.123456Z".parse().unwrap();
         let body = updated_since_body(&template, since);

@@ -397,7 +397,7 @@ async fn paging_walks_every_match_once_in_sort_order() {
         .await
         .unwrap();
     let got: Vec<String> = all.iter().map(|i| i.id.as_str().to_owned()).collect();
-    assert_eq!(got, created, "oldest change first, none twice");
+    assert_eq!(got, created, "oldest created first, none twice");
     assert_eq!(sim.count_requests("POST", "/inquiries/search"), 3);
 }
 
@@ -510,4 +510,46 @@ async fn fresh_reads_by_id_take_a_hundred_ids_per_call() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(ids_of(&r.body).len(), 100);
+}
+
+#[tokio::test]
+async fn a_change_between_two_pages_makes_the_client_skip_nothing() {
+    let sim = start_sim(|c| c.switches.search_lag_seconds = 0).await;
+    let api = Api::new(&sim);
+    let t = template(&sim);
+    let mut created = Vec::new();
+    for i in 0..150 {
+        created.push(create(&api, &t, &format!("user-{i}")).await);
+        sim.advance_clock(Duration::from_millis(5));
+    }
+    let since = sim.clock().now() - chrono::Duration::hours(1);
+    let persona = client(&sim, 0);
+    let mut pages = persona.search_updated_since(&TemplateId::parse(&t).unwrap(), since);
+    let first = pages.next_page().await.unwrap().unwrap();
+    assert_eq!(first.len(), 100);
+    // The cursor inquiry (last of the page) changes before the next page is asked for.
+    sim.act(first[99].id.as_str(), Action::Complete).unwrap();
+    let second = pages.next_page().await.unwrap().unwrap();
+    assert!(pages.next_page().await.unwrap().is_none());
+    let got: Vec<String> = first
+        .iter()
+        .chain(&second)
+        .map(|i| i.id.as_str().to_owned())
+        .collect();
+    assert_eq!(got, created);
+
+    // Why the client sorts by creation: by updated_at the cursor moves with its inquiry, and
+    // the page after it starts where it sorts now.
+    let by_update =
+        json!({"sort": {"attribute": "updated_at", "direction": "asc"}, "page": {"size": 10}});
+    let page = search(&api, by_update.clone()).await;
+    let cursor = ids_of(&page)[9].clone();
+    sim.act(&cursor, Action::Start).unwrap();
+    let after = search_at(
+        &api,
+        &format!("/inquiries/search?page%5Bafter%5D={cursor}"),
+        by_update,
+    )
+    .await;
+    assert!(ids_of(&after).is_empty(), "the cursor now sorts last");
 }
