@@ -201,7 +201,7 @@ mod tests {
         assert_eq!(body["query"]["and"][0]["value"], "itmpl_A");
         assert_eq!(
             body["sort"],
-            json!({"attribute": "updated_at", "direction": "asc"})
+            json!({"attribute": "created_at", "direction": "asc"})
         );
     }
 }
