@@ -91,7 +91,8 @@ pub struct Switches {
     /// minute"); until then search answers from the inquiry's older attributes.
     pub search_lag_seconds: u64,
     /// `Some(status)`: every search is refused with this HTTP status (403 is what the spec
-    /// gives for a feature the key may not use), so a client's fallback can be tested.
+    /// gives for a feature the key may not use), so a client's fallback can be tested. 400,
+    /// 403, 404, 409 and 422 answer in the spec's shape for that status; other values, 500.
     pub search_refused_with: Option<u16>,
     /// What a search result shows of each inquiry it found (the spec does not say).
     pub search_results: SearchResults,
