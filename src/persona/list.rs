@@ -132,6 +132,29 @@ impl InquiryPages {
     }
 }
 
+impl PersonaClient {
+    /// A fresh read of these inquiries by `filter[inquiry-id]`, 100 ids per call; ids Persona
+    /// does not know are simply absent from the answer. No ids, no call.
+    pub async fn inquiries_by_id(&self, ids: &[InquiryId]) -> Result<Vec<Inquiry>, PersonaError> {
+        let mut unique = Vec::with_capacity(ids.len());
+        let mut seen = HashSet::with_capacity(ids.len());
+        for id in ids {
+            if seen.insert(id) {
+                unique.push(id.clone());
+            }
+        }
+        if unique.is_empty() {
+            // An empty filter would list every inquiry.
+            return Ok(Vec::new());
+        }
+        let filter = ListFilter {
+            inquiry_ids: unique,
+            ..ListFilter::default()
+        };
+        self.list_inquiries(&filter).await
+    }
+}
+
 impl ListFilter {
     /// Whether `inquiry` passes every filter but the note.
     fn matches(&self, inquiry: &Inquiry) -> bool {
@@ -152,7 +175,11 @@ impl ListFilter {
 /// against the page just read. Persona's example links carry only the cursor, so any filter
 /// or page size of ours the link lacks is added back; a link to another host is refused, as
 /// following it would send the API key there.
-fn resolve_next(current: &Url, next: &str, query: &Query) -> Result<Url, String> {
+pub(super) fn resolve_next(
+    current: &Url,
+    next: &str,
+    query: &[(String, String)],
+) -> Result<Url, String> {
     let mut resolved = current
         .join(next)
         .map_err(|e| format!("links.next {next:?} is not a usable link ({e})"))?;

@@ -5,6 +5,7 @@ mod error;
 mod list;
 mod model;
 mod redact;
+mod search;
 mod throttle;
 mod transport;
 
@@ -24,6 +25,7 @@ pub use model::{
     CreateInquiry, CreatedInquiry, FieldValue, IdempotencyKey, Inquiry, InquiryFields,
     InquiryTemplate, RateLimitInfo, RetrievedInquiry,
 };
+pub use search::{SearchError, SearchPages};
 
 use throttle::Throttle;
 use transport::{Call, Transport, Verb};

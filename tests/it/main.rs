@@ -10,6 +10,7 @@ mod crashes_lose_nothing;
 mod daemon_lifecycle;
 mod demo;
 mod fault_tolerance;
+mod inquiry_search;
 mod job_overlap;
 mod lifecycle_adoption;
 mod lifecycle_crash_mid_replace;

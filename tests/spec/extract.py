@@ -13,6 +13,7 @@ import yaml
 OPERATIONS = {
     "/inquiries": ["get", "post"],
     "/inquiries/{inquiry-id}": ["get"],
+    "/inquiries/search": ["post"],
     "/inquiries/{inquiry-id}/resume": ["post"],
     "/inquiries/{inquiry-id}/expire": ["post"],
     "/inquiries/{inquiry-id}/generate-one-time-link": ["post"],

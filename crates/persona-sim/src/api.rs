@@ -14,15 +14,17 @@ use chrono::Duration;
 use serde_json::{Map, Value, json};
 use url::form_urlencoded;
 
+use super::search::{Query, Sort};
 use super::wire::{self, ApiError, kebab_object};
 use super::world::{Intervals, NewInquiry, TemplateChoice, World};
-use super::{Sim, SimError, Switches, gate};
+use super::{SearchResults, Sim, SimError, Switches, gate};
 
 type Answer = Result<(StatusCode, Json<Value>), ApiError>;
 
 pub fn router(sim: Arc<Sim>) -> Router {
     Router::new()
         .route("/inquiries", get(list_inquiries).post(create_inquiry))
+        .route("/inquiries/search", post(search_inquiries))
         .route("/inquiries/{inquiry-id}", get(retrieve_inquiry))
         .route("/inquiries/{inquiry-id}/resume", post(resume_inquiry))
         .route("/inquiries/{inquiry-id}/expire", post(expire_inquiry))
@@ -576,6 +578,13 @@ async fn list_inquiries(State(sim): State<Arc<Sim>>, RawQuery(q): RawQuery) -> A
     let statuses = param("filter[status]").map(comma_list);
     let templates = param("filter[inquiry-template-id]").map(comma_list);
     let ids = param("filter[inquiry-id]").map(comma_list);
+    if let (Some(ids), Some(max)) = (&ids, sim.switches().max_ids_per_filter)
+        && ids.len() > max
+    {
+        return Err(ApiError::bad_request(format!(
+            "filter[inquiry-id] takes at most {max} ids"
+        )));
+    }
     let accounts = param("filter[account-id]").map(comma_list);
     let reference = param("filter[reference-id]");
     let note = param("filter[note]");
@@ -668,6 +677,157 @@ async fn list_inquiries(State(sim): State<Arc<Sim>>, RawQuery(q): RawQuery) -> A
             _ => Value::Null,
         };
         let data: Vec<Value> = page.iter().map(|i| wire::inquiry_resource(i)).collect();
+        Ok(json!({ "data": data, "links": { "prev": prev, "next": next } }))
+    })?;
+    Ok((StatusCode::OK, Json(doc)))
+}
+
+/// Reads `page[size]` (1 to 100).
+fn page_size(raw: &Value, at: &str) -> Result<usize, ApiError> {
+    let n = match raw {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    n.filter(|n| (1..=100).contains(n))
+        .map(|n| n as usize)
+        .ok_or_else(|| ApiError::bad_request(format!("{at} must be between 1 and 100")))
+}
+
+/// `page` of a search: in the body, or in the query (where `links.next` puts the cursor;
+/// the spec says to re-send the original body with it, so the query's values win).
+#[derive(Default)]
+struct SearchPage {
+    size: Option<usize>,
+    after: Option<String>,
+    before: Option<String>,
+}
+
+fn search_page(body: Option<&Value>, pairs: &[(String, String)]) -> Result<SearchPage, ApiError> {
+    let mut page = SearchPage::default();
+    if let Some(b) = body.filter(|b| !b.is_null()) {
+        let b = b
+            .as_object()
+            .ok_or_else(|| ApiError::bad_request("page must be an object"))?;
+        only_keys(b, "page.", &["size", "after", "before"])?;
+        page.size = b
+            .get("size")
+            .map(|v| page_size(v, "page.size"))
+            .transpose()?;
+        page.after = opt_string(b, "after", "page.")?;
+        page.before = opt_string(b, "before", "page.")?;
+    }
+    for (k, v) in pairs {
+        match k.as_str() {
+            "page[size]" => page.size = Some(page_size(&json!(v), "page[size]")?),
+            "page[after]" => page.after = Some(v.clone()),
+            "page[before]" => page.before = Some(v.clone()),
+            k if k.starts_with("fields[") => {
+                return Err(ApiError::bad_request(
+                    "sparse fieldsets (fields[...]) are not simulated",
+                ));
+            }
+            k => {
+                return Err(ApiError::bad_request(format!(
+                    "{k} is not a permitted parameter"
+                )));
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// The refusal a test switched on, in the spec's error shape for that status.
+fn search_refusal(status: u16) -> ApiError {
+    let details = "Inquiry search is not available for this API key";
+    match status {
+        400 => ApiError::bad_request(details),
+        403 => ApiError::forbidden(details),
+        404 => ApiError::not_found(Some(details.into())),
+        409 => ApiError::conflict(details),
+        422 => ApiError::unprocessable(details, None),
+        _ => ApiError::server_error(),
+    }
+}
+
+async fn search_inquiries(
+    State(sim): State<Arc<Sim>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> Answer {
+    let switches = sim.switches();
+    if let Some(status) = switches.search_refused_with {
+        return Err(search_refusal(status));
+    }
+    let pairs = query_pairs(&q);
+    let body = parse_body(&body)?.unwrap_or_default();
+    only_keys(&body, "", &["query", "sort", "page"])?;
+    let query = match body.get("query") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(Query::parse(v).map_err(ApiError::bad_request)?),
+    };
+    let sort = match body.get("sort") {
+        None | Some(Value::Null) => Sort::DEFAULT,
+        Some(v) => Sort::parse(v).map_err(ApiError::bad_request)?,
+    };
+    let page = search_page(body.get("page"), &pairs)?;
+    let size = page.size.unwrap_or(10);
+    let lag = Duration::seconds(i64::try_from(switches.search_lag_seconds).unwrap_or(i64::MAX));
+
+    let doc = sim.with_world(|w, now| -> Result<Value, ApiError> {
+        let mut found: Vec<_> = w
+            .indexed(now, lag)
+            .filter(|(_, d)| query.as_ref().is_none_or(|q| q.matches(d)))
+            .collect();
+        found.sort_by(|a, b| sort.compare((a.1, a.0.seq), (b.1, b.0.seq)));
+        // A cursor is an inquiry id; the page continues from where that inquiry sorts now.
+        let cursor = |id: &str, name: &str| {
+            w.indexed(now, lag)
+                .find(|(i, _)| i.id == id)
+                .ok_or_else(|| ApiError::bad_request(format!("{name} is not a known inquiry")))
+        };
+        let (start, end) = if let Some(after) = &page.after {
+            let (i, d) = cursor(after, "page[after]")?;
+            let start = found.partition_point(|x| {
+                sort.compare((x.1, x.0.seq), (d, i.seq)) != std::cmp::Ordering::Greater
+            });
+            (start, (start + size).min(found.len()))
+        } else if let Some(before) = &page.before {
+            let (i, d) = cursor(before, "page[before]")?;
+            let end = found.partition_point(|x| {
+                sort.compare((x.1, x.0.seq), (d, i.seq)) == std::cmp::Ordering::Less
+            });
+            (end.saturating_sub(size), end)
+        } else {
+            (0, size.min(found.len()))
+        };
+        let slice = &found[start..end];
+        let link = |key: &str, id: &str| {
+            let mut ser = form_urlencoded::Serializer::new(String::new());
+            ser.append_pair(key, id);
+            ser.append_pair("page[size]", &size.to_string());
+            format!("/api/v1/inquiries/search?{}", ser.finish())
+        };
+        let next = match slice.last() {
+            Some((last, _)) if end < found.len() => json!(link("page[after]", &last.id)),
+            _ => Value::Null,
+        };
+        let prev = match slice.first() {
+            Some((first, _)) if start > 0 => json!(link("page[before]", &first.id)),
+            _ => Value::Null,
+        };
+        let data: Vec<Value> = slice
+            .iter()
+            .map(|(inq, indexed)| {
+                let mut res = wire::inquiry_resource(inq);
+                if switches.search_results == SearchResults::Indexed {
+                    res["attributes"]["status"] = json!(indexed.status.as_str());
+                    res["attributes"]["updated-at"] =
+                        json!(crate::time::format_ts(indexed.updated_at));
+                }
+                res
+            })
+            .collect();
         Ok(json!({ "data": data, "links": { "prev": prev, "next": next } }))
     })?;
     Ok((StatusCode::OK, Json(doc)))

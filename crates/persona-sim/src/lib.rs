@@ -25,6 +25,19 @@
 //!   `copy-reference-ids = false` attaches the inquiry to the account of
 //!   `meta.auto-create-account-reference-id` without copying that id onto the inquiry (the spec
 //!   does not promise the copy).
+//! - `POST /inquiries/search` answers from an index that trails the inquiries by
+//!   `search-lag-seconds` (default 60, Persona's "approximately 1 minute"): a change is found by
+//!   its new attributes only once the lag passed, a new inquiry is not found before. Picks where
+//!   the spec is silent: without `sort`, newest created first (as the list); ties in any sort
+//!   fall back to creation order; a cursor (`page[after]`/`page[before]`, an inquiry id)
+//!   continues from where that inquiry sorts *now*; `page` in the query (as `links.next` puts
+//!   it) wins over `page` in the body; a date-only value means midnight UTC; `gt`/`lt`/… on a
+//!   text attribute, an empty `and`/`or`, more than 2 levels of nesting or 20 clauses, and
+//!   unknown attributes are 400. Switches: `search-results` (`live` bodies, default, or the
+//!   `indexed` status and updated-at), `search-refused-with` (refuse every search with that
+//!   status), `search-lag-seconds`.
+//! - `filter[inquiry-id]` takes at most `max-ids-per-filter` ids (default 100, per DOCS); more
+//!   is 400; `null` lifts the limit.
 //! - Hooks for deterministic races (`SimHandle::before_expire`, `POST
 //!   /_sim/inquiries/{id}/before-expire/{action}`): the next expire call for that inquiry first
 //!   applies the end-user action (so a `complete` makes the expire answer 409).
@@ -38,6 +51,7 @@ mod control;
 mod gate;
 mod hosted;
 mod ids;
+mod search;
 mod status;
 mod time;
 mod webhooks;
@@ -73,6 +87,30 @@ pub struct Switches {
     /// The template's default resume interval (Persona's default is 24 h), used when the create
     /// call does not set `expiration-after-resume-interval-seconds`.
     pub default_resume_interval_seconds: i64,
+    /// How long after a change `POST /inquiries/search` sees it (Persona: "approximately 1
+    /// minute"); until then search answers from the inquiry's older attributes.
+    pub search_lag_seconds: u64,
+    /// `Some(status)`: every search is refused with this HTTP status (403 is what the spec
+    /// gives for a feature the key may not use), so a client's fallback can be tested. 400,
+    /// 403, 404, 409 and 422 answer in the spec's shape for that status; other values, 500.
+    pub search_refused_with: Option<u16>,
+    /// What a search result shows of each inquiry it found (the spec does not say).
+    pub search_results: SearchResults,
+    /// Most ids one `filter[inquiry-id]` may carry (DOCS changelog 2025-06-09: 100); more is
+    /// 400. `None`: no limit, for the reading that Persona does not enforce it.
+    pub max_ids_per_filter: Option<usize>,
+}
+
+/// What a search result shows of each inquiry it found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SearchResults {
+    /// The inquiry as it is now, as a retrieve would show it (the index only finds it).
+    #[default]
+    Live,
+    /// `status` and `updated-at` as the index holds them: a stale result, as from a search
+    /// engine that stores what it indexed. The other attributes are live.
+    Indexed,
 }
 
 impl Default for Switches {
@@ -81,6 +119,10 @@ impl Default for Switches {
             sandbox: false,
             copy_reference_ids: true,
             default_resume_interval_seconds: world::DEFAULT_INTERVAL_SECONDS,
+            search_lag_seconds: 60,
+            search_refused_with: None,
+            search_results: SearchResults::Live,
+            max_ids_per_filter: Some(100),
         }
     }
 }

@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
 use crate::ids::random_alnum;
+use crate::search;
 use crate::status::Status;
 
 use super::SimError;
@@ -82,6 +83,8 @@ pub struct Inquiry {
     pub status: Status,
     pub reference_id: Option<String>,
     pub account_id: String,
+    /// The reference id of the account (what search's `reference_id` matches).
+    pub account_reference_id: Option<String>,
     pub note: Option<String>,
     pub tags: Vec<String>,
     /// Already in the response form `{name: {type, value}}`.
@@ -195,6 +198,8 @@ pub struct World {
     expiry_floor: Option<DateTime<Utc>>,
     /// Actions to apply to an inquiry just before its next expire call runs.
     before_expire: HashMap<String, Action>,
+    /// What `POST /inquiries/search` answers from; it trails the inquiries above.
+    index: search::Index,
 }
 
 fn is_finished(status: &Status) -> bool {
@@ -230,6 +235,7 @@ impl World {
             outbox: Vec::new(),
             expiry_floor: None,
             before_expire: HashMap::new(),
+            index: search::Index::default(),
         }
     }
 
@@ -261,6 +267,32 @@ impl World {
     fn emit(&mut self, name: &'static str, inquiry_id: &str, at: DateTime<Utc>) {
         let inquiry = wire::inquiry_resource(&self.inquiries[inquiry_id]);
         self.outbox.push(Event { name, inquiry, at });
+        self.reindex(inquiry_id, at);
+    }
+
+    /// Hands the inquiry's searchable attributes to the search index as of `at`. Called
+    /// wherever `updated-at` moves: every status change (through `emit`) and every session.
+    fn reindex(&mut self, id: &str, at: DateTime<Utc>) {
+        let inq = &self.inquiries[id];
+        let doc = search::Indexed {
+            status: inq.status,
+            created_at: inq.created_at,
+            updated_at: inq.updated_at,
+            reference_id: inq.account_reference_id.clone(),
+            template_id: inq.template_id.clone(),
+        };
+        self.index.record(id, at, doc);
+    }
+
+    /// The search index, as a search at `now` with `lag` sees it: (inquiry, indexed
+    /// attributes) for every inquiry indexed by then, newest first.
+    pub fn indexed(
+        &self,
+        now: DateTime<Utc>,
+        lag: Duration,
+    ) -> impl Iterator<Item = (&Inquiry, &search::Indexed)> {
+        self.newest_first()
+            .filter_map(move |i| self.index.visible(&i.id, now, lag).map(|d| (i, d)))
     }
 
     /// Does what Persona's expirer does: every open inquiry whose `expires-at` passed becomes
@@ -352,6 +384,7 @@ impl World {
             status: Status::Created,
             reference_id: req.reference_id,
             account_id,
+            account_reference_id: req.account_reference_id,
             note: req.note,
             tags: req.tags,
             fields: req.fields,
@@ -422,6 +455,7 @@ impl World {
         inq.updated_at = now;
         self.tokens
             .insert(token.clone(), (id.to_owned(), session_id));
+        self.reindex(id, now);
         Ok(token)
     }
 
