@@ -301,4 +301,161 @@ mod tests {
             Decision::Resume(_)
         ));
     }
+
+    /// `decide` at `now` for a user of `kind` last mailed at `mailed`, with `cfg`.
+    fn decide_at(
+        r: &InquiryRow,
+        now: DateTime<Utc>,
+        latest: Option<&TemplateVersionId>,
+        mailed: Option<DateTime<Utc>>,
+        cfg: &InquiriesConfig,
+        kind: LinkKind,
+    ) -> Decision {
+        decide(
+            &Situation {
+                row: r,
+                now,
+                latest_version: latest,
+                last_mailed_at: mailed,
+            },
+            cfg,
+            kind,
+        )
+    }
+
+    #[test]
+    fn an_interrupted_create_is_finished_whatever_the_resend_spacing() {
+        let t0 = Utc::now();
+        let v1 = TemplateVersionId::parse("itmplv_1").unwrap();
+        let creating = row(CREATING, t0, None, "itmplv_1");
+        // Mailed a minute ago: anything else due would be held by min_resend_interval.
+        let d = decide_at(
+            &creating,
+            t0,
+            Some(&v1),
+            Some(t0 - chrono::Duration::minutes(1)),
+            &cfg(),
+            LinkKind::Session,
+        );
+        match d {
+            Decision::Recreate(why) => assert!(why.contains("interrupted create"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn out_of_sessions_a_started_inquiry_waits_for_expiry_and_an_expired_one_is_recreated() {
+        let t0 = Utc::now();
+        let v1 = TemplateVersionId::parse("itmplv_1").unwrap();
+        let day = chrono::Duration::days(1);
+        let near = t0 + day * 6 + chrono::Duration::hours(1);
+        let mut started = row("pending", t0, Some(t0 + day * 7), "itmplv_1");
+        started.session_count = MAX_SESSIONS - 1;
+        let at =
+            |r: &InquiryRow, now| decide_at(r, now, Some(&v1), Some(t0), &cfg(), LinkKind::Session);
+        assert_eq!(at(&started, near), Decision::Nothing);
+        let mut expired = row("expired", t0, None, "itmplv_1");
+        expired.session_count = MAX_SESSIONS - 1;
+        match at(&expired, t0 + day * 8) {
+            Decision::Recreate(why) => assert!(why.contains("out of sessions"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+        // One session short of the limit is still enough for a resume.
+        expired.session_count = MAX_SESSIONS - 2;
+        assert!(matches!(at(&expired, t0 + day * 8), Decision::Resume(_)));
+    }
+
+    #[test]
+    fn a_pending_row_past_its_expiry_counts_as_expired_and_is_resumed() {
+        let t0 = Utc::now();
+        let v1 = TemplateVersionId::parse("itmplv_1").unwrap();
+        let day = chrono::Duration::days(1);
+        // The sync has not seen the expiry yet; the daemon's clock says it happened.
+        let stale = row("pending", t0, Some(t0 + day * 7), "itmplv_1");
+        match decide_at(
+            &stale,
+            t0 + day * 8,
+            Some(&v1),
+            Some(t0),
+            &cfg(),
+            LinkKind::Session,
+        ) {
+            Decision::Resume(why) => assert!(why.starts_with("expired; resume 1 of 5"), "{why}"),
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn no_version_check_when_it_is_off_or_the_latest_version_is_unknown() {
+        let t0 = Utc::now();
+        let v2 = TemplateVersionId::parse("itmplv_2").unwrap();
+        let day = chrono::Duration::days(1);
+        let on_v1 = row("created", t0, Some(t0 + day * 7), "itmplv_1");
+        let off = InquiriesConfig {
+            recreate_on_new_template_version: false,
+            ..cfg()
+        };
+        let now = t0 + day;
+        let mailed = Some(t0 - day * 2);
+        assert_eq!(
+            decide_at(&on_v1, now, Some(&v2), mailed, &off, LinkKind::Session),
+            Decision::Nothing
+        );
+        assert_eq!(
+            decide_at(&on_v1, now, None, mailed, &cfg(), LinkKind::Session),
+            Decision::Nothing
+        );
+        match decide_at(&on_v1, now, Some(&v2), mailed, &cfg(), LinkKind::Session) {
+            Decision::Recreate(why) => {
+                assert!(why.contains("itmplv_1, latest is itmplv_2"), "{why}")
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn static_links_are_not_replaced_for_age() {
+        let t0 = Utc::now();
+        let v1 = TemplateVersionId::parse("itmplv_1").unwrap();
+        let day = chrono::Duration::days(1);
+        let old = row("created", t0, Some(t0 + day * 40), "itmplv_1");
+        let at = |kind| decide_at(&old, t0 + day * 31, Some(&v1), Some(t0), &cfg(), kind);
+        assert_eq!(at(LinkKind::Static), Decision::Nothing);
+        assert!(matches!(at(LinkKind::OneTime), Decision::Recreate(_)));
+    }
+
+    #[test]
+    fn a_due_replacement_is_held_by_the_resend_spacing_with_its_reason() {
+        let t0 = Utc::now();
+        let day = chrono::Duration::days(1);
+        let near = t0 + day * 6 + chrono::Duration::hours(1);
+        let created = row("created", t0, Some(t0 + day * 7), "itmplv_1");
+        match decide_at(
+            &created,
+            near,
+            None,
+            Some(near - chrono::Duration::hours(2)),
+            &cfg(),
+            LinkKind::Session,
+        ) {
+            Decision::Hold(why) => {
+                assert!(why.starts_with("created and close to expiry"), "{why}");
+                assert!(
+                    why.contains("waiting for min_resend_interval until"),
+                    "{why}"
+                );
+            }
+            d => panic!("{d:?}"),
+        }
+    }
+
+    #[test]
+    fn a_waiting_mail_stands_for_a_resume_but_not_for_a_replacement() {
+        let resume = Decision::Resume("r".into());
+        let recreate = Decision::Recreate("r".into());
+        assert!(waits_for_its_mail(&resume, true));
+        assert!(!waits_for_its_mail(&resume, false));
+        assert!(!waits_for_its_mail(&recreate, true));
+        assert!(waits_for_its_mail(&Decision::Nothing, true));
+    }
 }
