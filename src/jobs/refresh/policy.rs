@@ -323,130 +323,121 @@ mod tests {
         )
     }
 
+    /// The reason of a decision of the expected kind (`"recreate"`, `"resume"`, `"hold"`).
+    fn why(expected: &str, d: Decision) -> String {
+        match (expected, d) {
+            ("recreate", Decision::Recreate(w))
+            | ("resume", Decision::Resume(w))
+            | ("hold", Decision::Hold(w)) => w,
+            (_, d) => panic!("expected {expected}, got {d:?}"),
+        }
+    }
+
+    const DAY: chrono::TimeDelta = chrono::Duration::days(1);
+
+    fn v(n: u8) -> TemplateVersionId {
+        TemplateVersionId::parse(&format!("itmplv_{n}")).unwrap()
+    }
+
     #[test]
     fn an_interrupted_create_is_finished_whatever_the_resend_spacing() {
         let t0 = Utc::now();
-        let v1 = TemplateVersionId::parse("itmplv_1").unwrap();
         let creating = row(CREATING, t0, None, "itmplv_1");
         // Mailed a minute ago: anything else due would be held by min_resend_interval.
+        let mailed = Some(t0 - chrono::Duration::minutes(1));
         let d = decide_at(
             &creating,
             t0,
-            Some(&v1),
-            Some(t0 - chrono::Duration::minutes(1)),
+            Some(&v(1)),
+            mailed,
             &cfg(),
             LinkKind::Session,
         );
-        match d {
-            Decision::Recreate(why) => assert!(why.contains("interrupted create"), "{why}"),
-            d => panic!("{d:?}"),
-        }
+        assert!(why("recreate", d).contains("interrupted create"));
     }
 
     #[test]
     fn out_of_sessions_a_started_inquiry_waits_for_expiry_and_an_expired_one_is_recreated() {
         let t0 = Utc::now();
-        let v1 = TemplateVersionId::parse("itmplv_1").unwrap();
-        let day = chrono::Duration::days(1);
-        let near = t0 + day * 6 + chrono::Duration::hours(1);
-        let mut started = row("pending", t0, Some(t0 + day * 7), "itmplv_1");
+        let near = t0 + DAY * 6 + chrono::Duration::hours(1);
+        let at = |r: &InquiryRow, now| {
+            decide_at(r, now, Some(&v(1)), Some(t0), &cfg(), LinkKind::Session)
+        };
+        let mut started = row("pending", t0, Some(t0 + DAY * 7), "itmplv_1");
         started.session_count = MAX_SESSIONS - 1;
-        let at =
-            |r: &InquiryRow, now| decide_at(r, now, Some(&v1), Some(t0), &cfg(), LinkKind::Session);
         assert_eq!(at(&started, near), Decision::Nothing);
         let mut expired = row("expired", t0, None, "itmplv_1");
         expired.session_count = MAX_SESSIONS - 1;
-        match at(&expired, t0 + day * 8) {
-            Decision::Recreate(why) => assert!(why.contains("out of sessions"), "{why}"),
-            d => panic!("{d:?}"),
-        }
+        assert!(why("recreate", at(&expired, t0 + DAY * 8)).contains("out of sessions"));
         // One session short of the limit is still enough for a resume.
         expired.session_count = MAX_SESSIONS - 2;
-        assert!(matches!(at(&expired, t0 + day * 8), Decision::Resume(_)));
+        why("resume", at(&expired, t0 + DAY * 8));
     }
 
     #[test]
     fn a_pending_row_past_its_expiry_counts_as_expired_and_is_resumed() {
         let t0 = Utc::now();
-        let v1 = TemplateVersionId::parse("itmplv_1").unwrap();
-        let day = chrono::Duration::days(1);
         // The sync has not seen the expiry yet; the daemon's clock says it happened.
-        let stale = row("pending", t0, Some(t0 + day * 7), "itmplv_1");
-        match decide_at(
+        let stale = row("pending", t0, Some(t0 + DAY * 7), "itmplv_1");
+        let d = decide_at(
             &stale,
-            t0 + day * 8,
-            Some(&v1),
+            t0 + DAY * 8,
+            Some(&v(1)),
             Some(t0),
             &cfg(),
             LinkKind::Session,
-        ) {
-            Decision::Resume(why) => assert!(why.starts_with("expired; resume 1 of 5"), "{why}"),
-            d => panic!("{d:?}"),
-        }
+        );
+        assert!(why("resume", d).starts_with("expired; resume 1 of 5"));
     }
 
     #[test]
     fn no_version_check_when_it_is_off_or_the_latest_version_is_unknown() {
         let t0 = Utc::now();
-        let v2 = TemplateVersionId::parse("itmplv_2").unwrap();
-        let day = chrono::Duration::days(1);
-        let on_v1 = row("created", t0, Some(t0 + day * 7), "itmplv_1");
+        let on_v1 = row("created", t0, Some(t0 + DAY * 7), "itmplv_1");
         let off = InquiriesConfig {
             recreate_on_new_template_version: false,
             ..cfg()
         };
-        let now = t0 + day;
-        let mailed = Some(t0 - day * 2);
-        assert_eq!(
-            decide_at(&on_v1, now, Some(&v2), mailed, &off, LinkKind::Session),
-            Decision::Nothing
-        );
-        assert_eq!(
-            decide_at(&on_v1, now, None, mailed, &cfg(), LinkKind::Session),
-            Decision::Nothing
-        );
-        match decide_at(&on_v1, now, Some(&v2), mailed, &cfg(), LinkKind::Session) {
-            Decision::Recreate(why) => {
-                assert!(why.contains("itmplv_1, latest is itmplv_2"), "{why}")
-            }
-            d => panic!("{d:?}"),
-        }
+        let at = |latest: Option<&TemplateVersionId>, cfg: &InquiriesConfig| {
+            decide_at(
+                &on_v1,
+                t0 + DAY,
+                latest,
+                Some(t0 - DAY * 2),
+                cfg,
+                LinkKind::Session,
+            )
+        };
+        assert_eq!(at(Some(&v(2)), &off), Decision::Nothing);
+        assert_eq!(at(None, &cfg()), Decision::Nothing);
+        let d = at(Some(&v(2)), &cfg());
+        assert!(why("recreate", d).contains("itmplv_1, latest is itmplv_2"));
     }
 
     #[test]
     fn static_links_are_not_replaced_for_age() {
         let t0 = Utc::now();
-        let v1 = TemplateVersionId::parse("itmplv_1").unwrap();
-        let day = chrono::Duration::days(1);
-        let old = row("created", t0, Some(t0 + day * 40), "itmplv_1");
-        let at = |kind| decide_at(&old, t0 + day * 31, Some(&v1), Some(t0), &cfg(), kind);
+        let old = row("created", t0, Some(t0 + DAY * 40), "itmplv_1");
+        let at = |kind| decide_at(&old, t0 + DAY * 31, Some(&v(1)), Some(t0), &cfg(), kind);
         assert_eq!(at(LinkKind::Static), Decision::Nothing);
-        assert!(matches!(at(LinkKind::OneTime), Decision::Recreate(_)));
+        assert!(why("recreate", at(LinkKind::OneTime)).contains("max_age"));
     }
 
     #[test]
     fn a_due_replacement_is_held_by_the_resend_spacing_with_its_reason() {
         let t0 = Utc::now();
-        let day = chrono::Duration::days(1);
-        let near = t0 + day * 6 + chrono::Duration::hours(1);
-        let created = row("created", t0, Some(t0 + day * 7), "itmplv_1");
-        match decide_at(
-            &created,
-            near,
-            None,
-            Some(near - chrono::Duration::hours(2)),
-            &cfg(),
-            LinkKind::Session,
-        ) {
-            Decision::Hold(why) => {
-                assert!(why.starts_with("created and close to expiry"), "{why}");
-                assert!(
-                    why.contains("waiting for min_resend_interval until"),
-                    "{why}"
-                );
-            }
-            d => panic!("{d:?}"),
-        }
+        let near = t0 + DAY * 6 + chrono::Duration::hours(1);
+        let created = row("created", t0, Some(t0 + DAY * 7), "itmplv_1");
+        let mailed = Some(near - chrono::Duration::hours(2));
+        let held = why(
+            "hold",
+            decide_at(&created, near, None, mailed, &cfg(), LinkKind::Session),
+        );
+        assert!(held.starts_with("created and close to expiry"), "{held}");
+        assert!(
+            held.contains("waiting for min_resend_interval until"),
+            "{held}"
+        );
     }
 
     #[test]
