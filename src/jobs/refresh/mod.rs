@@ -6,6 +6,8 @@
 //! since the last run, to find users who opened their link); (2) learns the template's latest published
 //! version once; (3) decides per current inquiry: nothing, resume, or recreate; (4) retries
 //! renewed mails that did not go out; (5) expires at Persona the inquiries it replaced.
+//! (1) is `sync`; (2) and (3) are `renew`, over the pure `policy`, replacing through
+//! jobs/replace.rs; (4) and (5) are `cleanup`.
 
 mod cleanup;
 pub mod policy;
