@@ -323,6 +323,11 @@ mod tests {
         )
     }
 
+    /// `decide` for a Session-kind user on the latest version (`itmplv_1`), default config.
+    fn on_latest(r: &InquiryRow, now: DateTime<Utc>, mailed: Option<DateTime<Utc>>) -> Decision {
+        decide_at(r, now, Some(&v(1)), mailed, &cfg(), LinkKind::Session)
+    }
+
     /// The reason of a decision of the expected kind (`"recreate"`, `"resume"`, `"hold"`).
     fn why(expected: &str, d: Decision) -> String {
         match (expected, d) {
@@ -345,14 +350,7 @@ mod tests {
         let creating = row(CREATING, t0, None, "itmplv_1");
         // Mailed a minute ago: anything else due would be held by min_resend_interval.
         let mailed = Some(t0 - chrono::Duration::minutes(1));
-        let d = decide_at(
-            &creating,
-            t0,
-            Some(&v(1)),
-            mailed,
-            &cfg(),
-            LinkKind::Session,
-        );
+        let d = on_latest(&creating, t0, mailed);
         assert!(why("recreate", d).contains("interrupted create"));
     }
 
@@ -360,9 +358,7 @@ mod tests {
     fn out_of_sessions_a_started_inquiry_waits_for_expiry_and_an_expired_one_is_recreated() {
         let t0 = Utc::now();
         let near = t0 + DAY * 6 + chrono::Duration::hours(1);
-        let at = |r: &InquiryRow, now| {
-            decide_at(r, now, Some(&v(1)), Some(t0), &cfg(), LinkKind::Session)
-        };
+        let at = |r: &InquiryRow, now| on_latest(r, now, Some(t0));
         let mut started = row("pending", t0, Some(t0 + DAY * 7), "itmplv_1");
         started.session_count = MAX_SESSIONS - 1;
         assert_eq!(at(&started, near), Decision::Nothing);
@@ -379,14 +375,7 @@ mod tests {
         let t0 = Utc::now();
         // The sync has not seen the expiry yet; the daemon's clock says it happened.
         let stale = row("pending", t0, Some(t0 + DAY * 7), "itmplv_1");
-        let d = decide_at(
-            &stale,
-            t0 + DAY * 8,
-            Some(&v(1)),
-            Some(t0),
-            &cfg(),
-            LinkKind::Session,
-        );
+        let d = on_latest(&stale, t0 + DAY * 8, Some(t0));
         assert!(why("resume", d).starts_with("expired; resume 1 of 5"));
     }
 
