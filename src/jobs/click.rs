@@ -12,6 +12,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use super::fresh_link::{self, LinkProblem, MAX_SESSIONS};
 use super::provision::{self, Created};
+use super::replace::{self, Replaced, Replacing};
 use super::status::{self, Applied};
 use super::{JobContext, JobError, LEASE, is_fatal};
 use crate::config::InquiriesConfig;
@@ -20,7 +21,7 @@ use crate::domain::{
 };
 use crate::links::{LinkTarget, MailLink, build_link};
 use crate::mail::MailKind;
-use crate::persona::{IdempotencyKey, Inquiry, PersonaError};
+use crate::persona::{Inquiry, PersonaError};
 use crate::store::inquiries::{self, CREATING, InquiryRow, REJECTED};
 use crate::store::user_states::{self, Claimed};
 use crate::store::{StoreError, events, redirect_tokens, users};
@@ -246,11 +247,12 @@ async fn continue_claimed(
             ));
         }
         Some(row) if row.status == CREATING => {
-            // A create a crash (or an earlier click's lost answer) left unanswered: finish it.
+            // A create a crash (or an earlier click's lost answer) left unanswered: finish it,
+            // after expiring what it replaces if it is a replacement.
             if !guard.spend(user_id, CREATE) {
                 return Ok(ClickOutcome::TooManyClicks);
             }
-            return create(ctx, guard, claimed, &user, row).await;
+            return replace_and_link(ctx, guard, claimed, &user, row, "finishing a create").await;
         }
         Some(row) => row,
     };
@@ -302,62 +304,33 @@ async fn continue_claimed(
             if !guard.spend(user_id, CREATE + if expire_first { EXPIRE } else { 0 }) {
                 return Ok(ClickOutcome::TooManyClicks);
             }
-            if expire_first {
-                match ctx
-                    .persona
-                    .expire_inquiry(&id, &IdempotencyKey::generate())
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if e.status() == Some(409) => {
-                        // It changed under us (finished, most likely): the next click reads it again.
-                        return Ok(ClickOutcome::Later(format!(
-                            "{id} could not be expired: {e}"
-                        )));
-                    }
-                    Err(e) => return persona_trouble(e),
-                }
-            }
-            let new_row = replace(ctx, claimed, &row, &why).await?;
-            create(ctx, guard, claimed, &user, new_row).await
+            replace_and_link(ctx, guard, claimed, &user, row, &why).await
         }
         Plan::Stuck(why) => Ok(ClickOutcome::Later(why)),
     }
 }
 
-/// The old inquiry is expired at Persona (or was already): mark it replaced and write the intent
-/// of the next one, in one transaction. Only then is the new one created, so the user never
-/// holds two live inquiries.
-async fn replace(
+/// Replaces the inquiry of `row` (jobs/replace.rs: the old one expired at Persona before the
+/// new one is created on the latest version), or finishes a replacement a crash interrupted;
+/// the create answers with the one-time link.
+async fn replace_and_link(
     ctx: &JobContext,
+    guard: &ClickGuard,
     claimed: &Claimed,
-    row: &InquiryRow,
+    user: &User,
+    row: InquiryRow,
     why: &str,
-) -> Result<InquiryRow, JobError> {
-    let now = ctx.clock.now();
-    let mut tx = ctx.store.begin_write().await?;
-    inquiries::update_status(&mut tx, row.id, "expired", row.expires_at(), now).await?;
-    inquiries::supersede(&mut tx, row.id, why, now).await?;
-    events::record(
-        &mut tx,
-        now,
-        Some(&claimed.user_id),
-        row.inquiry_id.as_deref(),
-        "redirect.recreate",
-        why,
-    )
-    .await?;
-    let new_row = inquiries::begin_create(
-        &mut tx,
-        &claimed.user_id,
-        ctx.settings.template_id.as_str(),
-        now,
-    )
-    .await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    // Nothing is left for refresh's clean-up to expire.
-    inquiries::mark_expired_remotely(&ctx.store, row.id, now).await?;
-    Ok(new_row)
+) -> Result<ClickOutcome, JobError> {
+    let how = Replacing {
+        source: "redirect",
+        mail: MailKind::Invite,
+        drop_unsent: false,
+    };
+    match replace::replace(ctx, claimed, user, row, why, how).await? {
+        Replaced::Tried { created, .. } => linked(ctx, guard, claimed, user, created).await,
+        Replaced::Finished { .. } => Ok(ClickOutcome::Finished),
+        Replaced::NotNow { why, .. } => Ok(ClickOutcome::Later(why.into())),
+    }
 }
 
 /// Creates (or finishes creating) the inquiry of a `creating` row; the create answers with the
@@ -370,7 +343,19 @@ async fn create(
     user: &User,
     row: InquiryRow,
 ) -> Result<ClickOutcome, JobError> {
-    match provision::create(ctx, claimed, user, row, MailKind::Invite, false).await? {
+    let created = provision::create(ctx, claimed, user, row, MailKind::Invite, false).await?;
+    linked(ctx, guard, claimed, user, created).await
+}
+
+/// The link a create handed back, or a fresh one when it was adopted without one.
+async fn linked(
+    ctx: &JobContext,
+    guard: &ClickGuard,
+    claimed: &Claimed,
+    user: &User,
+    created: Created,
+) -> Result<ClickOutcome, JobError> {
+    match created {
         Created::Done {
             fresh: fresh_link::Fresh::OneTime(link),
             ..

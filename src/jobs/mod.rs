@@ -8,6 +8,7 @@ pub mod fresh_link;
 pub mod provision;
 pub mod refresh;
 pub mod reminders;
+pub mod replace;
 pub mod status;
 
 use std::sync::Arc;

@@ -1,0 +1,50 @@
+//! Refresh: after each run every unfinished user's latest mail carries a link that works now,
+//! unless a documented limit holds it back (and then `status --user` says which).
+//!
+//! A run: (1) syncs statuses in bulk — one list of the template's live inquiries, 100 a page,
+//! plus id lookups for the few that left that list (static links: a list of what was created
+//! since the last run, to find users who opened their link); (2) learns the template's latest published
+//! version once; (3) decides per current inquiry: nothing, resume, or recreate; (4) retries
+//! renewed mails that did not go out; (5) expires at Persona the inquiries it replaced.
+//! (1) is `sync`; (2) and (3) are `renew`, over the pure `policy`, replacing through
+//! jobs/replace.rs; (4) and (5) are `cleanup`.
+
+mod cleanup;
+pub mod policy;
+mod renew;
+mod report;
+mod sync;
+
+use std::sync::Arc;
+
+pub use report::RefreshReport;
+
+use super::{JobContext, JobError, RunFlags};
+use crate::domain::LinkKind;
+use crate::store::user_states;
+use cleanup::{expire_replaced, retry_unsent};
+use renew::{act_on_due, latest_version};
+use sync::{sync_static, sync_statuses};
+
+pub async fn run(ctx: &JobContext) -> Result<RefreshReport, JobError> {
+    let mut report = RefreshReport::default();
+    user_states::release_orphaned(&ctx.store, ctx.clock.now()).await?;
+    if ctx.settings.link_kind == LinkKind::Static {
+        // Static links never expire; what is left is learning who finished.
+        sync_static(ctx, &mut report).await?;
+        retry_unsent(ctx, &mut report, &Arc::new(RunFlags::default())).await?;
+        report.reminders = super::reminders::run(ctx).await?;
+        return Ok(report);
+    }
+    sync_statuses(ctx, &mut report).await?;
+    let flags = Arc::new(RunFlags::default());
+    // Redirect links heal on the click (jobs/click.rs): nothing to resume or renew by mail.
+    if ctx.settings.link_kind != LinkKind::Redirect {
+        let latest = latest_version(ctx, &mut report).await?;
+        act_on_due(ctx, &mut report, latest, &flags).await?;
+    }
+    retry_unsent(ctx, &mut report, &flags).await?;
+    expire_replaced(ctx, &mut report).await?;
+    report.reminders = super::reminders::run(ctx).await?;
+    Ok(report)
+}
