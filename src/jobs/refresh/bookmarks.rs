@@ -43,9 +43,10 @@ pub(super) async fn record(
     if matches!(last.mode, SyncMode::Full(_)) {
         job_runs::set_bookmark(store, FULL, started, finished, &line).await?;
     }
-    // `set_bookmark` keeps one row (outcome "ok"); the row after it carries the line as its
-    // outcome, which `job_runs::latest` reads back. Two rows at most, replaced every run.
-    job_runs::set_bookmark(store, LAST, started, finished, &line).await?;
+    // `set_bookmark` keeps one row (outcome "ok", an instant, so the two rows never look like
+    // overlapping runs); the row after it carries the line as its outcome, which
+    // `job_runs::latest` reads back. Two rows at most, replaced every run.
+    job_runs::set_bookmark(store, LAST, started, started, &line).await?;
     let id = job_runs::record_start(store, LAST, started).await?;
     job_runs::record_finish(store, id, finished, &line, &line).await
 }

@@ -39,15 +39,12 @@ pub(super) async fn sync(
     let picked: Vec<InquiryRow> = followed
         .into_iter()
         .filter(|row| {
-            row.inquiry_id.as_deref().is_some_and(|id| changed.contains(id))
+            row.inquiry_id
+                .as_deref()
+                .is_some_and(|id| changed.contains(id))
                 || awaits_a_decision(row)
                 || (row.superseded_at.is_none()
-                    && due_by_clock(
-                        row,
-                        now,
-                        &ctx.settings.inquiries,
-                        ctx.settings.link_kind,
-                    ))
+                    && due_by_clock(row, now, &ctx.settings.inquiries, ctx.settings.link_kind))
         })
         .collect();
     report.sync_reads = picked.len();

@@ -145,7 +145,9 @@ impl std::fmt::Display for SyncMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
     /// Search for inquiries updated at or after `since`.
-    Incremental { since: DateTime<Utc> },
+    Incremental {
+        since: DateTime<Utc>,
+    },
     Full(FullBecause),
 }
 
