@@ -17,12 +17,12 @@ mod redirect_user;
 use crate::cli::LogFormatArg;
 use crate::clock::Clock;
 use crate::config::{Config, Environment};
-use crate::domain::{InquiryId, RawUser, User};
+use crate::domain::{InquiryId, RawUser, User, UserId};
 use crate::jobs::{JobContext, provision, refresh};
 use crate::links::{LinkTarget, build_link};
 use crate::mail::{MailKind, MailSettings, Transport, TransportKind};
 use crate::store::events::Event;
-use crate::store::{inquiries, status};
+use crate::store::{events, inquiries, mails, status};
 use persona_sim::{self as sim, Action, SimConfig, SimHandle};
 
 /// Where the mails go, below the working directory; one folder per run, kept after exit.
@@ -490,13 +490,11 @@ async fn add_users(ctx: &JobContext, ids: &[&str]) -> anyhow::Result<()> {
 
 /// The Persona id of the user's current inquiry.
 async fn inquiry_of(ctx: &JobContext, user_id: &str) -> anyhow::Result<InquiryId> {
-    let row = inquiries::current(ctx.store.reader(), user_id)
+    let row = inquiries::current(&ctx.store, &UserId::parse(user_id)?)
         .await?
         .with_context(|| format!("{user_id} has no inquiry"))?;
-    let id = row
-        .inquiry_id
-        .with_context(|| format!("{user_id}'s inquiry was not created"))?;
-    Ok(InquiryId::parse(&id)?)
+    row.inquiry_id
+        .with_context(|| format!("{user_id}'s inquiry was not created"))
 }
 
 /// Prints what happened, day by day, from the events the jobs recorded.
@@ -543,12 +541,7 @@ impl<'a> Story<'a> {
         what: &str,
         reports: &[String],
     ) -> anyhow::Result<()> {
-        let events = sqlx::query_as::<_, Event>(
-            "SELECT id, user_id, inquiry_id, kind, detail, at FROM events WHERE id > ? ORDER BY id",
-        )
-        .bind(self.seen_event)
-        .fetch_all(self.ctx.store.reader())
-        .await?;
+        let events = events::since(&self.ctx.store, self.seen_event).await?;
         self.seen_event = events.last().map_or(self.seen_event, |e| e.id);
         let mut text = format!(
             "Day {n} · {}\n  {what}\n",
@@ -585,7 +578,7 @@ impl<'a> Story<'a> {
             .context("the demo user is in the users table")?;
         let now = ctx.clock.now();
         let user = User::parse(&raw, now.date_naive()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let row = inquiries::current(ctx.store.reader(), user_id)
+        let row = inquiries::current(&ctx.store, &UserId::parse(user_id)?)
             .await?
             .context("the demo user has an inquiry")?;
         let inquiry_id = inquiry_of(ctx, user_id).await?;
@@ -601,7 +594,7 @@ impl<'a> Story<'a> {
             MailKind::Invite,
             &user,
             link,
-            row.expires_at(),
+            row.expires_at,
             false,
             "<demo>",
             now,
@@ -687,11 +680,7 @@ impl<'a> Story<'a> {
             .filter_map(Result::ok)
             .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
             .count();
-        let by_kind: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT kind, COUNT(*) FROM mails WHERE status = 'sent' GROUP BY kind ORDER BY kind",
-        )
-        .fetch_all(self.ctx.store.reader())
-        .await?;
+        let by_kind = mails::sent_by_kind(&self.ctx.store).await?;
         let kinds = by_kind
             .iter()
             .map(|(k, n)| format!("{n} {k}"))

@@ -20,11 +20,11 @@ use super::provision::{self, Created};
 use super::status::{self, Applied};
 use super::{JobContext, JobError, LEASE, RunFlags, is_fatal};
 use crate::clock::format_ts;
-use crate::domain::{InquiryId, InquiryStatus, LinkKind, TemplateVersionId, User};
+use crate::domain::{InquiryId, InquiryStatus, LinkKind, ReferenceId, TemplateVersionId, User, UserId};
 use crate::mail::MailKind;
 use crate::persona::{IdempotencyKey, Inquiry, ListFilter, PersonaError};
-use crate::store::inquiries::{self, CREATING, InquiryRow};
-use crate::store::user_states::{self, Claimed};
+use crate::store::inquiries::{self, InquiryRow, RowStatus};
+use crate::store::user_states::{self, Claimed, UserState};
 use crate::store::{StoreError, events, job_runs, mails, users};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -92,21 +92,21 @@ pub struct Situation<'a> {
 /// (recreated when outdated or too old, else resumed). A `created` one may be replaced early.
 pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: LinkKind) -> Decision {
     let row = s.row;
-    if row.status == CREATING {
+    if row.status == RowStatus::Creating {
         // A recreate that a crash interrupted: the old inquiry is already replaced, so the user
         // holds no working link until this one exists. Finish it whatever the resend spacing.
         return Decision::Recreate("finishing an interrupted create".into());
     }
     let dur =
         |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-    let due_at = row.expires_at().map(|t| t - dur(cfg.refresh_before_expiry));
-    let expired = row.status == "expired" || row.expires_at().is_some_and(|t| t <= s.now);
+    let due_at = row.expires_at.map(|t| t - dur(cfg.refresh_before_expiry));
+    let expired = row.status == InquiryStatus::Expired || row.expires_at.is_some_and(|t| t <= s.now);
     let near_expiry = expired || due_at.is_some_and(|t| t <= s.now);
-    let started = row.status == "pending" && !expired;
+    let started = row.status == InquiryStatus::Pending && !expired;
     let outdated = cfg.recreate_on_new_template_version
         && s.latest_version.is_some()
         && row.template_version_id.as_deref() != s.latest_version.map(TemplateVersionId::as_str);
-    let too_old = row.born_at().is_some_and(|b| s.now - b > dur(cfg.max_age));
+    let too_old = s.now - row.born_at() > dur(cfg.max_age);
 
     let action = if started && (outdated || (too_old && kind != LinkKind::Static)) {
         // Replacing it would cut the user off mid-flow; it is renewed once it has expired.
@@ -126,7 +126,7 @@ pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: Lin
         ))
     } else if !near_expiry {
         return Decision::Nothing;
-    } else if row.status == "created" && !expired {
+    } else if row.status == InquiryStatus::Created && !expired {
         Decision::Recreate("created and close to expiry (Persona has no way to extend it)".into())
     } else if started
         && (row.resume_count >= i64::from(cfg.max_resumes) || row.session_count + 1 >= MAX_SESSIONS)
@@ -152,7 +152,7 @@ pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: Lin
     } else {
         Decision::Resume(format!(
             "expires {}; resume {} of {}",
-            row.expires_at.as_deref().unwrap_or("-"),
+            row.expires_at.map_or_else(|| "-".to_owned(), format_ts),
             row.resume_count + 1,
             cfg.max_resumes
         ))
@@ -275,15 +275,12 @@ async fn static_sync_since(ctx: &JobContext) -> Result<Option<DateTime<Utc>>, Jo
         Some(t) => Some(t),
         None => mails::first_sent_at(&ctx.store).await?,
     };
-    Ok(since
-        .as_deref()
-        .and_then(crate::clock::parse_ts)
-        .map(|t| t - STATIC_SYNC_OVERLAP))
+    Ok(since.map(|t| t - STATIC_SYNC_OVERLAP))
 }
 
 fn by_inquiry_id(rows: &[InquiryRow]) -> HashMap<String, &InquiryRow> {
     rows.iter()
-        .filter_map(|r| r.inquiry_id.clone().map(|id| (id, r)))
+        .filter_map(|r| r.inquiry_id.as_ref().map(|id| (id.to_string(), r)))
         .collect()
 }
 
@@ -352,13 +349,17 @@ async fn adopt_static(
     inquiry: &Inquiry,
     now: DateTime<Utc>,
 ) -> Result<(), JobError> {
-    let Some(reference) = inquiry.reference_id.as_deref() else {
+    let Some(reference) = inquiry
+        .reference_id
+        .as_deref()
+        .and_then(|r| ReferenceId::parse(r).ok())
+    else {
         return Ok(());
     };
-    let Some(user_id) = user_states::by_reference(&ctx.store, reference).await? else {
+    let Some(user_id) = user_states::by_reference(&ctx.store, &reference).await? else {
         return Ok(());
     };
-    if inquiries::by_inquiry_id(&ctx.store, inquiry.id.as_str())
+    if inquiries::by_inquiry_id(&ctx.store, &inquiry.id)
         .await?
         .is_some()
     {
@@ -372,18 +373,18 @@ async fn adopt_static(
         &mut tx,
         now,
         Some(&user_id),
-        Some(inquiry.id.as_str()),
+        Some(&inquiry.id),
         "inquiry.seen",
         "the user opened their static link; following this inquiry",
     )
     .await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    let row = inquiries::by_row_id(ctx.store.reader(), row.id)
+    tx.commit().await?;
+    let row = inquiries::by_row_id(&ctx.store, row.id)
         .await?
         .expect("just written");
     // Its state moves like any other inquiry's (created → invited, pending → started).
     let placeholder = InquiryRow {
-        status: "created".into(),
+        status: RowStatus::Persona(InquiryStatus::Created),
         ..row.clone()
     };
     apply(ctx, report, &placeholder, inquiry, "status sync", now).await
@@ -416,11 +417,7 @@ async fn latest_version(
             tracing::info!(error = %e, "the inquiry template endpoint is not available to this key; reading the version from an inquiry");
             report.template_version_source = "unknown";
             let rows = inquiries::current_of_unfinished_users(&ctx.store).await?;
-            let Some(id) = rows.iter().find_map(|r| {
-                r.inquiry_id
-                    .as_deref()
-                    .and_then(|i| InquiryId::parse(i).ok())
-            }) else {
+            let Some(id) = rows.iter().find_map(|r| r.inquiry_id.clone()) else {
                 return Ok(None);
             };
             match ctx.persona.retrieve_inquiry(&id, true).await {
@@ -542,7 +539,7 @@ async fn current_rows(
     ctx: &JobContext,
 ) -> Result<Vec<(InquiryRow, Option<DateTime<Utc>>)>, JobError> {
     let rows = inquiries::current_of_unfinished_users(&ctx.store).await?;
-    let mailed: HashMap<String, Option<String>> =
+    let mailed: HashMap<UserId, Option<DateTime<Utc>>> =
         user_states::last_mailed_of_unfinished(&ctx.store)
             .await?
             .into_iter()
@@ -550,10 +547,7 @@ async fn current_rows(
     Ok(rows
         .into_iter()
         .map(|r| {
-            let last = mailed
-                .get(&r.user_id)
-                .and_then(|t| t.as_deref())
-                .and_then(crate::clock::parse_ts);
+            let last = mailed.get(&r.user_id).copied().flatten();
             (r, last)
         })
         .collect())
@@ -580,12 +574,12 @@ async fn hold(
         &mut tx,
         now,
         Some(&row.user_id),
-        row.inquiry_id.as_deref(),
+        row.inquiry_id.as_ref(),
         "refresh.hold",
         why,
     )
     .await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -617,7 +611,7 @@ async fn act(
     if !user_states::is_unfinished(&ctx.store, &claimed.user_id).await? {
         return Ok(Done::default());
     }
-    let Some(row) = inquiries::current_of(&ctx.store, &claimed.user_id).await? else {
+    let Some(row) = inquiries::current(&ctx.store, &claimed.user_id).await? else {
         return Ok(Done::default());
     };
     let decision = decide(
@@ -625,21 +619,18 @@ async fn act(
             row: &row,
             now,
             latest_version: latest,
-            last_mailed_at: claimed
-                .last_mailed_at
-                .as_deref()
-                .and_then(crate::clock::parse_ts),
+            last_mailed_at: claimed.last_mailed_at,
         },
         &ctx.settings.inquiries,
         ctx.settings.link_kind,
     );
-    let mail_waiting = mails::unsent_for_user(ctx.store.reader(), &claimed.user_id)
+    let mail_waiting = mails::unsent_for_user(&ctx.store, &claimed.user_id)
         .await?
         .is_some();
     if waits_for_its_mail(&decision, mail_waiting) {
         return Ok(Done::default());
     }
-    if row.status != CREATING
+    if row.status != RowStatus::Creating
         && matches!(decision, Decision::Resume(_) | Decision::Recreate(_))
         && !flags.smtp_ready(&ctx.mailer).await
     {
@@ -649,7 +640,7 @@ async fn act(
         user_states::set_reason(&ctx.store, &claimed.user_id, Some(why)).await?;
         return Ok(Done::default());
     }
-    let Some(raw) = users::get(&ctx.store, &claimed.user_id).await? else {
+    let Some(raw) = users::get(&ctx.store, claimed.user_id.as_str()).await? else {
         return Ok(Done::default());
     };
     let user = match User::parse(&raw, now.date_naive()) {
@@ -712,9 +703,9 @@ async fn act(
         let mut tx = ctx.store.begin_write().await?;
         mails::cancel_unsent(&mut tx, &claimed.user_id, now).await?;
         provision::enqueue(ctx, &mut tx, claimed, Some(inquiry_row), MailKind::Renewed).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
     }
-    let mail = mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await?;
+    let mail = mails::unsent_for_user(&ctx.store, &claimed.user_id).await?;
     if let Some(mail) = mail {
         let carry = Carry {
             fresh,
@@ -734,20 +725,19 @@ async fn resume(
     row: &InquiryRow,
     why: &str,
 ) -> Result<Fresh, LinkProblem> {
-    let id_text = row.inquiry_id.as_deref().ok_or(LinkProblem::NoInquiry)?;
-    let id = InquiryId::parse(id_text).map_err(|e| StoreError::Conflict(e.0))?;
+    let id = row.inquiry_id.clone().ok_or(LinkProblem::NoInquiry)?;
     let now = ctx.clock.now();
     let mut tx = ctx.store.begin_write().await?;
     events::record(
         &mut tx,
         now,
         Some(&claimed.user_id),
-        Some(id_text),
+        Some(&id),
         "refresh.resume",
         why,
     )
     .await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     let (_inquiry, token) = fresh_link::resume(ctx, claimed, row, &id, true).await?;
     Ok(match ctx.settings.link_kind {
         LinkKind::Session => Fresh::Token(token),
@@ -784,7 +774,7 @@ async fn recreate(
     why: &str,
 ) -> Result<Renewal, JobError> {
     let now = ctx.clock.now();
-    let new_row = if row.status == CREATING {
+    let new_row = if row.status == RowStatus::Creating {
         // A recreate (or first create) interrupted before Persona answered: finish it.
         row
     } else {
@@ -794,9 +784,12 @@ async fn recreate(
             None => return Ok(Renewal::NotNow { old_expired: 0 }),
             Some(_) => {}
         }
-        let fresh_row = inquiries::by_row_id(ctx.store.reader(), row.id)
+        let fresh_row = inquiries::by_row_id(&ctx.store, row.id)
             .await?
-            .ok_or_else(|| StoreError::Conflict(format!("inquiry row {} vanished", row.id)))?;
+            .ok_or_else(|| StoreError::Missing {
+                table: "inquiries",
+                key: row.id.to_string(),
+            })?;
         let again = decide(
             &Situation {
                 row: &fresh_row,
@@ -817,7 +810,7 @@ async fn recreate(
             &mut tx,
             now,
             Some(&claimed.user_id),
-            fresh_row.inquiry_id.as_deref(),
+            fresh_row.inquiry_id.as_ref(),
             "refresh.recreate",
             why,
         )
@@ -829,14 +822,14 @@ async fn recreate(
             now,
         )
         .await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         new_row
     };
     crate::faults::crash_point("refresh.before-expire-old");
     if let Some(started) = inquiries::superseded_unexpired_of(&ctx.store, &claimed.user_id)
         .await?
         .into_iter()
-        .find(|r| r.status == "pending" && r.expires_at().is_none_or(|t| t > ctx.clock.now()))
+        .find(|r| r.status == InquiryStatus::Pending && r.expires_at.is_none_or(|t| t > ctx.clock.now()))
     {
         // The user started the inquiry being replaced (a crash left it unexpired): it stays.
         let why = "the user started the inquiry it was to replace";
@@ -844,23 +837,20 @@ async fn recreate(
         inquiries::mark_abandoned(&ctx.store, new_row.id, why, now).await?;
         inquiries::restore(&ctx.store, started.id, now).await?;
         let mut tx = ctx.store.begin_write().await?;
-        if user_states::state_in(&mut tx, &claimed.user_id)
-            .await?
-            .as_deref()
-            == Some("invited")
-        {
-            user_states::set_state(&mut tx, &claimed.user_id, "started", None, None, now).await?;
+        if user_states::state_in(&mut tx, &claimed.user_id).await? == Some(UserState::Invited) {
+            user_states::set_state(&mut tx, &claimed.user_id, UserState::Started, None, None, now)
+                .await?;
         }
         events::record(
             &mut tx,
             now,
             Some(&claimed.user_id),
-            started.inquiry_id.as_deref(),
+            started.inquiry_id.as_ref(),
             "refresh.keep",
             &format!("{why}; it stays, no replacement"),
         )
         .await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         return Ok(Renewal::NotNow { old_expired: 0 });
     }
     let expired = expire_replaced_of(ctx, &claimed.user_id).await?;
@@ -893,11 +883,7 @@ async fn recreate(
 /// Retrieves the row's inquiry and applies what Persona says now; `None` when Persona could
 /// not be asked.
 async fn read_and_apply(ctx: &JobContext, row: &InquiryRow) -> Result<Option<Applied>, JobError> {
-    let Some(id) = row
-        .inquiry_id
-        .as_deref()
-        .and_then(|i| InquiryId::parse(i).ok())
-    else {
+    let Some(id) = row.inquiry_id.clone() else {
         return Ok(None);
     };
     match ctx.persona.retrieve_inquiry(&id, false).await {
@@ -929,7 +915,7 @@ struct Expired {
     finished: bool,
 }
 
-async fn expire_replaced_of(ctx: &JobContext, user_id: &str) -> Result<Expired, JobError> {
+async fn expire_replaced_of(ctx: &JobContext, user_id: &UserId) -> Result<Expired, JobError> {
     let rows = inquiries::superseded_unexpired_of(&ctx.store, user_id).await?;
     let mut out = Expired::default();
     for r in rows {
@@ -948,7 +934,7 @@ async fn expire_replaced(ctx: &JobContext, report: &mut RefreshReport) -> Result
         if ctx.stop.is_cancelled() {
             break;
         }
-        if r.status == "pending" {
+        if r.status == InquiryStatus::Pending {
             // Started by its user: its user's next renewal restores it (see `recreate`).
             continue;
         }
@@ -970,11 +956,7 @@ enum ExpireOutcome {
 }
 
 async fn expire_one(ctx: &JobContext, row: &InquiryRow) -> Result<ExpireOutcome, JobError> {
-    let Some(id) = row
-        .inquiry_id
-        .as_deref()
-        .and_then(|i| InquiryId::parse(i).ok())
-    else {
+    let Some(id) = row.inquiry_id.clone() else {
         return Ok(ExpireOutcome::NotYet);
     };
     match ctx
@@ -997,9 +979,9 @@ async fn expire_one(ctx: &JobContext, row: &InquiryRow) -> Result<ExpireOutcome,
             if read_and_apply(ctx, row).await?.is_none() {
                 return Ok(ExpireOutcome::NotYet);
             }
-            let status = inquiries::by_row_id(ctx.store.reader(), row.id)
+            let status = inquiries::by_row_id(&ctx.store, row.id)
                 .await?
-                .map(|r| InquiryStatus::parse(&r.status));
+                .map(|r| InquiryStatus::parse(r.status.as_str()));
             match status {
                 Some(InquiryStatus::Expired) => {
                     inquiries::mark_expired_remotely(&ctx.store, row.id, ctx.clock.now()).await?;
@@ -1045,10 +1027,10 @@ async fn retry_one(
     flags: &RunFlags,
     claimed: &Claimed,
 ) -> Result<Option<Delivery>, JobError> {
-    let Some(mail) = mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await? else {
+    let Some(mail) = mails::unsent_for_user(&ctx.store, &claimed.user_id).await? else {
         return Ok(None);
     };
-    let Some(raw) = users::get(&ctx.store, &claimed.user_id).await? else {
+    let Some(raw) = users::get(&ctx.store, claimed.user_id.as_str()).await? else {
         return Ok(None);
     };
     let Ok(user) = User::parse(&raw, ctx.clock.now().date_naive()) else {
