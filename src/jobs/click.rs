@@ -461,7 +461,6 @@ fn inquiry_id_of(row: &InquiryRow) -> Result<InquiryId, JobError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::format_ts;
 
     fn cfg() -> InquiriesConfig {
         InquiriesConfig {

@@ -383,8 +383,8 @@ mod tests {
         recorded: &[Duration],
     ) -> ReminderFacts {
         ReminderFacts {
-            user_id: "usr_1".into(),
-            state: "invited".into(),
+            user_id: UserId::parse("usr_1").unwrap(),
+            state: UserState::Invited,
             invited_at,
             last_mailed_at: last,
             recorded: recorded.iter().map(|d| secs(*d)).collect(),

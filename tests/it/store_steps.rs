@@ -2,10 +2,12 @@
 //! and a step that fails half-way, or whose caller gives up, leaves the write connection usable.
 
 use chrono::Utc;
-use inquiry_mailer::domain::RawUser;
+use inquiry_mailer::domain::{InquiryId, InquiryStatus, RawUser, UserId};
 use inquiry_mailer::jobs::provision::mail_to_queue;
 use inquiry_mailer::mail::MailKind;
-use inquiry_mailer::store::inquiries::{self, InquiryFacts};
+use inquiry_mailer::store::inquiries::{self, InquiryFacts, RowStatus};
+use inquiry_mailer::store::mails::MailStatus;
+use inquiry_mailer::store::user_states::UserState;
 use inquiry_mailer::store::steps::{self, Answer, Sent, WantedMail};
 use inquiry_mailer::store::{Store, StoreOptions, events, mails, user_states, users};
 
@@ -21,10 +23,14 @@ fn raw(id: &str) -> RawUser {
     }
 }
 
+fn uid(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+
 fn facts(inquiry_id: &str) -> InquiryFacts {
     InquiryFacts {
-        inquiry_id: inquiry_id.into(),
-        status: "created".into(),
+        inquiry_id: InquiryId::parse(inquiry_id).unwrap(),
+        status: InquiryStatus::Created,
         template_version_id: None,
         created_at: None,
         expires_at: None,
@@ -68,15 +74,13 @@ async fn answer(
         store,
         &Answer {
             row_id,
-            user_id: user,
+            user_id: &uid(user),
             facts: &facts(inquiry_id),
             event_kind: "inquiry.created",
             detail: &format!("created {inquiry_id}"),
         },
         &WantedMail {
-            choose: &|history| {
-                mail_to_queue(MailKind::parse(kind).unwrap(), history).map(MailKind::as_str)
-            },
+            choose: &|history| mail_to_queue(MailKind::parse(kind).unwrap(), history),
             message_id,
             sending,
         },
@@ -93,7 +97,7 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
 
     // The intents of a batch: next generation and a `creating` row with its own key per user,
     // in one trip.
-    let intents = inquiries::begin_create_many(&store, &["usr_one", "usr_two"], "itmpl_x", now)
+    let intents = inquiries::begin_create_many(&store, &[&uid("usr_one"), &uid("usr_two")], "itmpl_x", now)
         .await
         .unwrap();
     assert_eq!(intents.len(), 2);
@@ -102,7 +106,7 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(row.status, inquiries::CREATING);
+        assert_eq!(row.status, RowStatus::Creating);
         assert_eq!(row.generation, 1);
         assert!(
             row.idempotency_key
@@ -114,12 +118,12 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     assert_ne!(intents[0].idempotency_key, intents[1].idempotency_key);
     let one = intents
         .iter()
-        .find(|r| r.user_id == "usr_one")
+        .find(|r| r.user_id.as_str() == "usr_one")
         .unwrap()
         .clone();
     let two = intents
         .iter()
-        .find(|r| r.user_id == "usr_two")
+        .find(|r| r.user_id.as_str() == "usr_two")
         .unwrap()
         .clone();
 
@@ -133,9 +137,12 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     )
     .await
     .unwrap();
-    assert_eq!(recorded.inquiry.inquiry_id.as_deref(), Some("inq_one"));
+    assert_eq!(
+        recorded.inquiry.inquiry_id.as_ref().map(InquiryId::as_str),
+        Some("inq_one")
+    );
     let mail = recorded.mail.expect("a first mail is queued");
-    assert_eq!(mail.kind, "invite", "a user's first mail is the invite");
+    assert_eq!(mail.kind, MailKind::Invite, "a user's first mail is the invite");
     assert_eq!(
         event_kinds(&store, "usr_one").await,
         ["user.discovered", "inquiry.created", "mail.queued"]
@@ -159,19 +166,15 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
         .expect_err("a duplicate Message-ID is refused")
         .to_string();
     assert!(err.contains("UNIQUE"), "{err}");
-    let row = inquiries::current(store.reader(), "usr_two")
+    let row = inquiries::current(&store, &uid("usr_two"))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        row.status,
-        inquiries::CREATING,
-        "the update was rolled back"
-    );
+    assert_eq!(row.status, RowStatus::Creating, "the update was rolled back");
     assert_eq!(row.inquiry_id, None);
     assert_eq!(event_kinds(&store, "usr_two").await, ["user.discovered"]);
     assert!(
-        mails::last_for_user(store.reader(), "usr_two")
+        mails::last_for_user(&store, &uid("usr_two"))
             .await
             .unwrap()
             .is_none()
@@ -189,7 +192,7 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     .unwrap();
     let queued = retried.mail.expect("queued this time");
     // Asked for as being sent at once: its first attempt is counted in the same step.
-    assert_eq!((queued.status.as_str(), queued.attempts), ("sending", 1));
+    assert_eq!((queued.status, queued.attempts), (MailStatus::Sending, 1));
 
     // An answer recorded again (a retry after a lost reply) queues no second unsent mail.
     let again = answer(
@@ -207,7 +210,7 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     let link_expiry: chrono::DateTime<Utc> = "2030-01-01T12:00:00Z".parse().unwrap();
     let lease = std::time::Duration::from_secs(300);
     assert!(
-        user_states::claim_one(&store, "usr_two", now, lease)
+        user_states::claim_one(&store, &uid("usr_two"), now, lease)
             .await
             .unwrap()
             .is_some()
@@ -216,9 +219,9 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
         &store,
         &Sent {
             mail_id: queued.id,
-            user_id: "usr_two",
-            state: "invited",
-            inquiry_id: Some("inq_two"),
+            user_id: &uid("usr_two"),
+            state: UserState::Invited,
+            inquiry_id: Some(&InquiryId::parse("inq_two").unwrap()),
             detail: "invite mail sent",
             link_expires_at: Some(link_expiry),
             end_lease: true,
@@ -228,24 +231,21 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     .await
     .unwrap();
     assert!(
-        user_states::claim_one(&store, "usr_two", now, lease)
+        user_states::claim_one(&store, &uid("usr_two"), now, lease)
             .await
             .unwrap()
             .is_some(),
         "the lease ended with the sent mail"
     );
-    let sent = mails::last_for_user(store.reader(), "usr_two")
+    let sent = mails::last_for_user(&store, &uid("usr_two"))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(sent.status, "sent");
-    assert_eq!(sent.link_expires_at(), Some(link_expiry));
+    assert_eq!(sent.status, MailStatus::Sent);
+    assert_eq!(sent.link_expires_at, Some(link_expiry));
     assert_eq!(
-        user_states::get_state(&store, "usr_two")
-            .await
-            .unwrap()
-            .as_deref(),
-        Some("invited")
+        user_states::get_state(&store, &uid("usr_two")).await.unwrap(),
+        Some(UserState::Invited)
     );
     assert_eq!(
         event_kinds(&store, "usr_two").await,
@@ -264,7 +264,7 @@ async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_f
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_users(&dir, &["usr_gone"]).await;
     let now = Utc::now();
-    let row = inquiries::begin_create_many(&store, &["usr_gone"], "itmpl_x", now)
+    let row = inquiries::begin_create_many(&store, &[&uid("usr_gone")], "itmpl_x", now)
         .await
         .unwrap()
         .remove(0);
@@ -307,18 +307,18 @@ async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_f
     // And the dropped step left nothing half-done: it rolled back whole.
     assert_eq!(event_kinds(&store, "usr_gone").await, ["user.discovered"]);
     assert!(
-        mails::last_for_user(store.reader(), "usr_gone")
+        mails::last_for_user(&store, &uid("usr_gone"))
             .await
             .unwrap()
             .is_none()
     );
-    let still = inquiries::current(store.reader(), "usr_gone")
+    let still = inquiries::current(&store, &uid("usr_gone"))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
-        (still.status.as_str(), still.inquiry_id.as_deref()),
-        (inquiries::CREATING, None)
+        (still.status, still.inquiry_id),
+        (RowStatus::Creating, None)
     );
 
     // The step run again (what the next provisioning run does with a `creating` row) lands
@@ -336,9 +336,9 @@ async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_f
         event_kinds(&store, "usr_gone").await,
         ["user.discovered", "inquiry.created", "mail.queued"]
     );
-    let mail = mails::last_for_user(store.reader(), "usr_gone")
+    let mail = mails::last_for_user(&store, &uid("usr_gone"))
         .await
         .unwrap()
         .expect("the mail of the step run again");
-    assert_eq!((mail.status.as_str(), mail.attempts), ("sending", 1));
+    assert_eq!((mail.status, mail.attempts), (MailStatus::Sending, 1));
 }
