@@ -213,7 +213,7 @@ async fn sync_statuses(ctx: &JobContext, report: &mut RefreshReport) -> Result<(
     while let Some(page) = pages.next_page().await.map_err(persona_error)? {
         for inquiry in page {
             report.live_inquiries += 1;
-            if let Some(row) = by_id.remove(inquiry.id.as_str()) {
+            if let Some(row) = by_id.remove(&inquiry.id) {
                 apply(ctx, report, row, &inquiry, "status sync", now).await?;
             }
         }
@@ -252,7 +252,7 @@ async fn sync_static(ctx: &JobContext, report: &mut RefreshReport) -> Result<(),
                 break 'pages;
             }
             report.live_inquiries += usize::from(inquiry.status.is_open());
-            match by_id.remove(inquiry.id.as_str()) {
+            match by_id.remove(&inquiry.id) {
                 Some(row) => apply(ctx, report, row, &inquiry, "status sync", now).await?,
                 None => unknown.push(inquiry),
             }
@@ -278,9 +278,9 @@ async fn static_sync_since(ctx: &JobContext) -> Result<Option<DateTime<Utc>>, Jo
     Ok(since.map(|t| t - STATIC_SYNC_OVERLAP))
 }
 
-fn by_inquiry_id(rows: &[InquiryRow]) -> HashMap<String, &InquiryRow> {
+fn by_inquiry_id(rows: &[InquiryRow]) -> HashMap<InquiryId, &InquiryRow> {
     rows.iter()
-        .filter_map(|r| r.inquiry_id.as_ref().map(|id| (id.to_string(), r)))
+        .filter_map(|r| r.inquiry_id.clone().map(|id| (id, r)))
         .collect()
 }
 
@@ -289,13 +289,10 @@ fn by_inquiry_id(rows: &[InquiryRow]) -> HashMap<String, &InquiryRow> {
 async fn look_up_missing(
     ctx: &JobContext,
     report: &mut RefreshReport,
-    by_id: &HashMap<String, &InquiryRow>,
+    by_id: &HashMap<InquiryId, &InquiryRow>,
     now: DateTime<Utc>,
 ) -> Result<(), JobError> {
-    let missing: Vec<InquiryId> = by_id
-        .keys()
-        .filter_map(|id| InquiryId::parse(id).ok())
-        .collect();
+    let missing: Vec<InquiryId> = by_id.keys().cloned().collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -309,7 +306,7 @@ async fn look_up_missing(
         .await
         .map_err(persona_error)?;
     for inquiry in found {
-        if let Some(row) = by_id.get(inquiry.id.as_str()) {
+        if let Some(row) = by_id.get(&inquiry.id) {
             apply(ctx, report, row, &inquiry, "status sync", now).await?;
         }
     }

@@ -85,14 +85,11 @@ use chrono::{DateTime, Utc};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {path}: cannot be opened: {source}")]
-    Open { path: PathBuf, source: sqlx::Error },
+    Open { path: PathBuf, source: DbError },
     #[error("database {path}: migrations failed: {source}")]
-    Migrate {
-        path: PathBuf,
-        source: sqlx::migrate::MigrateError,
-    },
+    Migrate { path: PathBuf, source: DbError },
     #[error("database: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(DbError),
     /// A stored value the daemon cannot read back (a hand edit, or a bug that wrote it).
     #[error("database: {table} row {row}, column {column}: {why}")]
     BadValue {
@@ -110,6 +107,41 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What the database driver said, kept opaque so that no driver type is part of the store's
+/// face; it displays as the driver's own message.
+#[derive(Debug)]
+pub struct DbError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> DbError {
+        DbError(Box::new(e))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for DbError {
+    fn from(e: sqlx::migrate::MigrateError) -> DbError {
+        DbError(Box::new(e))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::Sql(e.into())
+    }
+}
 
 /// Options for opening the store.
 #[derive(Debug, Clone)]

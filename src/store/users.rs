@@ -131,7 +131,7 @@ pub async fn get(store: &Store, id: &str) -> Result<Option<RawUser>> {
 /// `limit`. Walks the primary key, so a run that pages through a million rows with the last id
 /// as `after` reads each row once instead of sorting the whole table per page.
 pub async fn unseen(store: &Store, after: Option<&str>, limit: u32) -> Result<Vec<RawUser>> {
-    // `u.id > ?1` only when paging on: with a bound of its own, the first page would miss an
+    // `u.id > $1` only when paging on: with a bound of its own, the first page would miss an
     // id that sorts before any bound we could pick (the empty string is a valid TEXT key).
     let from = if after.is_some() {
         "u.id > $1"

@@ -34,7 +34,7 @@ impl ChangeProbe {
             .await
             .map_err(|source| StoreError::Open {
                 path: path.to_owned(),
-                source,
+                source: source.into(),
             })?;
         Ok(ChangeProbe { conn })
     }

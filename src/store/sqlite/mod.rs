@@ -26,9 +26,9 @@ impl Db {
     /// Pragmas are set in the connect options so every connection of both pools has them, not
     /// just the first.
     pub(super) async fn open(opts: &super::StoreOptions) -> Result<Db> {
-        let open_err = |source| StoreError::Open {
+        let open_err = |source: sqlx::Error| StoreError::Open {
             path: opts.path.clone(),
-            source,
+            source: source.into(),
         };
         if let Some(parent) = opts.path.parent()
             && !parent.as_os_str().is_empty()
@@ -87,7 +87,7 @@ impl Db {
             .await
             .map_err(|source| StoreError::Migrate {
                 path: self.path.clone(),
-                source,
+                source: source.into(),
             })
     }
 
@@ -143,7 +143,7 @@ impl<'r> Place<'r> {
                 column,
                 why: source.to_string(),
             },
-            other => StoreError::Sql(other),
+            other => other.into(),
         })
     }
 
