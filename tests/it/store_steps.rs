@@ -3,13 +3,14 @@
 
 use chrono::Utc;
 use inquiry_mailer::domain::{InquiryId, InquiryStatus, RawUser, UserId};
+use inquiry_mailer::jobs::LEASE;
 use inquiry_mailer::jobs::provision::mail_to_queue;
 use inquiry_mailer::mail::MailKind;
 use inquiry_mailer::store::inquiries::{self, InquiryFacts, RowStatus};
 use inquiry_mailer::store::mails::MailStatus;
 use inquiry_mailer::store::user_states::UserState;
 use inquiry_mailer::store::steps::{self, Answer, Sent, WantedMail};
-use inquiry_mailer::store::{Store, StoreOptions, events, mails, user_states, users};
+use inquiry_mailer::store::{Store, StoreError, StoreOptions, events, mails, user_states, users};
 
 fn raw(id: &str) -> RawUser {
     RawUser {
@@ -341,4 +342,153 @@ async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_f
         .unwrap()
         .expect("the mail of the step run again");
     assert_eq!((mail.status, mail.attempts), (MailStatus::Sending, 1));
+}
+
+/// The store's own pool on the file, for what a hand edit (or an older build) leaves behind.
+async fn raw_pool(dir: &tempfile::TempDir) -> sqlx::SqlitePool {
+    crate::support::stack::pool(&dir.path().join("steps.db")).await
+}
+
+#[tokio::test]
+async fn times_are_stored_as_rfc3339_millisecond_text_and_read_back_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_users(&dir, &["usr_time"]).await;
+    let now: chrono::DateTime<Utc> = "2026-11-05T10:20:30.456Z".parse().unwrap();
+    let row = inquiries::begin_create_many(&store, &[&uid("usr_time")], "itmpl_x", now)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((row.key_created_at, row.created_at), (now, now));
+    // At rest, the text of `clock::format_ts`: SQL compares times as text in time order.
+    let stored: (String, String) =
+        sqlx::query_as("SELECT key_created_at, created_at FROM inquiries WHERE id = $1")
+            .bind(row.id)
+            .fetch_one(&raw_pool(&dir).await)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored,
+        (
+            "2026-11-05T10:20:30.456Z".to_owned(),
+            "2026-11-05T10:20:30.456Z".to_owned()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_stored_value_that_does_not_parse_names_its_table_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_users(&dir, &["usr_bad"]).await;
+    let row = inquiries::begin_create_many(&store, &[&uid("usr_bad")], "itmpl_x", Utc::now())
+        .await
+        .unwrap()
+        .remove(0);
+    let db = raw_pool(&dir).await;
+    sqlx::query("UPDATE inquiries SET key_created_at = 'last tuesday' WHERE id = $1")
+        .bind(row.id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let err = inquiries::current(&store, &uid("usr_bad"))
+        .await
+        .expect_err("the time does not parse");
+    match &err {
+        StoreError::BadValue {
+            table, row: key, column, ..
+        } => assert_eq!(
+            (*table, key.as_str(), *column),
+            ("inquiries", row.id.to_string().as_str(), "key_created_at")
+        ),
+        other => panic!("not a BadValue: {other:?}"),
+    }
+    assert!(err.to_string().contains("last tuesday"), "{err}");
+
+    // An id the daemon wrote that no longer parses is refused the same way.
+    sqlx::query("UPDATE user_states SET reference_id = 'not-a-reference' WHERE user_id = 'usr_bad'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let err = user_states::claim_one(&store, &uid("usr_bad"), Utc::now(), LEASE)
+        .await
+        .expect_err("the reference id does not parse");
+    assert!(
+        matches!(
+            &err,
+            StoreError::BadValue {
+                table: "user_states",
+                column: "reference_id",
+                row,
+                ..
+            } if row == "usr_bad"
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_mail_sent_to_a_user_who_finished_meanwhile_stamps_the_time_but_keeps_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_users(&dir, &["usr_done"]).await;
+    let now = Utc::now();
+    let row = inquiries::begin_create_many(&store, &[&uid("usr_done")], "itmpl_x", now)
+        .await
+        .unwrap()
+        .remove(0);
+    let recorded = answer(
+        &store,
+        row.id,
+        "usr_done",
+        "inq_done",
+        ("invite", "<done@example.com>", true),
+    )
+    .await
+    .unwrap();
+    // A webhook finished the user while the mail was on its way.
+    let mut tx = store.begin_write().await.unwrap();
+    user_states::set_state(
+        &mut tx,
+        &uid("usr_done"),
+        UserState::Finished,
+        Some("kept"),
+        Some("completed"),
+        now,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let sent_at = now + chrono::Duration::seconds(5);
+    steps::mail_sent(
+        &store,
+        &Sent {
+            mail_id: recorded.mail.unwrap().id,
+            user_id: &uid("usr_done"),
+            state: UserState::Invited,
+            inquiry_id: None,
+            detail: "invite mail sent",
+            link_expires_at: None,
+            end_lease: false,
+        },
+        sent_at,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        user_states::get_state(&store, &uid("usr_done")).await.unwrap(),
+        Some(UserState::Finished),
+        "finishing wins over a mail that was on its way"
+    );
+    assert_eq!(
+        user_states::reason_of(&store, &uid("usr_done")).await.unwrap(),
+        Some("kept".to_owned())
+    );
+    let last: Option<String> =
+        sqlx::query_scalar("SELECT last_mailed_at FROM user_states WHERE user_id = 'usr_done'")
+            .fetch_one(&raw_pool(&dir).await)
+            .await
+            .unwrap();
+    assert_eq!(
+        last,
+        Some(inquiry_mailer::clock::format_ts(sent_at)),
+        "the mail still counts toward min_resend_interval"
+    );
 }
