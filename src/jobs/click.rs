@@ -101,10 +101,7 @@ pub async fn open(
 
 /// What a click on a link of `user_id` shows without any Persona call, if it is settled: the
 /// GET page and the POST both use it.
-pub async fn settled(
-    ctx: &JobContext,
-    user_id: &UserId,
-) -> Result<Option<ClickOutcome>, JobError> {
+pub async fn settled(ctx: &JobContext, user_id: &UserId) -> Result<Option<ClickOutcome>, JobError> {
     Ok(match user_states::get_state(&ctx.store, user_id).await? {
         None | Some(UserState::Skipped) => Some(ClickOutcome::Unknown),
         Some(UserState::Finished) => Some(ClickOutcome::Finished),
@@ -300,7 +297,10 @@ async fn continue_claimed(
             resume_and_link(ctx, claimed, &row, &id, user.locale.as_ref()).await
         }
         Plan::Recreate { expire_first, why } => {
-            if !guard.spend(user_id.as_str(), CREATE + if expire_first { EXPIRE } else { 0 }) {
+            if !guard.spend(
+                user_id.as_str(),
+                CREATE + if expire_first { EXPIRE } else { 0 },
+            ) {
                 return Ok(ClickOutcome::TooManyClicks);
             }
             if expire_first {
@@ -337,7 +337,14 @@ async fn replace(
 ) -> Result<InquiryRow, JobError> {
     let now = ctx.clock.now();
     let mut tx = ctx.store.begin_write().await?;
-    inquiries::update_status(&mut tx, row.id, &InquiryStatus::Expired, row.expires_at, now).await?;
+    inquiries::update_status(
+        &mut tx,
+        row.id,
+        &InquiryStatus::Expired,
+        row.expires_at,
+        now,
+    )
+    .await?;
     inquiries::supersede(&mut tx, row.id, why, now).await?;
     events::record(
         &mut tx,
@@ -375,14 +382,11 @@ async fn create(
         Created::Done {
             fresh: fresh_link::Fresh::OneTime(link),
             ..
-        } => Ok(ClickOutcome::Continue(
-            build_link(
-                &ctx.settings.links,
-                LinkTarget::OneTime { link: &link },
-                user.locale.as_ref(),
-            )
-            ?,
-        )),
+        } => Ok(ClickOutcome::Continue(build_link(
+            &ctx.settings.links,
+            LinkTarget::OneTime { link: &link },
+            user.locale.as_ref(),
+        )?)),
         Created::Done { inquiry, .. } => {
             // Adopted from Persona after a lost answer: no link came with it.
             if !guard.spend(claimed.user_id.as_str(), ONE_TIME_LINK) {
@@ -427,8 +431,7 @@ async fn resume_and_link(
                     token: Some(&token),
                 },
                 language,
-            )
-            ?;
+            )?;
             Ok(ClickOutcome::Continue(link))
         }
         other => link_from(other),

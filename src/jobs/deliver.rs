@@ -7,11 +7,11 @@ use super::fresh_link::{self, Fresh, LinkProblem};
 use super::{JobContext, JobError, RunFlags, state_for_status};
 use crate::domain::{InquiryStatus, User};
 use crate::mail::SendError;
+use crate::store::events;
 use crate::store::inquiries::{self, InquiryRow};
 use crate::store::mails::{self, MailRow};
 use crate::store::steps::{self, Sent};
 use crate::store::user_states::{self, Claimed, UserState};
-use crate::store::events;
 
 /// How one mail went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +132,8 @@ pub async fn deliver(
         user,
         obtained.link,
         obtained.expires_at,
-        row.as_ref().is_some_and(|r| r.status == InquiryStatus::Pending),
+        row.as_ref()
+            .is_some_and(|r| r.status == InquiryStatus::Pending),
         &mail.message_id,
         now,
     ) {

@@ -137,7 +137,9 @@ pub async fn obtain(
             )?,
             expires_at: row.expires_at,
         }),
-        (LinkKind::Session, _) if row.status == InquiryStatus::Created && !needs_resume(row, now) => {
+        (LinkKind::Session, _)
+            if row.status == InquiryStatus::Created && !needs_resume(row, now) =>
+        {
             // A created inquiry opens with its id alone: no token, no Persona call.
             Ok(ObtainedLink {
                 link: build_link(

@@ -18,11 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{Config, InquiriesConfig, RemindersConfig};
+use crate::domain::InquiryStatus;
 use crate::domain::{LinkKind, TemplateId};
 use crate::links::LinkSettings;
 use crate::mail::Mailer;
 use crate::persona::{PersonaClient, PersonaError};
-use crate::domain::InquiryStatus;
 use crate::store::inquiries::RowStatus;
 use crate::store::user_states::UserState;
 use crate::store::{Store, StoreError};

@@ -346,7 +346,9 @@ async fn provision_user(
     };
 
     // Queued by the create just now as `sending`: its attempt is counted already.
-    let counted = queued.as_ref().is_some_and(|m| m.status == MailStatus::Sending);
+    let counted = queued
+        .as_ref()
+        .is_some_and(|m| m.status == MailStatus::Sending);
     let unsent = match queued {
         // Just queued with the inquiry, in the transaction that committed: no need to read it.
         Some(m) => Some(m),
@@ -416,15 +418,7 @@ pub(crate) async fn enqueue(
 ) -> Result<MailRow, JobError> {
     let now = ctx.clock.now();
     let message_id = ctx.mailer.new_message_id();
-    let mail = mails::enqueue(
-        tx,
-        &claimed.user_id,
-        inquiry_row,
-        kind,
-        &message_id,
-        now,
-    )
-    .await?;
+    let mail = mails::enqueue(tx, &claimed.user_id, inquiry_row, kind, &message_id, now).await?;
     let detail = format!("{kind} queued");
     events::record(
         tx,

@@ -20,7 +20,9 @@ use super::provision::{self, Created};
 use super::status::{self, Applied};
 use super::{JobContext, JobError, LEASE, RunFlags, is_fatal};
 use crate::clock::format_ts;
-use crate::domain::{InquiryId, InquiryStatus, LinkKind, ReferenceId, TemplateVersionId, User, UserId};
+use crate::domain::{
+    InquiryId, InquiryStatus, LinkKind, ReferenceId, TemplateVersionId, User, UserId,
+};
 use crate::mail::MailKind;
 use crate::persona::{IdempotencyKey, Inquiry, ListFilter, PersonaError};
 use crate::store::inquiries::{self, InquiryRow, RowStatus};
@@ -100,7 +102,8 @@ pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: Lin
     let dur =
         |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
     let due_at = row.expires_at.map(|t| t - dur(cfg.refresh_before_expiry));
-    let expired = row.status == InquiryStatus::Expired || row.expires_at.is_some_and(|t| t <= s.now);
+    let expired =
+        row.status == InquiryStatus::Expired || row.expires_at.is_some_and(|t| t <= s.now);
     let near_expiry = expired || due_at.is_some_and(|t| t <= s.now);
     let started = row.status == InquiryStatus::Pending && !expired;
     let outdated = cfg.recreate_on_new_template_version
@@ -826,7 +829,9 @@ async fn recreate(
     if let Some(started) = inquiries::superseded_unexpired_of(&ctx.store, &claimed.user_id)
         .await?
         .into_iter()
-        .find(|r| r.status == InquiryStatus::Pending && r.expires_at.is_none_or(|t| t > ctx.clock.now()))
+        .find(|r| {
+            r.status == InquiryStatus::Pending && r.expires_at.is_none_or(|t| t > ctx.clock.now())
+        })
     {
         // The user started the inquiry being replaced (a crash left it unexpired): it stays.
         let why = "the user started the inquiry it was to replace";
@@ -835,8 +840,15 @@ async fn recreate(
         inquiries::restore(&ctx.store, started.id, now).await?;
         let mut tx = ctx.store.begin_write().await?;
         if user_states::state_in(&mut tx, &claimed.user_id).await? == Some(UserState::Invited) {
-            user_states::set_state(&mut tx, &claimed.user_id, UserState::Started, None, None, now)
-                .await?;
+            user_states::set_state(
+                &mut tx,
+                &claimed.user_id,
+                UserState::Started,
+                None,
+                None,
+                now,
+            )
+            .await?;
         }
         events::record(
             &mut tx,

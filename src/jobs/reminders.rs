@@ -164,7 +164,8 @@ async fn remind_claimed(
     )
     .due_now
         == Some(entry);
-    if !matches!(facts.state, UserState::Invited | UserState::Started) || facts.unsent || !still_due {
+    if !matches!(facts.state, UserState::Invited | UserState::Started) || facts.unsent || !still_due
+    {
         return Ok(None);
     }
     let Some(raw) = users::get(&ctx.store, claimed.user_id.as_str()).await? else {
@@ -293,13 +294,9 @@ pub async fn standing(
         })
         .collect();
     // Far in the future: the user's facts whenever they were invited.
-    let facts = mails::reminder_facts(
-        store,
-        Some(user_id),
-        now + chrono::Duration::days(36_500),
-    )
-    .await?
-    .pop();
+    let facts = mails::reminder_facts(store, Some(user_id), now + chrono::Duration::days(36_500))
+        .await?
+        .pop();
     let (next, none_because) = match &facts {
         _ if after.is_empty() => (None, Some("[reminders] after is empty".to_owned())),
         None => (

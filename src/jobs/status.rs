@@ -54,9 +54,7 @@ pub async fn apply(
     if row.status == *status && row.expires_at == seen.expires_at {
         return Ok(Applied::Unchanged);
     }
-    if row
-        .status_observed_at
-        .is_some_and(|t| seen.observed_at < t)
+    if row.status_observed_at.is_some_and(|t| seen.observed_at < t)
         || stage(status.as_str()) < stage(row.status.as_str())
     {
         return Ok(Applied::Unchanged);

@@ -72,24 +72,28 @@ pub(super) async fn record_raw(
 }
 
 pub async fn for_user(store: &Store, user_id: &str) -> Result<Vec<Event>> {
-    on_read!(store, |c| rows(
+    on_read!(store, |c| {
+        rows(
         &sqlx::query(
             "SELECT id, user_id, inquiry_id, kind, detail, at FROM events WHERE user_id = $1 ORDER BY id",
         )
         .bind(user_id)
         .fetch_all(c)
         .await?
-    ))
+    )
+    })
 }
 
 /// Every event after `after` (an event id), in order: what the demo tells day by day.
 pub async fn since(store: &Store, after: i64) -> Result<Vec<Event>> {
-    on_read!(store, |c| rows(
+    on_read!(store, |c| {
+        rows(
         &sqlx::query(
             "SELECT id, user_id, inquiry_id, kind, detail, at FROM events WHERE id > $1 ORDER BY id",
         )
         .bind(after)
         .fetch_all(c)
         .await?
-    ))
+    )
+    })
 }

@@ -352,7 +352,8 @@ pub async fn record_facts(
     facts: &InquiryFacts,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    on_tx!(tx, |c| sqlx::query(
+    on_tx!(tx, |c| {
+        sqlx::query(
         "UPDATE inquiries SET inquiry_id = $1, status = $2, template_version_id = COALESCE($3, template_version_id), \
          persona_created_at = COALESCE($4, persona_created_at), expires_at = $5, updated_at = $6, \
          status_observed_at = $6 WHERE id = $7",
@@ -365,7 +366,8 @@ pub async fn record_facts(
     .bind(ts(now))
     .bind(row_id)
     .execute(c)
-    .await?);
+    .await?
+    });
     Ok(())
 }
 
@@ -393,7 +395,9 @@ pub async fn current_of_unfinished_users(store: &Store) -> Result<Vec<InquiryRow
             select_aliased()
         )
     });
-    on_read!(store, |c| rows(&sqlx::query(SQL.as_str()).fetch_all(c).await?))
+    on_read!(store, |c| rows(
+        &sqlx::query(SQL.as_str()).fetch_all(c).await?
+    ))
 }
 
 /// `SELECT i.col, … FROM inquiries`.
@@ -426,7 +430,8 @@ pub async fn update_status_observed(
     observed_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    on_tx!(tx, |c| sqlx::query(
+    on_tx!(tx, |c| {
+        sqlx::query(
         "UPDATE inquiries SET status = $1, expires_at = $2, updated_at = $3, status_observed_at = $4, \
          finished_at = CASE WHEN $5 THEN COALESCE(finished_at, $3) ELSE finished_at END WHERE id = $6",
     )
@@ -437,7 +442,8 @@ pub async fn update_status_observed(
     .bind(status.is_finished())
     .bind(row_id)
     .execute(c)
-    .await?);
+    .await?
+    });
     Ok(())
 }
 
@@ -449,7 +455,8 @@ pub async fn mark_abandoned(
     why: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    on_write!(store, |c| sqlx::query(
+    on_write!(store, |c| {
+        sqlx::query(
         "UPDATE inquiries SET status = $1, superseded_at = $2, superseded_reason = $3, updated_at = $2 \
          WHERE id = $4 AND status = $5",
     )
@@ -459,7 +466,8 @@ pub async fn mark_abandoned(
     .bind(row_id)
     .bind(RowStatus::Creating)
     .execute(c)
-    .await?);
+    .await?
+    });
     Ok(())
 }
 
@@ -519,14 +527,16 @@ pub async fn supersede(
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    on_tx!(tx, |c| sqlx::query(
+    on_tx!(tx, |c| {
+        sqlx::query(
         "UPDATE inquiries SET superseded_at = $1, superseded_reason = $2, updated_at = $1 WHERE id = $3"
     )
     .bind(ts(now))
     .bind(reason)
     .bind(row_id)
     .execute(c)
-    .await?);
+    .await?
+    });
     Ok(())
 }
 

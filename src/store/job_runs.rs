@@ -45,12 +45,14 @@ pub struct Run {
 
 /// The latest run of `job`.
 pub async fn latest(store: &Store, job: &str) -> Result<Option<Run>> {
-    let found = on_read!(store, |c| sqlx::query(
+    let found = on_read!(store, |c| {
+        sqlx::query(
         "SELECT id, started_at, finished_at, outcome FROM job_runs WHERE job = $1 ORDER BY id DESC LIMIT 1"
     )
     .bind(job)
     .fetch_optional(c)
-    .await?);
+    .await?
+    });
     found
         .as_ref()
         .map(|r| {

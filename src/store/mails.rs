@@ -201,7 +201,8 @@ pub async fn mark_sending(
     link_expires_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    on_write!(store, |c| sqlx::query(
+    on_write!(store, |c| {
+        sqlx::query(
         "UPDATE mails SET status = $1, attempts = attempts + 1, link_expires_at = $2, updated_at = $3 WHERE id = $4",
     )
     .bind(MailStatus::Sending)
@@ -209,7 +210,8 @@ pub async fn mark_sending(
     .bind(ts(now))
     .bind(id)
     .execute(c)
-    .await?);
+    .await?
+    });
     Ok(())
 }
 
@@ -241,7 +243,8 @@ pub async fn mark_retry(
     error: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    on_write!(store, |c| sqlx::query(
+    on_write!(store, |c| {
+        sqlx::query(
         "UPDATE mails SET status = $1, next_attempt_at = $2, last_error = $3, updated_at = $4 WHERE id = $5"
     )
     .bind(MailStatus::Queued)
@@ -250,28 +253,26 @@ pub async fn mark_retry(
     .bind(ts(now))
     .bind(id)
     .execute(c)
-    .await?);
+    .await?
+    });
     Ok(())
 }
 
 /// Puts a counted attempt back without blaming the mail (e.g. the run stopped before sending).
 pub async fn unclaim(store: &Store, id: i64) -> Result<()> {
-    on_write!(store, |c| sqlx::query(
+    on_write!(store, |c| {
+        sqlx::query(
         "UPDATE mails SET status = 'queued', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
          WHERE id = $1 AND status = 'sending'"
     )
     .bind(id)
     .execute(c)
-    .await?);
+    .await?
+    });
     Ok(())
 }
 
-pub async fn mark_failed(
-    tx: &mut WriteTx,
-    id: i64,
-    error: &str,
-    now: DateTime<Utc>,
-) -> Result<()> {
+pub async fn mark_failed(tx: &mut WriteTx, id: i64, error: &str, now: DateTime<Utc>) -> Result<()> {
     on_tx!(tx, |c| sqlx::query(
         "UPDATE mails SET status = $1, last_error = $2, updated_at = $3 WHERE id = $4"
     )
@@ -296,14 +297,16 @@ pub async fn first_sent_at(store: &Store) -> Result<Option<DateTime<Utc>>> {
 
 /// Drops a user's unsent mails (the user finished, or a newer mail replaces them).
 pub async fn cancel_unsent(tx: &mut WriteTx, user_id: &UserId, now: DateTime<Utc>) -> Result<u64> {
-    Ok(on_tx!(tx, |c| sqlx::query(
+    Ok(on_tx!(tx, |c| {
+        sqlx::query(
         "UPDATE mails SET status = 'cancelled', updated_at = $1 WHERE user_id = $2 AND status IN ('queued', 'sending')",
     )
     .bind(ts(now))
     .bind(user_id)
     .execute(c)
     .await?
-    .rows_affected()))
+    .rows_affected()
+    }))
 }
 
 /// Users with a mail that is due now and are not pending (refresh's renewed mails after a crash).
@@ -362,7 +365,8 @@ pub async fn reminder_facts(
     only_user: Option<&UserId>,
     invited_by: DateTime<Utc>,
 ) -> Result<Vec<ReminderFacts>> {
-    let found = on_read!(store, |c| sqlx::query(
+    let found = on_read!(store, |c| {
+        sqlx::query(
         "SELECT * FROM ( \
            SELECT s.user_id, s.state, s.last_mailed_at, \
              (SELECT MIN(m.sent_at) FROM mails m WHERE m.user_id = s.user_id AND m.kind = 'invite') AS invited_at, \
@@ -377,7 +381,8 @@ pub async fn reminder_facts(
     .bind(only_user)
     .bind(ts(invited_by))
     .fetch_all(c)
-    .await?);
+    .await?
+    });
     found
         .iter()
         .map(|r| {
@@ -440,7 +445,9 @@ pub async fn interrupted_reminders(store: &Store) -> Result<Vec<MailRow>> {
             *SELECT
         )
     });
-    on_read!(store, |c| rows(&sqlx::query(SQL.as_str()).fetch_all(c).await?))
+    on_read!(store, |c| rows(
+        &sqlx::query(SQL.as_str()).fetch_all(c).await?
+    ))
 }
 
 /// Closes an interrupted reminder without sending it again, inside the caller's transaction.

@@ -176,7 +176,9 @@ pub async fn user_history(store: &Store, user_id: &str) -> Result<Option<UserHis
         reference_id: row.get("reference_id"),
         last_mailed_at: row.get("last_mailed_at"),
     };
-    let inquiries = on_read!(store, |c| rows(
+    let inquiries =
+        on_read!(store, |c| {
+            rows(
         &sqlx::query(
             "SELECT generation, inquiry_id, status, template_version_id, created_at, expires_at, \
                 resume_count, superseded_reason \
@@ -185,8 +187,10 @@ pub async fn user_history(store: &Store, user_id: &str) -> Result<Option<UserHis
         .bind(user_id)
         .fetch_all(c)
         .await?
-    ))?;
-    let mails = on_read!(store, |c| rows(&sqlx::query(
+    )
+        })?;
+    let mails = on_read!(store, |c| {
+        rows(&sqlx::query(
         "SELECT kind, status, message_id, attempts, sent_at, \
                 CASE WHEN status IN ('queued', 'sending') THEN next_attempt_at END AS next_attempt_at, \
                 last_error, created_at \
@@ -194,7 +198,8 @@ pub async fn user_history(store: &Store, user_id: &str) -> Result<Option<UserHis
     )
     .bind(user_id)
     .fetch_all(c)
-    .await?))?;
+    .await?)
+    })?;
     let events = events::for_user(store, user_id).await?;
     Ok(Some(UserHistory {
         user,

@@ -29,7 +29,10 @@ macro_rules! as_text {
         }
 
         impl Encode<'_, Sqlite> for $ty {
-            fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
+            fn encode_by_ref(
+                &self,
+                buf: &mut SqliteArgumentsBuffer,
+            ) -> Result<IsNull, BoxDynError> {
                 let $v = self;
                 <String as Encode<Sqlite>>::encode($text, buf)
             }
@@ -44,15 +47,29 @@ macro_rules! as_text {
     };
 }
 
-as_text!(UserId, |v| v.as_str().to_owned(), |s| UserId::parse_stored(s));
-as_text!(InquiryId, |v| v.as_str().to_owned(), |s| InquiryId::parse(s));
-as_text!(ReferenceId, |v| v.as_str().to_owned(), |s| ReferenceId::parse(s));
-as_text!(MailKind, |v| v.as_str().to_owned(), |s| MailKind::parse(s));
-as_text!(RowStatus, |v| v.as_str().to_owned(), |s| Ok::<_, ParseError>(
-    RowStatus::parse(s)
+as_text!(UserId, |v| v.as_str().to_owned(), |s| UserId::parse_stored(
+    s
 ));
-as_text!(MailStatus, |v| v.as_str().to_owned(), |s| MailStatus::parse(s));
-as_text!(UserState, |v| v.as_str().to_owned(), |s| UserState::parse(s));
-as_text!(Ts, |v| format_ts(v.0), |s| parse_ts(s)
-    .map(Ts)
-    .ok_or_else(|| ParseError(format!("{s:?} is not an RFC 3339 time"))));
+as_text!(InquiryId, |v| v.as_str().to_owned(), |s| InquiryId::parse(
+    s
+));
+as_text!(ReferenceId, |v| v.as_str().to_owned(), |s| {
+    ReferenceId::parse(s)
+});
+as_text!(MailKind, |v| v.as_str().to_owned(), |s| MailKind::parse(s));
+as_text!(
+    RowStatus,
+    |v| v.as_str().to_owned(),
+    |s| Ok::<_, ParseError>(RowStatus::parse(s))
+);
+as_text!(
+    MailStatus,
+    |v| v.as_str().to_owned(),
+    |s| MailStatus::parse(s)
+);
+as_text!(UserState, |v| v.as_str().to_owned(), |s| UserState::parse(
+    s
+));
+as_text!(Ts, |v| format_ts(v.0), |s| parse_ts(s).map(Ts).ok_or_else(
+    || ParseError(format!("{s:?} is not an RFC 3339 time"))
+));

@@ -98,12 +98,14 @@ fn process_alive(pid: i32) -> bool {
 /// users are taken up again now rather than when the lease lapses. The database is a local
 /// SQLite file, so every process that can hold a lease runs on this machine.
 pub async fn release_orphaned(store: &Store, now: DateTime<Utc>) -> Result<u64> {
-    let owners: Vec<String> = on_read!(store, |c| sqlx::query_scalar(
+    let owners: Vec<String> = on_read!(store, |c| {
+        sqlx::query_scalar(
         "SELECT DISTINCT lease_owner FROM user_states WHERE lease_owner IS NOT NULL AND lease_until > $1",
     )
     .bind(ts(now))
     .fetch_all(c)
-    .await?);
+    .await?
+    });
     let mut freed = 0;
     for owner in owners {
         if owner == lease_owner() {
@@ -111,13 +113,15 @@ pub async fn release_orphaned(store: &Store, now: DateTime<Utc>) -> Result<u64> 
         }
         let pid = owner.split(':').next().and_then(|p| p.parse::<i32>().ok());
         if pid.is_some_and(|p| p > 0 && !process_alive(p)) {
-            freed += on_write!(store, |c| sqlx::query(
+            freed += on_write!(store, |c| {
+                sqlx::query(
                 "UPDATE user_states SET lease_until = NULL, lease_owner = NULL WHERE lease_owner = $1"
             )
             .bind(&owner)
             .execute(c)
             .await?
-            .rows_affected());
+            .rows_affected()
+            });
         }
     }
     if freed > 0 {
@@ -226,13 +230,15 @@ pub struct Discovered {
 
 /// Skipped users whose row the application has since edited get validated again.
 pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usize> {
-    let found = on_read!(store, |c| sqlx::query(
+    let found = on_read!(store, |c| {
+        sqlx::query(
         "SELECT u.id, u.email, u.name_first, u.name_last, u.birthdate, u.phone_number, u.locale, s.row_fingerprint \
          FROM users u JOIN user_states s ON s.user_id = u.id \
          WHERE s.state = 'skipped' AND s.generation = 0",
     )
     .fetch_all(c)
-    .await?);
+    .await?
+    });
     let mut changed = 0;
     for r in found {
         let raw = RawUser {
@@ -259,7 +265,8 @@ pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usiz
             ),
             Err(e) => (UserState::Skipped, Some(e.0.clone()), "user.skipped", e.0),
         };
-        on_tx!(tx, |c| sqlx::query(
+        on_tx!(tx, |c| {
+            sqlx::query(
             "UPDATE user_states SET state = $1, reason = $2, row_fingerprint = $3, updated_at = $4 WHERE user_id = $5",
         )
         .bind(state)
@@ -268,7 +275,8 @@ pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usiz
         .bind(ts(now))
         .bind(&raw.id)
         .execute(c)
-        .await?);
+        .await?
+        });
         events::record_raw(&mut tx, now, Some(&raw.id), None, kind, &detail).await?;
         tx.commit().await?;
         changed += 1;
@@ -362,7 +370,8 @@ pub async fn set_state(
     outcome: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    on_tx!(tx, |c| sqlx::query(
+    on_tx!(tx, |c| {
+        sqlx::query(
         "UPDATE user_states SET state = $1, reason = $2, outcome = COALESCE($3, outcome), updated_at = $4 \
          WHERE user_id = $5",
     )
@@ -372,7 +381,8 @@ pub async fn set_state(
     .bind(ts(now))
     .bind(user_id)
     .execute(c)
-    .await?);
+    .await?
+    });
     Ok(())
 }
 
@@ -407,7 +417,8 @@ pub async fn mark_mailed(
         .await?
         .is_some_and(UserState::is_unfinished);
     if moves_on {
-        on_tx!(tx, |c| sqlx::query(
+        on_tx!(tx, |c| {
+            sqlx::query(
             "UPDATE user_states SET state = $1, reason = NULL, updated_at = $2, last_mailed_at = $2 \
              WHERE user_id = $3",
         )
@@ -415,7 +426,8 @@ pub async fn mark_mailed(
         .bind(ts(now))
         .bind(user_id)
         .execute(c)
-        .await?);
+        .await?
+        });
     } else {
         on_tx!(tx, |c| sqlx::query(
             "UPDATE user_states SET last_mailed_at = $1 WHERE user_id = $2"
@@ -519,11 +531,7 @@ pub async fn set_reason(store: &Store, user_id: &UserId, reason: Option<&str>) -
     tx.commit().await
 }
 
-pub async fn set_reason_in(
-    tx: &mut WriteTx,
-    user_id: &UserId,
-    reason: Option<&str>,
-) -> Result<()> {
+pub async fn set_reason_in(tx: &mut WriteTx, user_id: &UserId, reason: Option<&str>) -> Result<()> {
     on_tx!(tx, |c| sqlx::query(
         "UPDATE user_states SET reason = $1 WHERE user_id = $2"
     )
@@ -582,14 +590,16 @@ pub async fn set_outcome(
     outcome: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    on_tx!(tx, |c| sqlx::query(
+    on_tx!(tx, |c| {
+        sqlx::query(
         "UPDATE user_states SET outcome = $1, updated_at = $2 WHERE user_id = $3 AND state = 'finished'",
     )
     .bind(outcome)
     .bind(ts(now))
     .bind(user_id)
     .execute(c)
-    .await?);
+    .await?
+    });
     Ok(())
 }
 

@@ -21,7 +21,8 @@ pub async fn record(
     inquiry_id: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    on_write!(store, |c| sqlx::query(
+    on_write!(store, |c| {
+        sqlx::query(
         "INSERT INTO webhook_events (event_id, name, inquiry_id, received_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
     )
     .bind(event_id)
@@ -29,6 +30,7 @@ pub async fn record(
     .bind(inquiry_id)
     .bind(ts(at))
     .execute(c)
-    .await?);
+    .await?
+    });
     Ok(())
 }

@@ -8,8 +8,8 @@ use inquiry_mailer::jobs::provision::mail_to_queue;
 use inquiry_mailer::mail::MailKind;
 use inquiry_mailer::store::inquiries::{self, InquiryFacts, RowStatus};
 use inquiry_mailer::store::mails::MailStatus;
-use inquiry_mailer::store::user_states::UserState;
 use inquiry_mailer::store::steps::{self, Answer, Sent, WantedMail};
+use inquiry_mailer::store::user_states::UserState;
 use inquiry_mailer::store::{Store, StoreError, StoreOptions, events, mails, user_states, users};
 
 fn raw(id: &str) -> RawUser {
@@ -98,9 +98,10 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
 
     // The intents of a batch: next generation and a `creating` row with its own key per user,
     // in one trip.
-    let intents = inquiries::begin_create_many(&store, &[&uid("usr_one"), &uid("usr_two")], "itmpl_x", now)
-        .await
-        .unwrap();
+    let intents =
+        inquiries::begin_create_many(&store, &[&uid("usr_one"), &uid("usr_two")], "itmpl_x", now)
+            .await
+            .unwrap();
     assert_eq!(intents.len(), 2);
     for row in &intents {
         let reference = user_states::reference_of(&store, &row.user_id)
@@ -143,7 +144,11 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
         Some("inq_one")
     );
     let mail = recorded.mail.expect("a first mail is queued");
-    assert_eq!(mail.kind, MailKind::Invite, "a user's first mail is the invite");
+    assert_eq!(
+        mail.kind,
+        MailKind::Invite,
+        "a user's first mail is the invite"
+    );
     assert_eq!(
         event_kinds(&store, "usr_one").await,
         ["user.discovered", "inquiry.created", "mail.queued"]
@@ -171,7 +176,11 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(row.status, RowStatus::Creating, "the update was rolled back");
+    assert_eq!(
+        row.status,
+        RowStatus::Creating,
+        "the update was rolled back"
+    );
     assert_eq!(row.inquiry_id, None);
     assert_eq!(event_kinds(&store, "usr_two").await, ["user.discovered"]);
     assert!(
@@ -245,7 +254,9 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     assert_eq!(sent.status, MailStatus::Sent);
     assert_eq!(sent.link_expires_at, Some(link_expiry));
     assert_eq!(
-        user_states::get_state(&store, &uid("usr_two")).await.unwrap(),
+        user_states::get_state(&store, &uid("usr_two"))
+            .await
+            .unwrap(),
         Some(UserState::Invited)
     );
     assert_eq!(
@@ -394,7 +405,10 @@ async fn a_stored_value_that_does_not_parse_names_its_table_row_and_column() {
         .expect_err("the time does not parse");
     match &err {
         StoreError::BadValue {
-            table, row: key, column, ..
+            table,
+            row: key,
+            column,
+            ..
         } => assert_eq!(
             (*table, key.as_str(), *column),
             ("inquiries", row.id.to_string().as_str(), "key_created_at")
@@ -404,10 +418,12 @@ async fn a_stored_value_that_does_not_parse_names_its_table_row_and_column() {
     assert!(err.to_string().contains("last tuesday"), "{err}");
 
     // An id the daemon wrote that no longer parses is refused the same way.
-    sqlx::query("UPDATE user_states SET reference_id = 'not-a-reference' WHERE user_id = 'usr_bad'")
-        .execute(&db)
-        .await
-        .unwrap();
+    sqlx::query(
+        "UPDATE user_states SET reference_id = 'not-a-reference' WHERE user_id = 'usr_bad'",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
     let err = user_states::claim_one(&store, &uid("usr_bad"), Utc::now(), LEASE)
         .await
         .expect_err("the reference id does not parse");
@@ -473,12 +489,16 @@ async fn a_mail_sent_to_a_user_who_finished_meanwhile_stamps_the_time_but_keeps_
     .await
     .unwrap();
     assert_eq!(
-        user_states::get_state(&store, &uid("usr_done")).await.unwrap(),
+        user_states::get_state(&store, &uid("usr_done"))
+            .await
+            .unwrap(),
         Some(UserState::Finished),
         "finishing wins over a mail that was on its way"
     );
     assert_eq!(
-        user_states::reason_of(&store, &uid("usr_done")).await.unwrap(),
+        user_states::reason_of(&store, &uid("usr_done"))
+            .await
+            .unwrap(),
         Some("kept".to_owned())
     );
     let last: Option<String> =

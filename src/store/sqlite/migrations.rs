@@ -7,7 +7,11 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 /// The migrations of `migrations/sqlite/`, embedded in the binary: (version, description, SQL).
 /// A new file there must be listed here too (a unit test compares the two).
 const MIGRATIONS: [(i64, &str, &str); 9] = [
-    (1, "users", include_str!("../../../migrations/sqlite/0001_users.sql")),
+    (
+        1,
+        "users",
+        include_str!("../../../migrations/sqlite/0001_users.sql"),
+    ),
     (
         2,
         "daemon state",
@@ -75,7 +79,9 @@ mod migration_list {
 
     #[test]
     fn every_file_in_migrations_is_embedded_with_its_version_and_description() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join("sqlite");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("migrations")
+            .join("sqlite");
         let mut files: Vec<(i64, String, String)> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
