@@ -166,14 +166,6 @@ pub async fn current(store: &Store, user_id: &UserId) -> Result<Option<InquiryRo
         .await?))
 }
 
-/// [`current`], inside the caller's transaction.
-pub async fn current_in(tx: &mut WriteTx, user_id: &UserId) -> Result<Option<InquiryRow>> {
-    on_tx!(tx, |c| row(sqlx::query(CURRENT.as_str())
-        .bind(user_id)
-        .fetch_optional(c)
-        .await?))
-}
-
 pub async fn by_inquiry_id(store: &Store, inquiry_id: &InquiryId) -> Result<Option<InquiryRow>> {
     static SQL: LazyLock<String> = LazyLock::new(|| format!("{} WHERE inquiry_id = $1", *SELECT));
     on_read!(store, |c| row(sqlx::query(SQL.as_str())

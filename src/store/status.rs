@@ -176,9 +176,8 @@ pub async fn user_history(store: &Store, user_id: &str) -> Result<Option<UserHis
         reference_id: row.get("reference_id"),
         last_mailed_at: row.get("last_mailed_at"),
     };
-    let inquiries =
-        on_read!(store, |c| {
-            rows(
+    let inquiries = on_read!(store, |c| {
+        rows(
         &sqlx::query(
             "SELECT generation, inquiry_id, status, template_version_id, created_at, expires_at, \
                 resume_count, superseded_reason \
@@ -188,7 +187,7 @@ pub async fn user_history(store: &Store, user_id: &str) -> Result<Option<UserHis
         .fetch_all(c)
         .await?
     )
-        })?;
+    })?;
     let mails = on_read!(store, |c| {
         rows(&sqlx::query(
         "SELECT kind, status, message_id, attempts, sent_at, \
