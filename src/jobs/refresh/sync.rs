@@ -7,14 +7,14 @@ use chrono::{DateTime, Utc};
 
 use super::RefreshReport;
 use crate::clock::format_ts;
-use crate::domain::{InquiryId, InquiryStatus};
+use crate::domain::{InquiryId, InquiryStatus, ReferenceId};
 use crate::jobs::fresh_link;
 use crate::jobs::status::{self, Applied};
 use crate::jobs::{JobContext, JobError};
 use crate::persona::{Inquiry, ListFilter, PersonaError};
-use crate::store::inquiries::{self, InquiryRow};
+use crate::store::inquiries::{self, InquiryRow, RowStatus};
 use crate::store::user_states;
-use crate::store::{StoreError, events, job_runs, mails};
+use crate::store::{events, job_runs, mails};
 
 /// One list of the template's live inquiries (100 a page), then lookups by id, 100 a call, for
 /// the followed rows that were not in it: ones that expired or finished, and finished ones
@@ -36,7 +36,7 @@ pub(super) async fn sync_statuses(
     while let Some(page) = pages.next_page().await.map_err(persona_error)? {
         for inquiry in page {
             report.live_inquiries += 1;
-            if let Some(row) = by_id.remove(inquiry.id.as_str()) {
+            if let Some(row) = by_id.remove(&inquiry.id) {
                 apply(ctx, report, row, &inquiry, "status sync", now).await?;
             }
         }
@@ -78,7 +78,7 @@ pub(super) async fn sync_static(
                 break 'pages;
             }
             report.live_inquiries += usize::from(inquiry.status.is_open());
-            match by_id.remove(inquiry.id.as_str()) {
+            match by_id.remove(&inquiry.id) {
                 Some(row) => apply(ctx, report, row, &inquiry, "status sync", now).await?,
                 None => unknown.push(inquiry),
             }
@@ -101,13 +101,10 @@ async fn static_sync_since(ctx: &JobContext) -> Result<Option<DateTime<Utc>>, Jo
         Some(t) => Some(t),
         None => mails::first_sent_at(&ctx.store).await?,
     };
-    Ok(since
-        .as_deref()
-        .and_then(crate::clock::parse_ts)
-        .map(|t| t - STATIC_SYNC_OVERLAP))
+    Ok(since.map(|t| t - STATIC_SYNC_OVERLAP))
 }
 
-fn by_inquiry_id(rows: &[InquiryRow]) -> HashMap<String, &InquiryRow> {
+fn by_inquiry_id(rows: &[InquiryRow]) -> HashMap<InquiryId, &InquiryRow> {
     rows.iter()
         .filter_map(|r| r.inquiry_id.clone().map(|id| (id, r)))
         .collect()
@@ -118,13 +115,10 @@ fn by_inquiry_id(rows: &[InquiryRow]) -> HashMap<String, &InquiryRow> {
 async fn look_up_missing(
     ctx: &JobContext,
     report: &mut RefreshReport,
-    by_id: &HashMap<String, &InquiryRow>,
+    by_id: &HashMap<InquiryId, &InquiryRow>,
     now: DateTime<Utc>,
 ) -> Result<(), JobError> {
-    let missing: Vec<InquiryId> = by_id
-        .keys()
-        .filter_map(|id| InquiryId::parse(id).ok())
-        .collect();
+    let missing: Vec<InquiryId> = by_id.keys().cloned().collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -138,7 +132,7 @@ async fn look_up_missing(
         .await
         .map_err(persona_error)?;
     for inquiry in found {
-        if let Some(row) = by_id.get(inquiry.id.as_str()) {
+        if let Some(row) = by_id.get(&inquiry.id) {
             apply(ctx, report, row, &inquiry, "status sync", now).await?;
         }
     }
@@ -178,13 +172,17 @@ async fn adopt_static(
     inquiry: &Inquiry,
     now: DateTime<Utc>,
 ) -> Result<(), JobError> {
-    let Some(reference) = inquiry.reference_id.as_deref() else {
+    let Some(reference) = inquiry
+        .reference_id
+        .as_deref()
+        .and_then(|r| ReferenceId::parse(r).ok())
+    else {
         return Ok(());
     };
-    let Some(user_id) = user_states::by_reference(&ctx.store, reference).await? else {
+    let Some(user_id) = user_states::by_reference(&ctx.store, &reference).await? else {
         return Ok(());
     };
-    if inquiries::by_inquiry_id(&ctx.store, inquiry.id.as_str())
+    if inquiries::by_inquiry_id(&ctx.store, &inquiry.id)
         .await?
         .is_some()
     {
@@ -198,18 +196,18 @@ async fn adopt_static(
         &mut tx,
         now,
         Some(&user_id),
-        Some(inquiry.id.as_str()),
+        Some(&inquiry.id),
         "inquiry.seen",
         "the user opened their static link; following this inquiry",
     )
     .await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    let row = inquiries::by_row_id(ctx.store.reader(), row.id)
+    tx.commit().await?;
+    let row = inquiries::by_row_id(&ctx.store, row.id)
         .await?
         .expect("just written");
     // Its state moves like any other inquiry's (created → invited, pending → started).
     let placeholder = InquiryRow {
-        status: "created".into(),
+        status: RowStatus::Persona(InquiryStatus::Created),
         ..row.clone()
     };
     apply(ctx, report, &placeholder, inquiry, "status sync", now).await
