@@ -1,7 +1,7 @@
 //! Benchmarks of the whole pipeline, run by hand (never in CI, never as timed assertions):
 //!
 //! ```text
-//! cargo bench --bench pipeline -- throughput 1000     # users/s and CPU/user beside the SMTP sink's ceiling
+//! cargo bench --bench pipeline -- throughput 1000     # users/s and CPU/user, rate limits lifted (floor 100/s)
 //! cargo bench --bench pipeline -- rss 1000            # peak RSS of `once` over 1,000 pending users
 //! cargo bench --bench pipeline -- rss 1000000 120     # … over a million, stopped (SIGTERM) after 120 s
 //! cargo bench --bench pipeline -- rate                # 1,500 users at 600/min against 300 ms latency
@@ -28,18 +28,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use inquiry_mailer::clock::Clock;
 use inquiry_mailer::domain::EnvironmentId;
-use lettre::Message;
-use lettre::message::MultiPart;
 use persona_sim::{self as sim, SimConfig, SimHandle};
 
 const API_KEY: &str = "bench-key-for-the-simulator-only";
 const ENVIRONMENT: &str = "env_benchmarkenvironment0001";
 const BIN: &str = env!("CARGO_BIN_EXE_inquiry-mailer");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-/// The connections the daemon's SMTP pool keeps (src/mail/transport.rs), so the clients the
-/// daemon is measured against get the same.
-const SMTP_CONNECTIONS: u32 = 4;
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` adds `--bench`; everything else is ours.
@@ -77,18 +71,16 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Provisioning throughput and CPU per user, beside the sink's own ceiling: the rate of the
-/// least a client can do against it (see [`bare_exchange`]), measured before and after.
+/// Provisioning throughput and CPU per user with the rate limits lifted (the floor is 100
+/// users/s, ten times the default mail rate).
 async fn throughput(users: u64) -> anyhow::Result<()> {
     let sink = Sink::start()?;
     let sim = start_sim(|_| {}).await?;
-    let (before, bare_cpu) = cpu_of(bare_exchange(&sink, users)).await?;
     let work = Workdir::new(&sim, &sink.url(), &[])?;
     let seeded = work.seed(users).await?;
     let cpu_before = own_cpu();
     let run = work.once("provision", None)?;
     let sim_cpu = own_cpu() - cpu_before;
-    let (after, _) = cpu_of(bare_exchange(&sink, users)).await?;
     let sent = count_sent(&work)?;
     anyhow::ensure!(
         sent == users,
@@ -97,25 +89,16 @@ async fn throughput(users: u64) -> anyhow::Result<()> {
     );
     let per_user = |cpu: Duration| cpu.as_secs_f64() * 1000.0 / users as f64;
     let rate = users as f64 / run.wall.as_secs_f64();
-    let sink_ceiling = (before + after) / 2.0;
     println!("users                 {users} (seeded in {:.2?})", seeded);
     println!(
-        "SMTP sink ceiling     {before:.0} / {after:.0} mails/s before / after (bare client, {SMTP_CONNECTIONS} connections)"
-    );
-    println!(
-        "provisioning          {rate:.0} users/s ({:.2?} wall) = {:.0} % of the ceiling",
-        run.wall,
-        100.0 * rate / sink_ceiling
+        "provisioning          {rate:.0} users/s ({:.2?} wall; floor 100 users/s)",
+        run.wall
     );
     println!(
         "CPU per user          {:.3} ms ({:.2?} user + {:.2?} system, the daemon process only)",
         per_user(run.cpu()),
         run.user,
         run.system
-    );
-    println!(
-        "bare client CPU       {:.3} ms per mail (MAIL, RCPT, DATA, body and nothing else: the floor under any client of this sink)",
-        per_user(bare_cpu)
     );
     println!(
         "simulator CPU         {:.3} ms per user (this process while the daemon ran)",
@@ -128,13 +111,6 @@ async fn throughput(users: u64) -> anyhow::Result<()> {
     println!("peak RSS              {:.1} MiB", run.max_rss_mib());
     sim.shutdown().await;
     Ok(())
-}
-
-/// What `work` returns, and the CPU this process spent while it ran.
-async fn cpu_of<T>(work: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<(T, Duration)> {
-    let before = own_cpu();
-    let out = work.await?;
-    Ok((out, own_cpu() - before))
 }
 
 /// Peak RSS of `once` over `users` pending users; with `seconds` > 0 it is stopped with
@@ -463,119 +439,6 @@ type RunSpan = (
     chrono::DateTime<chrono::Utc>,
     Option<chrono::DateTime<chrono::Utc>>,
 );
-
-/// Mails/s of the least a client can do per mail against this sink, which does not offer
-/// PIPELINING (RFC 2920): four round trips (MAIL, RCPT, DATA, the body), on
-/// `SMTP_CONNECTIONS` connections opened beforehand, with invite-sized messages formatted
-/// before the clock starts. Its CPU is the floor under any SMTP client's, ours included.
-async fn bare_exchange(sink: &Sink, n: u64) -> anyhow::Result<f64> {
-    const BARE_BODIES: u64 = 64;
-    use tokio::io::{AsyncWriteExt, BufReader};
-    let connections = u64::from(SMTP_CONNECTIONS);
-    let mut streams = Vec::new();
-    for _ in 0..connections {
-        let mut stream = BufReader::new(tokio::net::TcpStream::connect(sink.addr).await?);
-        stream.get_mut().set_nodelay(true)?;
-        expect_reply(&mut stream, "220").await?;
-        stream
-            .get_mut()
-            .write_all(b"EHLO bench.localhost\r\n")
-            .await?;
-        expect_reply(&mut stream, "250").await?;
-        streams.push(stream);
-    }
-    // A few distinct bodies, reused: formatting all `n` up front would leave this process
-    // large when it spawns the daemon, and a vforked child's peak RSS counts its parent's.
-    let bodies = (0..BARE_BODIES)
-        .map(|i| Ok(dot_stuffed(&invite_sized_message(i)?.formatted())))
-        .collect::<anyhow::Result<Vec<Vec<u8>>>>()?;
-    let bodies = Arc::new(bodies);
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for (k, mut stream) in (0..connections).zip(streams) {
-        let bodies = bodies.clone();
-        tasks.spawn(async move {
-            for i in (k..n).step_by(connections as usize) {
-                let rcpt = format!("RCPT TO:<user{i}@example.com>\r\n");
-                for (line, code) in [
-                    (&b"MAIL FROM:<verify@example.com>\r\n"[..], "250"),
-                    (rcpt.as_bytes(), "250"),
-                    (b"DATA\r\n", "354"),
-                    (&bodies[(i % BARE_BODIES) as usize], "250"),
-                ] {
-                    stream.get_mut().write_all(line).await?;
-                    expect_reply(&mut stream, code).await?;
-                }
-            }
-            stream.get_mut().write_all(b"QUIT\r\n").await?;
-            anyhow::Ok(())
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
-    Ok(n as f64 / started.elapsed().as_secs_f64())
-}
-
-/// Reads one (possibly multi-line) SMTP reply and checks its code.
-async fn expect_reply(
-    stream: &mut tokio::io::BufReader<tokio::net::TcpStream>,
-    code: &str,
-) -> anyhow::Result<()> {
-    use tokio::io::AsyncBufReadExt;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if stream.read_line(&mut line).await? == 0 {
-            bail!("the sink closed the connection");
-        }
-        anyhow::ensure!(
-            line.starts_with(code),
-            "expected {code}, the sink said {line:?}"
-        );
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Ok(());
-        }
-    }
-}
-
-/// The message as DATA sends it: lines starting with a dot doubled, ended by `.` alone.
-fn dot_stuffed(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + 8);
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        if line.first() == Some(&b'.') {
-            out.push(b'.');
-        }
-        out.extend_from_slice(line);
-    }
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
-    out
-}
-
-/// A multipart/alternative message with parts the size of a rendered invite (about 1 KiB of
-/// text and 3 KiB of HTML).
-fn invite_sized_message(i: u64) -> anyhow::Result<Message> {
-    let link = format!(
-        "http://127.0.0.1/verify?inquiry-id=inq_{i:024}&session-token={:0>120}",
-        i
-    );
-    let text = format!(
-        "Hello Sam,\n\n{}\n{link}\n",
-        "Please verify your identity. ".repeat(30)
-    );
-    let html = format!(
-        "<!doctype html><html><body><p>Hello Sam,</p><p>{}</p><a href=\"{link}\">Verify</a></body></html>",
-        "Please verify your identity. ".repeat(95)
-    );
-    Ok(Message::builder()
-        .from("Verification <verify@example.com>".parse()?)
-        .to(format!("user{i}@example.com").parse()?)
-        .subject("Verify your identity for Example App")
-        .multipart(MultiPart::alternative_plain_html(text, html))?)
-}
 
 async fn start_sim(tune: impl FnOnce(&mut SimConfig)) -> anyhow::Result<SimHandle> {
     let mut cfg = SimConfig::new(API_KEY, Clock::system());

@@ -134,6 +134,13 @@ impl UserId {
         }
         Ok(Self(t.to_owned()))
     }
+
+    /// An id as the daemon stored it (copied from `users.id`): checked like [`UserId::parse`]
+    /// but not trimmed, so it still names its row.
+    pub fn parse_stored(s: &str) -> Result<Self, ParseError> {
+        Self::parse(s)?;
+        Ok(Self(s.to_owned()))
+    }
 }
 
 impl Email {

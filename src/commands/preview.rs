@@ -7,11 +7,12 @@ use super::UsageError;
 use crate::app::{self, open_store};
 use crate::config::Config;
 use crate::domain::{
-    InquiryId, LinkKind, OneTimeLink, RedirectToken, ReferenceId, SessionToken, User,
+    InquiryId, LinkKind, OneTimeLink, RedirectToken, ReferenceId, SessionToken, User, UserId,
 };
 use crate::jobs::fresh_link::one_time_link_expiry;
 use crate::links::{LinkTarget, build_link};
 use crate::mail::{MailKind, Mailer, Transport};
+use crate::store::user_states::UserState;
 use crate::store::{inquiries, mails, user_states, users};
 use chrono::{DateTime, Utc};
 
@@ -23,7 +24,7 @@ fn link_expiry(
     now: DateTime<Utc>,
 ) -> Option<DateTime<Utc>> {
     let inquiry_expiry = || {
-        row.and_then(|r| r.expires_at())
+        row.and_then(|r| r.expires_at)
             .filter(|t| *t > now)
             .or_else(|| {
                 chrono::Duration::from_std(settings.inquiries.expires_after)
@@ -54,8 +55,10 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let state = user_states::get_state(&store, user_id).await?;
-    if matches!(state.as_deref(), Some("finished" | "skipped")) {
+    // The id exactly as the row has it: the daemon's own rows copy it so.
+    let uid = UserId::parse_stored(&raw.id)?;
+    let state = user_states::get_state(&store, &uid).await?;
+    if matches!(state, Some(UserState::Finished | UserState::Skipped)) {
         let h = crate::store::status::user_history(&store, user_id)
             .await?
             .expect("exists");
@@ -66,17 +69,14 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let unsent = mails::unsent_for_user(store.reader(), user_id).await?;
-    let kind = match (
-        &unsent,
-        mails::last_for_user(store.reader(), user_id).await?,
-    ) {
-        (Some(m), _) => MailKind::parse(&m.kind)?,
+    let unsent = mails::unsent_for_user(&store, &uid).await?;
+    let kind = match (&unsent, mails::last_for_user(&store, &uid).await?) {
+        (Some(m), _) => m.kind,
         (None, None) => MailKind::Invite,
         (None, Some(_)) => MailKind::Renewed,
     };
-    let reference = match user_states::reference_of(&store, user_id).await? {
-        Some(r) => ReferenceId::parse(&r)?,
+    let reference = match user_states::reference_of(&store, &uid).await? {
+        Some(r) => r,
         None => {
             eprintln!(
                 "note: the daemon has not seen this user yet; the reference id shown is a placeholder"
@@ -84,11 +84,11 @@ pub async fn run(config: &Config, user_id: &str) -> anyhow::Result<ExitCode> {
             ReferenceId::parse("ref_PREVIEWPLACEHOLDER")?
         }
     };
-    let row = inquiries::current(store.reader(), user_id).await?;
+    let row = inquiries::current(&store, &uid).await?;
     let settings = crate::jobs::JobSettings::from_config(config);
     let placeholder_id = InquiryId::parse("inq_CREATEDATSENDTIME")?;
-    let inquiry_id = match row.as_ref().and_then(|r| r.inquiry_id.as_deref()) {
-        Some(id) => InquiryId::parse(id)?,
+    let inquiry_id = match row.as_ref().and_then(|r| r.inquiry_id.clone()) {
+        Some(id) => id,
         None => {
             if settings.link_kind.precreates() {
                 eprintln!(

@@ -46,7 +46,7 @@ async fn add_one(store: &Store, add: AddUser) -> anyhow::Result<ExitCode> {
             println!("added user {} <{}>", raw.id, raw.email);
             Ok(ExitCode::SUCCESS)
         }
-        Err(StoreError::Conflict(msg)) => Err(UsageError(msg).into()),
+        Err(e @ StoreError::Exists { .. }) => Err(UsageError(e.to_string()).into()),
         Err(e) => Err(e.into()),
     }
 }

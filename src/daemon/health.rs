@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::scheduler::JobKind;
-use crate::clock::parse_ts;
+use crate::clock::format_ts;
 use crate::store::Store;
 
 #[derive(Debug, Serialize)]
@@ -32,10 +32,7 @@ pub async fn check(
     since: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Health {
-    let database = match sqlx::query_scalar::<_, i64>("SELECT 1")
-        .fetch_one(store.reader())
-        .await
-    {
+    let database = match store.ping().await {
         Ok(_) => "ok".to_owned(),
         Err(e) => format!("database does not answer: {e}"),
     };
@@ -61,8 +58,8 @@ async fn job_health(
         .await
         .ok()
         .flatten();
-    let last_started = last.as_ref().and_then(|(s, _, _)| parse_ts(s));
-    let running = last.as_ref().is_some_and(|(_, f, _)| f.is_none());
+    let last_started = last.as_ref().map(|r| r.started_at);
+    let running = last.as_ref().is_some_and(|r| r.finished_at.is_none());
     // The latest time the schedule wanted a run to have started by now (runs at start-up count).
     let due = crate::config::parse_cron(cron)
         .ok()
@@ -82,8 +79,8 @@ async fn job_health(
     JobHealth {
         job: kind.as_str(),
         on_schedule,
-        last_started: last.as_ref().map(|(s, _, _)| s.clone()),
-        last_outcome: last.and_then(|(_, _, o)| o),
+        last_started: last.as_ref().map(|r| format_ts(r.started_at)),
+        last_outcome: last.and_then(|r| r.outcome),
         why,
     }
 }

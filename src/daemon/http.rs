@@ -144,7 +144,7 @@ async fn apply_event(
     let mut outcome = "ignored";
     if let Some(inquiry) = &event.inquiry
         && event.name.starts_with("inquiry.")
-        && let Some(row) = inquiries::by_inquiry_id(&ctx.store, inquiry.id.as_str()).await?
+        && let Some(row) = inquiries::by_inquiry_id(&ctx.store, &inquiry.id).await?
     {
         let source = format!("webhook {} {}", event.name, event.id);
         // Applied in the order Persona created the events, not the order they arrived.

@@ -148,14 +148,20 @@ mod sqlite_watch {
     use tokio_util::sync::CancellationToken;
 
     use super::{NewUserSignal, watch_sqlite};
-    use crate::store::{Store, StoreOptions, job_runs};
+    use crate::domain::RawUser;
+    use crate::store::{Store, StoreOptions, job_runs, users};
 
     async fn insert_user(store: &Store, id: &str) {
-        sqlx::query("INSERT INTO users (id, email) VALUES (?, 'someone@example.com')")
-            .bind(id)
-            .execute(store.writer())
-            .await
-            .unwrap();
+        let user = RawUser {
+            id: id.to_owned(),
+            email: "someone@example.com".to_owned(),
+            name_first: None,
+            name_last: None,
+            birthdate: None,
+            phone_number: None,
+            locale: None,
+        };
+        users::add(store, &user).await.unwrap();
     }
 
     #[tokio::test]

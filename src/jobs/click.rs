@@ -17,13 +17,13 @@ use super::status::{self, Applied};
 use super::{JobContext, JobError, LEASE, is_fatal};
 use crate::config::InquiriesConfig;
 use crate::domain::{
-    InquiryId, InquiryStatus, Locale, RedirectToken, SessionToken, TemplateVersionId, User,
+    InquiryId, InquiryStatus, Locale, RedirectToken, SessionToken, TemplateVersionId, User, UserId,
 };
 use crate::links::{LinkTarget, MailLink, build_link};
 use crate::mail::MailKind;
 use crate::persona::{Inquiry, PersonaError};
-use crate::store::inquiries::{self, CREATING, InquiryRow, REJECTED};
-use crate::store::user_states::{self, Claimed};
+use crate::store::inquiries::{self, InquiryRow, RowStatus};
+use crate::store::user_states::{self, Claimed, UserState};
 use crate::store::{StoreError, events, redirect_tokens, users};
 
 /// What a click comes to.
@@ -89,7 +89,7 @@ pub async fn open(
     if let Some(known) = settled(ctx, &user_id).await? {
         return Ok(known);
     }
-    let lock = guard.lock_of(&user_id);
+    let lock = guard.lock_of(user_id.as_str());
     let _one_click_at_a_time = lock.lock().await;
     let Some(claimed) = claim(ctx, &user_id).await? else {
         return Ok(ClickOutcome::Later("another worker holds the user".into()));
@@ -102,25 +102,20 @@ pub async fn open(
 
 /// What a click on a link of `user_id` shows without any Persona call, if it is settled: the
 /// GET page and the POST both use it.
-pub async fn settled(ctx: &JobContext, user_id: &str) -> Result<Option<ClickOutcome>, JobError> {
-    Ok(
-        match user_states::get_state(&ctx.store, user_id)
-            .await?
-            .as_deref()
-        {
-            None | Some("skipped") => Some(ClickOutcome::Unknown),
-            Some("finished") => Some(ClickOutcome::Finished),
-            Some(_) => None,
-        },
-    )
+pub async fn settled(ctx: &JobContext, user_id: &UserId) -> Result<Option<ClickOutcome>, JobError> {
+    Ok(match user_states::get_state(&ctx.store, user_id).await? {
+        None | Some(UserState::Skipped) => Some(ClickOutcome::Unknown),
+        Some(UserState::Finished) => Some(ClickOutcome::Finished),
+        Some(_) => None,
+    })
 }
 
 /// The user of a token, for the GET page (which calls nothing and changes nothing).
-pub async fn user_of(ctx: &JobContext, token: &RedirectToken) -> Result<Option<String>, JobError> {
+pub async fn user_of(ctx: &JobContext, token: &RedirectToken) -> Result<Option<UserId>, JobError> {
     Ok(redirect_tokens::user_of(&ctx.store, token).await?)
 }
 
-async fn claim(ctx: &JobContext, user_id: &str) -> Result<Option<Claimed>, JobError> {
+async fn claim(ctx: &JobContext, user_id: &UserId) -> Result<Option<Claimed>, JobError> {
     let deadline = tokio::time::Instant::now() + LEASE_WAIT;
     loop {
         if let Some(c) = user_states::claim_one(&ctx.store, user_id, ctx.clock.now(), LEASE).await?
@@ -162,7 +157,7 @@ pub fn plan(
     let max_age = chrono::Duration::from_std(cfg.max_age).unwrap_or(chrono::Duration::MAX);
     let too_old = fresh
         .created_at
-        .or_else(|| row.born_at())
+        .or(Some(row.born_at()))
         .is_some_and(|b| now - b > max_age);
     let out_of_sessions = row.session_count >= MAX_SESSIONS;
     let recreate = |expire_first: bool, why: &str| Plan::Recreate {
@@ -204,13 +199,13 @@ async fn continue_claimed(
     guard: &ClickGuard,
     claimed: &Claimed,
 ) -> Result<ClickOutcome, JobError> {
-    let user_id = claimed.user_id.as_str();
+    let user_id = &claimed.user_id;
     // Finishing wins every race: what happened before the lease was taken counts.
     if let Some(known) = settled(ctx, user_id).await? {
         return Ok(known);
     }
     let now = ctx.clock.now();
-    let Some(raw) = users::get(&ctx.store, user_id).await? else {
+    let Some(raw) = users::get(&ctx.store, user_id.as_str()).await? else {
         return Ok(ClickOutcome::Unknown);
     };
     let user = match User::parse(&raw, now.date_naive()) {
@@ -220,9 +215,9 @@ async fn continue_claimed(
             return Ok(ClickOutcome::Unknown);
         }
     };
-    let row = match inquiries::current(ctx.store.reader(), user_id).await? {
+    let row = match inquiries::current(&ctx.store, user_id).await? {
         None => {
-            if !guard.spend(user_id, CREATE) {
+            if !guard.spend(user_id.as_str(), CREATE) {
                 return Ok(ClickOutcome::TooManyClicks);
             }
             let mut tx = ctx.store.begin_write().await?;
@@ -238,18 +233,18 @@ async fn continue_claimed(
                 "the user clicked their link: creating their first inquiry",
             )
             .await?;
-            tx.commit().await.map_err(StoreError::from)?;
+            tx.commit().await?;
             return create(ctx, guard, claimed, &user, row).await;
         }
-        Some(row) if row.status == REJECTED => {
+        Some(row) if row.status == RowStatus::Rejected => {
             return Ok(ClickOutcome::Later(
                 "Persona refused this user's inquiry".into(),
             ));
         }
-        Some(row) if row.status == CREATING => {
+        Some(row) if row.status == RowStatus::Creating => {
             // A create a crash (or an earlier click's lost answer) left unanswered: finish it,
             // after expiring what it replaces if it is a replacement.
-            if !guard.spend(user_id, CREATE) {
+            if !guard.spend(user_id.as_str(), CREATE) {
                 return Ok(ClickOutcome::TooManyClicks);
             }
             return replace_and_link(ctx, guard, claimed, &user, row, "finishing a create").await;
@@ -257,7 +252,7 @@ async fn continue_claimed(
         Some(row) => row,
     };
     let id = inquiry_id_of(&row)?;
-    if !guard.spend(user_id, READ) {
+    if !guard.spend(user_id.as_str(), READ) {
         return Ok(ClickOutcome::TooManyClicks);
     }
     let with_version = ctx.settings.inquiries.recreate_on_new_template_version;
@@ -276,9 +271,12 @@ async fn continue_claimed(
     if applied == Applied::Finished || fresh.status.is_finished() {
         return Ok(ClickOutcome::Finished);
     }
-    let row = inquiries::by_row_id(ctx.store.reader(), row.id)
+    let row = inquiries::by_row_id(&ctx.store, row.id)
         .await?
-        .ok_or_else(|| StoreError::Conflict(format!("inquiry row {} vanished", row.id)))?;
+        .ok_or_else(|| StoreError::Missing {
+            table: "inquiries",
+            key: row.id.to_string(),
+        })?;
     let plan = plan(
         &fresh,
         read.latest_published_version.as_ref(),
@@ -289,19 +287,22 @@ async fn continue_claimed(
     tracing::info!(user = %user_id, inquiry = %id, status = %fresh.status, ?plan, "redirect click");
     match plan {
         Plan::Link => {
-            if !guard.spend(user_id, ONE_TIME_LINK) {
+            if !guard.spend(user_id.as_str(), ONE_TIME_LINK) {
                 return Ok(ClickOutcome::TooManyClicks);
             }
             link_from(fresh_link::one_time(ctx, claimed, &row, &id, user.locale.as_ref()).await)
         }
         Plan::Resume => {
-            if !guard.spend(user_id, RESUME_AND_LINK) {
+            if !guard.spend(user_id.as_str(), RESUME_AND_LINK) {
                 return Ok(ClickOutcome::TooManyClicks);
             }
             resume_and_link(ctx, claimed, &row, &id, user.locale.as_ref()).await
         }
         Plan::Recreate { expire_first, why } => {
-            if !guard.spend(user_id, CREATE + if expire_first { EXPIRE } else { 0 }) {
+            if !guard.spend(
+                user_id.as_str(),
+                CREATE + if expire_first { EXPIRE } else { 0 },
+            ) {
                 return Ok(ClickOutcome::TooManyClicks);
             }
             replace_and_link(ctx, guard, claimed, &user, row, &why).await
@@ -359,17 +360,14 @@ async fn linked(
         Created::Done {
             fresh: fresh_link::Fresh::OneTime(link),
             ..
-        } => Ok(ClickOutcome::Continue(
-            build_link(
-                &ctx.settings.links,
-                LinkTarget::OneTime { link: &link },
-                user.locale.as_ref(),
-            )
-            .map_err(|e| StoreError::Conflict(e.to_string()))?,
-        )),
+        } => Ok(ClickOutcome::Continue(build_link(
+            &ctx.settings.links,
+            LinkTarget::OneTime { link: &link },
+            user.locale.as_ref(),
+        )?)),
         Created::Done { inquiry, .. } => {
             // Adopted from Persona after a lost answer: no link came with it.
-            if !guard.spend(&claimed.user_id, ONE_TIME_LINK) {
+            if !guard.spend(claimed.user_id.as_str(), ONE_TIME_LINK) {
                 return Ok(ClickOutcome::TooManyClicks);
             }
             let id = inquiry_id_of(&inquiry)?;
@@ -395,9 +393,12 @@ async fn resume_and_link(
         Ok((_, token)) => token,
         Err(problem) => return link_from(Err(problem)),
     };
-    let row = inquiries::by_row_id(ctx.store.reader(), row.id)
+    let row = inquiries::by_row_id(&ctx.store, row.id)
         .await?
-        .ok_or_else(|| StoreError::Conflict(format!("inquiry row {} vanished", row.id)))?;
+        .ok_or_else(|| StoreError::Missing {
+            table: "inquiries",
+            key: row.id.to_string(),
+        })?;
     match fresh_link::one_time(ctx, claimed, &row, id, language).await {
         Err(LinkProblem::Persona(e)) if !e.is_transient() && !is_fatal(&e) => {
             tracing::warn!(user = %claimed.user_id, inquiry = %id, error = %e, "no one-time link; the browser gets the resumed session");
@@ -408,8 +409,7 @@ async fn resume_and_link(
                     token: Some(&token),
                 },
                 language,
-            )
-            .map_err(|e| StoreError::Conflict(e.to_string()))?;
+            )?;
             Ok(ClickOutcome::Continue(link))
         }
         other => link_from(other),
@@ -436,17 +436,12 @@ fn persona_trouble(e: PersonaError) -> Result<ClickOutcome, JobError> {
 }
 
 fn inquiry_id_of(row: &InquiryRow) -> Result<InquiryId, JobError> {
-    let text = row
-        .inquiry_id
-        .as_deref()
-        .ok_or_else(|| StoreError::Conflict(format!("inquiry row {} has no inquiry id", row.id)))?;
-    Ok(InquiryId::parse(text).map_err(|e| StoreError::Conflict(e.0))?)
+    Ok(row.persona_id()?.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::format_ts;
 
     fn cfg() -> InquiriesConfig {
         InquiriesConfig {
@@ -482,22 +477,22 @@ mod tests {
     fn row(created: DateTime<Utc>) -> InquiryRow {
         InquiryRow {
             id: 1,
-            user_id: "usr_1".into(),
+            user_id: UserId::parse("usr_1").unwrap(),
             generation: 1,
             idempotency_key: "k".into(),
-            key_created_at: format_ts(created),
-            inquiry_id: Some("inq_1".into()),
-            status: "created".into(),
+            key_created_at: created,
+            inquiry_id: Some(InquiryId::parse("inq_1").unwrap()),
+            status: RowStatus::Persona(InquiryStatus::Created),
             template_id: "itmpl_1".into(),
             template_version_id: None,
-            persona_created_at: Some(format_ts(created)),
+            persona_created_at: Some(created),
             expires_at: None,
             resume_count: 0,
             session_count: 0,
             superseded_at: None,
             superseded_reason: None,
             expired_remotely_at: None,
-            created_at: format_ts(created),
+            created_at: created,
             status_observed_at: None,
         }
     }

@@ -5,13 +5,13 @@ use chrono::{DateTime, Utc};
 
 use super::fresh_link::{self, Fresh, LinkProblem};
 use super::{JobContext, JobError, RunFlags, state_for_status};
-use crate::domain::User;
-use crate::mail::{MailKind, SendError};
+use crate::domain::{InquiryStatus, User};
+use crate::mail::SendError;
+use crate::store::events;
 use crate::store::inquiries::{self, InquiryRow};
 use crate::store::mails::{self, MailRow};
 use crate::store::steps::{self, Sent};
-use crate::store::user_states::{self, Claimed};
-use crate::store::{StoreError, events};
+use crate::store::user_states::{self, Claimed, UserState};
 
 /// How one mail went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,18 +73,13 @@ pub async fn deliver(
         // A webhook takes no lease: the user may have finished since the caller looked.
         let mut tx = ctx.store.begin_write().await?;
         mails::cancel_unsent(&mut tx, &claimed.user_id, ctx.clock.now()).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         return Ok(Delivery::Dropped);
     }
-    let kind = MailKind::parse(&mail.kind).map_err(|e| StoreError::BadValue {
-        table: "mails",
-        row: mail.id.to_string(),
-        column: "kind",
-        why: e.0,
-    })?;
+    let kind = mail.kind;
     let row = match (mail.inquiry_row, carry.inquiry) {
         (Some(id), Some(row)) if row.id == id => Some(row.clone()),
-        (Some(id), _) => inquiries::by_row_id(ctx.store.reader(), id).await?,
+        (Some(id), _) => inquiries::by_row_id(&ctx.store, id).await?,
         (None, _) => None,
     };
     if fresh_link::asks_persona(
@@ -137,7 +132,8 @@ pub async fn deliver(
         user,
         obtained.link,
         obtained.expires_at,
-        row.as_ref().is_some_and(|r| r.status == "pending"),
+        row.as_ref()
+            .is_some_and(|r| r.status == InquiryStatus::Pending),
         &mail.message_id,
         now,
     ) {
@@ -172,8 +168,8 @@ pub async fn deliver(
                 state: row
                     .as_ref()
                     .map(|r| state_for_status(&r.status))
-                    .unwrap_or("invited"),
-                inquiry_id: row.as_ref().and_then(|r| r.inquiry_id.as_deref()),
+                    .unwrap_or(UserState::Invited),
+                inquiry_id: row.as_ref().and_then(|r| r.inquiry_id.as_ref()),
                 detail: &detail,
                 link_expires_at: obtained.expires_at,
                 end_lease: carry.end_lease,
@@ -198,7 +194,7 @@ pub async fn deliver(
                 &format!("{kind} mail not sent (attempt {attempts}), will retry: {why}"),
             )
             .await?;
-            tx.commit().await.map_err(StoreError::from)?;
+            tx.commit().await?;
             metrics::counter!("mails_total", "kind" => kind.as_str(), "outcome" => "retry")
                 .increment(1);
             tracing::warn!(user = %claimed.user_id, kind = %kind, error = %why, "mail not sent; will retry");
@@ -212,7 +208,7 @@ pub async fn deliver(
             let mut tx = ctx.store.begin_write().await?;
             mails::mark_failed(&mut tx, mail.id, &why, now).await?;
             user_states::skip(&mut tx, &claimed.user_id, &why, "mail.failed", None, now).await?;
-            tx.commit().await.map_err(StoreError::from)?;
+            tx.commit().await?;
             metrics::counter!("mails_total", "kind" => kind.as_str(), "outcome" => "failed")
                 .increment(1);
             tracing::error!(user = %claimed.user_id, kind = %kind, error = %why, "mail failed; user skipped");

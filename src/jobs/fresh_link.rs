@@ -5,10 +5,12 @@
 use chrono::{DateTime, Utc};
 
 use super::JobContext;
-use crate::domain::{InquiryId, LinkKind, Locale, OneTimeLink, RedirectToken, SessionToken};
+use crate::domain::{
+    InquiryId, InquiryStatus, LinkKind, Locale, OneTimeLink, RedirectToken, SessionToken,
+};
 use crate::links::{LinkError, LinkTarget, MailLink, build_link};
 use crate::persona::{IdempotencyKey, Inquiry, PersonaError};
-use crate::store::inquiries::{self, InquiryFacts, InquiryRow};
+use crate::store::inquiries::{self, InquiryFacts, InquiryRow, RowStatus};
 use crate::store::user_states::Claimed;
 use crate::store::{StoreError, events, redirect_tokens};
 
@@ -39,7 +41,7 @@ pub enum LinkProblem {
     #[error("the inquiry has used {0} of Persona's {MAX_SESSIONS} sessions")]
     OutOfSessions(i64),
     #[error("the inquiry has finished ({0})")]
-    Finished(String),
+    Finished(RowStatus),
     #[error("no inquiry to link to")]
     NoInquiry,
     #[error("{0}")]
@@ -57,8 +59,8 @@ impl LinkProblem {
 
 pub fn facts_of(inquiry: &Inquiry) -> InquiryFacts {
     InquiryFacts {
-        inquiry_id: inquiry.id.to_string(),
-        status: inquiry.status.as_str().to_owned(),
+        inquiry_id: inquiry.id.clone(),
+        status: inquiry.status.clone(),
         template_version_id: inquiry
             .template_version_id
             .as_ref()
@@ -70,7 +72,7 @@ pub fn facts_of(inquiry: &Inquiry) -> InquiryFacts {
 
 /// Whether the row's inquiry can no longer be opened without a resume.
 fn needs_resume(row: &InquiryRow, now: DateTime<Utc>) -> bool {
-    row.status == "expired" || row.expires_at().is_some_and(|t| t <= now)
+    row.status == InquiryStatus::Expired || row.expires_at.is_some_and(|t| t <= now)
 }
 
 /// Whether [`obtain`] would have to ask Persona for this link (a token or one-time link, which
@@ -85,7 +87,7 @@ pub fn asks_persona(
     match (kind, fresh) {
         (LinkKind::Static, _) | (LinkKind::Session, Fresh::Token(_)) => false,
         (LinkKind::OneTime, Fresh::OneTime(_)) => false,
-        (LinkKind::Session, _) => row.status != "created" || needs_resume(row, now),
+        (LinkKind::Session, _) => row.status != InquiryStatus::Created || needs_resume(row, now),
         (LinkKind::OneTime, _) => true,
         // A redirect mail carries our own link; the click asks Persona, not the mail.
         (LinkKind::Redirect, _) => false,
@@ -118,9 +120,8 @@ pub async fn obtain(
         });
     }
     let row = row.ok_or(LinkProblem::NoInquiry)?;
-    let id_text = row.inquiry_id.as_deref().ok_or(LinkProblem::NoInquiry)?;
-    let inquiry_id = InquiryId::parse(id_text).map_err(|e| StoreError::Conflict(e.0))?;
-    if !matches!(row.status.as_str(), "created" | "pending" | "expired") {
+    let inquiry_id = row.inquiry_id.clone().ok_or(LinkProblem::NoInquiry)?;
+    if row.status.persona().is_none_or(InquiryStatus::is_finished) {
         return Err(LinkProblem::Finished(row.status.clone()));
     }
     let now = ctx.clock.now();
@@ -134,9 +135,11 @@ pub async fn obtain(
                 },
                 language,
             )?,
-            expires_at: row.expires_at(),
+            expires_at: row.expires_at,
         }),
-        (LinkKind::Session, _) if row.status == "created" && !needs_resume(row, now) => {
+        (LinkKind::Session, _)
+            if row.status == InquiryStatus::Created && !needs_resume(row, now) =>
+        {
             // A created inquiry opens with its id alone: no token, no Persona call.
             Ok(ObtainedLink {
                 link: build_link(
@@ -147,7 +150,7 @@ pub async fn obtain(
                     },
                     language,
                 )?,
-                expires_at: row.expires_at(),
+                expires_at: row.expires_at,
             })
         }
         (LinkKind::Session, _) => {
@@ -167,7 +170,7 @@ pub async fn obtain(
             })
         }
         (LinkKind::OneTime, Fresh::OneTime(link)) => Ok(ObtainedLink {
-            expires_at: one_time_expiry(ctx, now, row.expires_at()),
+            expires_at: one_time_expiry(ctx, now, row.expires_at),
             link: build_link(&s.links, LinkTarget::OneTime { link: &link }, language)?,
         }),
         (LinkKind::OneTime, _) => one_time(ctx, claimed, row, &inquiry_id, language).await,
@@ -185,9 +188,8 @@ pub async fn one_time(
     language: Option<&Locale>,
 ) -> Result<ObtainedLink, LinkProblem> {
     let s = &ctx.settings;
-    let id_text = inquiry_id.as_str();
     let now = ctx.clock.now();
-    let mut inquiry_expiry = row.expires_at();
+    let mut inquiry_expiry = row.expires_at;
     let mut sessions = row.session_count;
     if needs_resume(row, now) {
         // Persona cannot make a one-time link for an expired inquiry: resume first.
@@ -208,7 +210,7 @@ pub async fn one_time(
     inquiries::update_status(
         &mut tx,
         row.id,
-        inquiry.status.as_str(),
+        &inquiry.status,
         inquiry.expires_at.or(inquiry_expiry),
         now,
     )
@@ -217,12 +219,12 @@ pub async fn one_time(
         &mut tx,
         now,
         Some(&claimed.user_id),
-        Some(id_text),
+        Some(inquiry_id),
         "inquiry.one-time-link",
         "generated a one-time link",
     )
     .await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok(ObtainedLink {
         expires_at: one_time_expiry(ctx, now, inquiry.expires_at.or(inquiry_expiry)),
         link: build_link(&s.links, LinkTarget::OneTime { link: &link }, language)?,
@@ -301,7 +303,7 @@ pub async fn resume(
         &mut tx,
         row.id,
         counted,
-        inquiry.status.as_str(),
+        &inquiry.status,
         inquiry.expires_at,
         now,
     )
@@ -310,7 +312,7 @@ pub async fn resume(
         &mut tx,
         now,
         Some(&claimed.user_id),
-        Some(inquiry_id.as_str()),
+        Some(inquiry_id),
         "inquiry.resumed",
         &format!(
             "{}; now {} until {}",
@@ -327,6 +329,6 @@ pub async fn resume(
         ),
     )
     .await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok((inquiry, token))
 }

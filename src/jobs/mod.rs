@@ -19,10 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
 use crate::config::{Config, InquiriesConfig, RemindersConfig};
+use crate::domain::InquiryStatus;
 use crate::domain::{LinkKind, TemplateId};
 use crate::links::LinkSettings;
 use crate::mail::Mailer;
 use crate::persona::{PersonaClient, PersonaError};
+use crate::store::inquiries::RowStatus;
+use crate::store::user_states::UserState;
 use crate::store::{Store, StoreError};
 
 /// What the jobs need to know from config, resolved once.
@@ -84,6 +87,13 @@ pub enum JobError {
     Persona(PersonaError),
     #[error("templates: {0}")]
     Template(#[from] crate::mail::TemplateError),
+    /// Persona refused a user's create twice over its idempotency key, the second time after
+    /// the daemon looked for what the first made.
+    #[error("user {user}: Persona refused the create twice over its idempotency key")]
+    KeyRefusedTwice { user: crate::domain::UserId },
+    /// A link could not be built from what the store holds (the configured base URL and ids).
+    #[error("link: {0}")]
+    Link(#[from] crate::links::LinkError),
 }
 
 /// How long a worker keeps a user before another may take them (a crash simply lets it lapse).
@@ -147,10 +157,10 @@ pub fn is_fatal(e: &PersonaError) -> bool {
 }
 
 /// The state a user with a live inquiry of this status is in.
-pub fn state_for_status(status: &str) -> &'static str {
-    if status == "pending" {
-        "started"
+pub fn state_for_status(status: &RowStatus) -> UserState {
+    if *status == InquiryStatus::Pending {
+        UserState::Started
     } else {
-        "invited"
+        UserState::Invited
     }
 }

@@ -16,14 +16,14 @@ use tokio::task::JoinSet;
 use super::deliver::{Carry, Delivery, deliver};
 use super::fresh_link::{Fresh, facts_of};
 use super::{JobContext, JobError, LEASE, RunFlags, is_fatal};
-use crate::domain::{InquiryStatus, LinkKind, ParseError, User};
+use crate::domain::{InquiryStatus, LinkKind, ParseError, User, UserId};
 use crate::mail::MailKind;
 use crate::persona::{CreateInquiry, IdempotencyKey, InquiryFields, ListFilter, PersonaError};
-use crate::store::inquiries::{self, CREATING, InquiryRow, REJECTED};
-use crate::store::mails::{MailHistory, MailRow};
+use crate::store::inquiries::{self, InquiryRow, RowStatus};
+use crate::store::mails::{MailHistory, MailRow, MailStatus};
 use crate::store::steps::{self, Answer, Recorded, WantedMail};
 use crate::store::user_states::{self, Claimed};
-use crate::store::{StoreError, events, mails, users};
+use crate::store::{StoreError, WriteTx, events, mails, users};
 
 /// What a run did, for logs, `once` and the demo.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -214,19 +214,21 @@ async fn know_claimed(ctx: &JobContext, claimed: &[Claimed]) -> Result<Vec<Known
         .into_iter()
         .map(|u| (u.id.clone(), User::parse(&u, today)))
         .collect();
-    let mut current: HashMap<String, InquiryRow> = inquiries::current_of_users(&ctx.store, &ids)
-        .await?
-        .into_iter()
-        .map(|r| (r.user_id.clone(), r))
-        .collect();
+    let user_ids: Vec<&UserId> = claimed.iter().map(|c| &c.user_id).collect();
+    let mut current: HashMap<String, InquiryRow> =
+        inquiries::current_of_users(&ctx.store, &user_ids)
+            .await?
+            .into_iter()
+            .map(|r| (r.user_id.to_string(), r))
+            .collect();
     if ctx.settings.link_kind.precreates() {
         // The intents of the batch's users that need an inquiry, in one transaction before
         // any create call. Rows that do not validate get none: they are skipped below.
-        let needing: Vec<&str> = ids
+        let needing: Vec<&UserId> = user_ids
             .iter()
             .copied()
-            .filter(|id| !current.contains_key(*id))
-            .filter(|id| users.get(*id).is_some_and(Result::is_ok))
+            .filter(|id| !current.contains_key(id.as_str()))
+            .filter(|id| users.get(id.as_str()).is_some_and(Result::is_ok))
             .collect();
         let intents = inquiries::begin_create_many(
             &ctx.store,
@@ -235,13 +237,13 @@ async fn know_claimed(ctx: &JobContext, claimed: &[Claimed]) -> Result<Vec<Known
             ctx.clock.now(),
         )
         .await?;
-        current.extend(intents.into_iter().map(|r| (r.user_id.clone(), r)));
+        current.extend(intents.into_iter().map(|r| (r.user_id.to_string(), r)));
     }
     Ok(claimed
         .iter()
         .map(|c| Known {
-            user: users.remove(&c.user_id),
-            current: current.remove(&c.user_id),
+            user: users.remove(c.user_id.as_str()),
+            current: current.remove(c.user_id.as_str()),
         })
         .collect())
 }
@@ -300,19 +302,19 @@ async fn provision_user(
         known.current
     } else {
         let row = match known.current {
-            Some(row) if row.status == REJECTED => return Ok(outcome),
+            Some(row) if row.status == RowStatus::Rejected => return Ok(outcome),
             Some(row) => row,
             // `know_claimed` wrote an intent for every valid user without one; none came back
             // only if the user has no state row.
             None => {
                 return Err(StoreError::Missing {
                     table: "user_states",
-                    key: claimed.user_id.clone(),
+                    key: claimed.user_id.to_string(),
                 }
                 .into());
             }
         };
-        if row.status != CREATING {
+        if row.status != RowStatus::Creating {
             Some(row)
         } else {
             // Sent straight after, unless the mail server is known to be down this run.
@@ -344,15 +346,17 @@ async fn provision_user(
     };
 
     // Queued by the create just now as `sending`: its attempt is counted already.
-    let counted = queued.as_ref().is_some_and(|m| m.status == "sending");
+    let counted = queued
+        .as_ref()
+        .is_some_and(|m| m.status == MailStatus::Sending);
     let unsent = match queued {
         // Just queued with the inquiry, in the transaction that committed: no need to read it.
         Some(m) => Some(m),
-        None => mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await?,
+        None => mails::unsent_for_user(&ctx.store, &claimed.user_id).await?,
     };
     let mail = match unsent {
         Some(m) => m,
-        None if mails::last_for_user(ctx.store.reader(), &claimed.user_id)
+        None if mails::last_for_user(&ctx.store, &claimed.user_id)
             .await?
             .is_none() =>
         {
@@ -361,12 +365,12 @@ async fn provision_user(
             let mut tx = ctx.store.begin_write().await?;
             let mail =
                 enqueue_invite(ctx, &mut tx, claimed, inquiry.as_ref().map(|r| r.id)).await?;
-            tx.commit().await.map_err(StoreError::from)?;
+            tx.commit().await?;
             mail
         }
         None => return Ok(outcome),
     };
-    if mail.next_attempt_at.as_str() > crate::clock::format_ts(ctx.clock.now()).as_str() {
+    if mail.next_attempt_at > ctx.clock.now() {
         return Ok(outcome);
     }
     let carry = Carry {
@@ -384,20 +388,20 @@ async fn provision_user(
 /// A row that stopped being usable (the application edited it): skipped, with the reason.
 pub async fn skip_user(
     ctx: &JobContext,
-    user_id: &str,
+    user_id: &UserId,
     why: &str,
     now: DateTime<Utc>,
 ) -> Result<(), JobError> {
     let mut tx = ctx.store.begin_write().await?;
     user_states::skip(&mut tx, user_id, why, "user.skipped", None, now).await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     tracing::warn!(user = %user_id, reason = %why, "user skipped");
     Ok(())
 }
 
 async fn enqueue_invite(
     ctx: &JobContext,
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut WriteTx,
     claimed: &Claimed,
     inquiry_row: Option<i64>,
 ) -> Result<MailRow, JobError> {
@@ -407,22 +411,14 @@ async fn enqueue_invite(
 /// Queues a mail of `kind` linking to `inquiry_row`, inside the caller's transaction.
 pub(crate) async fn enqueue(
     ctx: &JobContext,
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut WriteTx,
     claimed: &Claimed,
     inquiry_row: Option<i64>,
     kind: MailKind,
 ) -> Result<MailRow, JobError> {
     let now = ctx.clock.now();
     let message_id = ctx.mailer.new_message_id();
-    let mail = mails::enqueue(
-        tx,
-        &claimed.user_id,
-        inquiry_row,
-        kind.as_str(),
-        &message_id,
-        now,
-    )
-    .await?;
+    let mail = mails::enqueue(tx, &claimed.user_id, inquiry_row, kind, &message_id, now).await?;
     let detail = format!("{kind} queued");
     events::record(
         tx,
@@ -496,7 +492,7 @@ pub async fn create(
     // first try): the inquiry that try made, if any, is looked up and kept.
     for pass in 0..2 {
         let now = ctx.clock.now();
-        if row.key_created_at().is_none_or(|t| now - t > KEY_TRUST) {
+        if now - row.key_created_at > KEY_TRUST {
             // Persona may have forgotten this key: a create with it could make a second
             // inquiry. Look for one made under it first.
             let recorded = inquiries::recorded_ids(&ctx.store, &claimed.user_id).await?;
@@ -578,7 +574,7 @@ pub async fn create(
                 // or create under a new key.
                 tracing::warn!(user = %claimed.user_id, error = %e, "Persona refused the key again with changed data; looking up what the first try made");
                 inquiries::distrust_key(&ctx.store, row.id).await?;
-                row = inquiries::by_row_id(ctx.store.reader(), row.id)
+                row = inquiries::by_row_id(&ctx.store, row.id)
                     .await?
                     .ok_or_else(|| StoreError::Missing {
                         table: "inquiries",
@@ -588,11 +584,9 @@ pub async fn create(
             Err(e) => return reject(ctx, claimed, &row, &e).await,
         }
     }
-    Err(StoreError::Conflict(format!(
-        "user {}: Persona refused the create twice over its idempotency key",
-        claimed.user_id
-    ))
-    .into())
+    Err(JobError::KeyRefusedTwice {
+        user: claimed.user_id.clone(),
+    })
 }
 
 /// Persona refused the create for good: the row is kept as a record and the user skipped.
@@ -615,7 +609,7 @@ async fn reject(
         now,
     )
     .await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     tracing::error!(user = %claimed.user_id, error = %e, "inquiry refused; user skipped");
     Ok(Created::Rejected)
 }
@@ -703,7 +697,7 @@ async fn record_created(
     };
     let message_id = ctx.mailer.new_message_id();
     let mail = WantedMail {
-        choose: &|history| mail_to_queue(mail_kind, history).map(MailKind::as_str),
+        choose: &|history| mail_to_queue(mail_kind, history),
         message_id: &message_id,
         sending: send_now,
     };

@@ -15,9 +15,9 @@ use tokio::task::JoinSet;
 
 use super::deliver::{Carry, Delivery, deliver};
 use super::{JobContext, JobError, LEASE, RunFlags};
-use crate::domain::User;
+use crate::domain::{User, UserId};
 use crate::store::mails::{self, ReminderFacts};
-use crate::store::user_states::{self, Claimed};
+use crate::store::user_states::{self, Claimed, UserState};
 use crate::store::{StoreError, events, inquiries, users};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -86,8 +86,8 @@ pub async fn run(ctx: &JobContext) -> Result<ReminderReport, JobError> {
         return Ok(report);
     };
     let now = ctx.clock.now();
-    let due: Vec<(String, Duration)> =
-        mails::reminder_facts(ctx.store.reader(), None, now - chrono_of(first))
+    let due: Vec<(UserId, Duration)> =
+        mails::reminder_facts(&ctx.store, None, now - chrono_of(first))
             .await?
             .into_iter()
             .filter(|f| !f.unsent)
@@ -129,7 +129,7 @@ pub async fn run(ctx: &JobContext) -> Result<ReminderReport, JobError> {
 async fn remind(
     ctx: &JobContext,
     flags: &RunFlags,
-    user_id: &str,
+    user_id: &UserId,
     entry: Duration,
 ) -> Result<Option<Delivery>, JobError> {
     let Some(claimed) = user_states::claim_one(&ctx.store, user_id, ctx.clock.now(), LEASE).await?
@@ -150,7 +150,7 @@ async fn remind_claimed(
     let now = ctx.clock.now();
     let settings = &ctx.settings;
     // Read again under the lease: the user may have finished, or been mailed, since the list.
-    let Some(facts) = mails::reminder_facts(ctx.store.reader(), Some(&claimed.user_id), now)
+    let Some(facts) = mails::reminder_facts(&ctx.store, Some(&claimed.user_id), now)
         .await?
         .pop()
     else {
@@ -164,17 +164,18 @@ async fn remind_claimed(
     )
     .due_now
         == Some(entry);
-    if !matches!(facts.state.as_str(), "invited" | "started") || facts.unsent || !still_due {
+    if !matches!(facts.state, UserState::Invited | UserState::Started) || facts.unsent || !still_due
+    {
         return Ok(None);
     }
-    let Some(raw) = users::get(&ctx.store, &claimed.user_id).await? else {
+    let Some(raw) = users::get(&ctx.store, claimed.user_id.as_str()).await? else {
         return Ok(None);
     };
     // A row edited into an unusable one is refresh's and provisioning's business, not ours.
     let Ok(user) = User::parse(&raw, now.date_naive()) else {
         return Ok(None);
     };
-    let row = inquiries::current(ctx.store.reader(), &claimed.user_id).await?;
+    let row = inquiries::current(&ctx.store, &claimed.user_id).await?;
     if settings.link_kind.precreates() && row.as_ref().is_none_or(|r| r.inquiry_id.is_none()) {
         // Being recreated: the renewed mail that follows stands for the reminder.
         return Ok(None);
@@ -202,7 +203,7 @@ async fn remind_claimed(
         &mut tx,
         now,
         Some(&claimed.user_id),
-        row.as_ref().and_then(|r| r.inquiry_id.as_deref()),
+        row.as_ref().and_then(|r| r.inquiry_id.as_ref()),
         "reminder.queued",
         &format!(
             "reminder {ordinal} of {} ({} after the invite) queued",
@@ -211,7 +212,7 @@ async fn remind_claimed(
         ),
     )
     .await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     let delivery = deliver(
         ctx,
         flags,
@@ -266,33 +267,43 @@ pub async fn standing(
     now: DateTime<Utc>,
 ) -> Result<Standing, StoreError> {
     let after = &settings.reminders.after;
-    let recorded = mails::reminders_of(store.reader(), user_id)
+    // A row whose id does not parse was skipped: it never had a mail.
+    let Ok(user_id) = UserId::parse_stored(user_id) else {
+        return Ok(Standing {
+            cadence: after.iter().map(|d| shown(*d)).collect(),
+            recorded: Vec::new(),
+            next: None,
+            none_because: Some(if after.is_empty() {
+                "[reminders] after is empty".to_owned()
+            } else {
+                "no invite sent yet: reminders count from it".to_owned()
+            }),
+        });
+    };
+    let user_id = &user_id;
+    let recorded = mails::reminders_of(store, user_id)
         .await?
         .into_iter()
         .map(|m| RecordedReminder {
             after: shown(Duration::from_secs(
                 u64::try_from(m.reminder_after.unwrap_or(0)).unwrap_or(0),
             )),
-            status: m.status,
-            sent_at: m.sent_at,
+            status: m.status.as_str().to_owned(),
+            sent_at: m.sent_at.map(crate::clock::format_ts),
             note: m.last_error,
         })
         .collect();
     // Far in the future: the user's facts whenever they were invited.
-    let facts = mails::reminder_facts(
-        store.reader(),
-        Some(user_id),
-        now + chrono::Duration::days(36_500),
-    )
-    .await?
-    .pop();
+    let facts = mails::reminder_facts(store, Some(user_id), now + chrono::Duration::days(36_500))
+        .await?
+        .pop();
     let (next, none_because) = match &facts {
         _ if after.is_empty() => (None, Some("[reminders] after is empty".to_owned())),
         None => (
             None,
             Some("no invite sent yet: reminders count from it".to_owned()),
         ),
-        Some(f) if !matches!(f.state.as_str(), "invited" | "started") => {
+        Some(f) if !matches!(f.state, UserState::Invited | UserState::Started) => {
             (None, Some(format!("the user is {}", f.state)))
         }
         Some(f) => {
@@ -336,7 +347,7 @@ async fn close_interrupted(ctx: &JobContext, report: &mut ReminderReport) -> Res
         let mut tx = ctx.store.begin_write().await?;
         let closed = mails::close_interrupted_reminder(&mut tx, mail.id, INTERRUPTED, now).await?;
         if closed {
-            user_states::note_possibly_mailed(&mut tx, &mail.user_id, &mail.updated_at).await?;
+            user_states::note_possibly_mailed(&mut tx, &mail.user_id, mail.updated_at).await?;
             events::record(
                 &mut tx,
                 now,
@@ -347,7 +358,7 @@ async fn close_interrupted(ctx: &JobContext, report: &mut ReminderReport) -> Res
             )
             .await?;
         }
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         user_states::release(&ctx.store, &claimed.user_id, None).await?;
         if closed {
             tracing::warn!(user = %mail.user_id, "{INTERRUPTED}");
@@ -369,8 +380,8 @@ mod tests {
         recorded: &[Duration],
     ) -> ReminderFacts {
         ReminderFacts {
-            user_id: "usr_1".into(),
-            state: "invited".into(),
+            user_id: UserId::parse("usr_1").unwrap(),
+            state: UserState::Invited,
             invited_at,
             last_mailed_at: last,
             recorded: recorded.iter().map(|d| secs(*d)).collect(),

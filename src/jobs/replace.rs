@@ -2,15 +2,15 @@
 //! the intent first (old row replaced, a `creating` row), then the old inquiry expired at
 //! Persona, then the new one created on the template's latest version.
 
-use crate::domain::{InquiryId, InquiryStatus, User};
+use crate::domain::{InquiryStatus, User, UserId};
 use crate::jobs::provision::{self, Created};
 use crate::jobs::status::{self, Applied};
 use crate::jobs::{JobContext, JobError, is_fatal};
 use crate::mail::MailKind;
 use crate::persona::IdempotencyKey;
-use crate::store::inquiries::{self, CREATING, InquiryRow};
-use crate::store::user_states::{self, Claimed};
-use crate::store::{StoreError, events, mails};
+use crate::store::inquiries::{self, InquiryRow, RowStatus};
+use crate::store::user_states::{self, Claimed, UserState};
+use crate::store::{events, mails};
 
 /// What differs between the callers of [`replace`].
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +56,7 @@ pub async fn replace(
     how: Replacing,
 ) -> Result<Replaced, JobError> {
     let now = ctx.clock.now();
-    let new_row = if row.status == CREATING {
+    let new_row = if row.status == RowStatus::Creating {
         // A replacement (or first create) interrupted before Persona answered: finish it.
         row
     } else {
@@ -69,7 +69,7 @@ pub async fn replace(
             &mut tx,
             now,
             Some(&claimed.user_id),
-            row.inquiry_id.as_deref(),
+            row.inquiry_id.as_ref(),
             &format!("{}.recreate", how.source),
             why,
         )
@@ -81,14 +81,16 @@ pub async fn replace(
             now,
         )
         .await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         new_row
     };
     crate::faults::crash_point("refresh.before-expire-old");
     if let Some(started) = inquiries::superseded_unexpired_of(&ctx.store, &claimed.user_id)
         .await?
         .into_iter()
-        .find(|r| r.status == "pending" && r.expires_at().is_none_or(|t| t > ctx.clock.now()))
+        .find(|r| {
+            r.status == InquiryStatus::Pending && r.expires_at.is_none_or(|t| t > ctx.clock.now())
+        })
     {
         // The user started the inquiry being replaced (a crash left it unexpired): it stays.
         let why = "the user started the inquiry it was to replace";
@@ -96,23 +98,27 @@ pub async fn replace(
         inquiries::mark_abandoned(&ctx.store, new_row.id, why, now).await?;
         inquiries::restore(&ctx.store, started.id, now).await?;
         let mut tx = ctx.store.begin_write().await?;
-        if user_states::state_in(&mut tx, &claimed.user_id)
-            .await?
-            .as_deref()
-            == Some("invited")
-        {
-            user_states::set_state(&mut tx, &claimed.user_id, "started", None, None, now).await?;
+        if user_states::state_in(&mut tx, &claimed.user_id).await? == Some(UserState::Invited) {
+            user_states::set_state(
+                &mut tx,
+                &claimed.user_id,
+                UserState::Started,
+                None,
+                None,
+                now,
+            )
+            .await?;
         }
         events::record(
             &mut tx,
             now,
             Some(&claimed.user_id),
-            started.inquiry_id.as_deref(),
+            started.inquiry_id.as_ref(),
             &format!("{}.keep", how.source),
             &format!("{why}; it stays, no replacement"),
         )
         .await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         return Ok(Replaced::NotNow {
             old_expired: 0,
             why,
@@ -148,11 +154,7 @@ pub async fn read_and_apply(
     ctx: &JobContext,
     row: &InquiryRow,
 ) -> Result<Option<Applied>, JobError> {
-    let Some(id) = row
-        .inquiry_id
-        .as_deref()
-        .and_then(|i| InquiryId::parse(i).ok())
-    else {
+    let Some(id) = row.inquiry_id.clone() else {
         return Ok(None);
     };
     match ctx.persona.retrieve_inquiry(&id, false).await {
@@ -184,7 +186,7 @@ struct Expired {
     finished: bool,
 }
 
-async fn expire_replaced_of(ctx: &JobContext, user_id: &str) -> Result<Expired, JobError> {
+async fn expire_replaced_of(ctx: &JobContext, user_id: &UserId) -> Result<Expired, JobError> {
     let rows = inquiries::superseded_unexpired_of(&ctx.store, user_id).await?;
     let mut out = Expired::default();
     for r in rows {
@@ -206,11 +208,7 @@ pub enum ExpireOutcome {
 }
 
 pub async fn expire_one(ctx: &JobContext, row: &InquiryRow) -> Result<ExpireOutcome, JobError> {
-    let Some(id) = row
-        .inquiry_id
-        .as_deref()
-        .and_then(|i| InquiryId::parse(i).ok())
-    else {
+    let Some(id) = row.inquiry_id.clone() else {
         return Ok(ExpireOutcome::NotYet);
     };
     match ctx
@@ -233,9 +231,9 @@ pub async fn expire_one(ctx: &JobContext, row: &InquiryRow) -> Result<ExpireOutc
             if read_and_apply(ctx, row).await?.is_none() {
                 return Ok(ExpireOutcome::NotYet);
             }
-            let status = inquiries::by_row_id(ctx.store.reader(), row.id)
+            let status = inquiries::by_row_id(&ctx.store, row.id)
                 .await?
-                .map(|r| InquiryStatus::parse(&r.status));
+                .map(|r| InquiryStatus::parse(r.status.as_str()));
             match status {
                 Some(InquiryStatus::Expired) => {
                     inquiries::mark_expired_remotely(&ctx.store, row.id, ctx.clock.now()).await?;

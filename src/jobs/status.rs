@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::InquiryStatus;
 use crate::store::inquiries::{self, InquiryRow};
-use crate::store::{Result, Store, StoreError, events, mails, user_states};
+use crate::store::user_states::UserState;
+use crate::store::{Result, Store, events, mails, user_states};
 
 /// What applying a status changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +32,7 @@ pub struct Observation<'a> {
 /// may still be decided (`completed` → `needs_review` → `approved`/`declined`), never undecided.
 fn stage(status: &str) -> u8 {
     match status {
-        inquiries::CREATING | "created" => 0,
+        "creating" | "created" => 0,
         "pending" | "expired" => 1,
         "needs_review" => 3,
         "approved" | "declined" => 4,
@@ -50,13 +51,11 @@ pub async fn apply(
     now: DateTime<Utc>,
 ) -> Result<Applied> {
     let status = seen.status;
-    if row.status == status.as_str() && row.expires_at() == seen.expires_at {
+    if row.status == *status && row.expires_at == seen.expires_at {
         return Ok(Applied::Unchanged);
     }
-    if row
-        .status_observed_at()
-        .is_some_and(|t| seen.observed_at < t)
-        || stage(status.as_str()) < stage(&row.status)
+    if row.status_observed_at.is_some_and(|t| seen.observed_at < t)
+        || stage(status.as_str()) < stage(row.status.as_str())
     {
         return Ok(Applied::Unchanged);
     }
@@ -64,18 +63,18 @@ pub async fn apply(
     inquiries::update_status_observed(
         &mut tx,
         row.id,
-        status.as_str(),
+        status,
         seen.expires_at,
         seen.observed_at,
         now,
     )
     .await?;
     let mut applied = Applied::Updated;
-    let inquiry = row.inquiry_id.as_deref();
+    let inquiry = row.inquiry_id.as_ref();
     let user = user_states::state_and_outcome_in(&mut tx, &row.user_id).await?;
     match user {
         None => {}
-        Some((state, outcome)) if state == "finished" => {
+        Some((UserState::Finished, outcome)) => {
             // A decision after completion (`completed` → `approved`) reaches the outcome.
             let later = outcome
                 .as_deref()
@@ -98,12 +97,12 @@ pub async fn apply(
                 .await?;
             }
         }
-        Some((state, _)) if state == "skipped" => {}
+        Some((UserState::Skipped, _)) => {}
         Some((current, _)) if status.is_finished() => {
             user_states::set_state(
                 &mut tx,
                 &row.user_id,
-                "finished",
+                UserState::Finished,
                 None,
                 Some(status.as_str()),
                 now,
@@ -135,12 +134,12 @@ pub async fn apply(
             .await?;
             applied = Applied::Finished;
         }
-        Some((current, _)) if row.superseded_at.is_none() && row.status != status.as_str() => {
+        Some((current, _)) if row.superseded_at.is_none() && row.status != *status => {
             // `pending` means the user started; anything else live keeps the state they had.
-            let next = if *status == InquiryStatus::Pending && current == "invited" {
-                "started"
+            let next = if *status == InquiryStatus::Pending && current == UserState::Invited {
+                UserState::Started
             } else {
-                current.as_str()
+                current
             };
             if next != current {
                 user_states::set_state(&mut tx, &row.user_id, next, None, None, now).await?;
@@ -157,7 +156,7 @@ pub async fn apply(
         }
         Some(_) => {}
     }
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok(applied)
 }
 

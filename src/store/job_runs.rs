@@ -3,17 +3,17 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Result, Store};
-use crate::clock::format_ts;
+use super::sqlite::Place;
+use super::{Result, Store, Stored, Ts, ts};
 
 pub async fn record_start(store: &Store, job: &str, at: DateTime<Utc>) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("INSERT INTO job_runs (job, started_at) VALUES (?, ?) RETURNING id")
-            .bind(job)
-            .bind(format_ts(at))
-            .fetch_one(store.writer())
-            .await?,
+    Ok(on_write!(store, |c| sqlx::query_scalar(
+        "INSERT INTO job_runs (job, started_at) VALUES ($1, $2) RETURNING id"
     )
+    .bind(job)
+    .bind(ts(at))
+    .fetch_one(c)
+    .await?))
 }
 
 pub async fn record_finish(
@@ -23,35 +23,62 @@ pub async fn record_finish(
     outcome: &str,
     detail: &str,
 ) -> Result<()> {
-    sqlx::query("UPDATE job_runs SET finished_at = ?, outcome = ?, detail = ? WHERE id = ?")
-        .bind(format_ts(at))
-        .bind(outcome)
-        .bind(detail)
-        .bind(id)
-        .execute(store.writer())
-        .await?;
+    on_write!(store, |c| sqlx::query(
+        "UPDATE job_runs SET finished_at = $1, outcome = $2, detail = $3 WHERE id = $4"
+    )
+    .bind(ts(at))
+    .bind(outcome)
+    .bind(detail)
+    .bind(id)
+    .execute(c)
+    .await?);
     Ok(())
 }
 
-/// The latest run of `job`: (started_at, finished_at, outcome).
-pub async fn latest(
-    store: &Store,
-    job: &str,
-) -> Result<Option<(String, Option<String>, Option<String>)>> {
-    Ok(sqlx::query_as("SELECT started_at, finished_at, outcome FROM job_runs WHERE job = ? ORDER BY id DESC LIMIT 1")
-        .bind(job)
-        .fetch_optional(store.reader())
-        .await?)
+/// The latest run of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+}
+
+/// The latest run of `job`.
+pub async fn latest(store: &Store, job: &str) -> Result<Option<Run>> {
+    let found = on_read!(store, |c| {
+        sqlx::query(
+        "SELECT id, started_at, finished_at, outcome FROM job_runs WHERE job = $1 ORDER BY id DESC LIMIT 1"
+    )
+    .bind(job)
+    .fetch_optional(c)
+    .await?
+    });
+    found
+        .as_ref()
+        .map(|r| {
+            let at = Place {
+                row: r,
+                table: "job_runs",
+                key: "id",
+            };
+            Ok(Run {
+                started_at: at.get::<Ts>("started_at")?.value(),
+                finished_at: at.get::<Option<Ts>>("finished_at")?.value(),
+                outcome: at.get("outcome")?,
+            })
+        })
+        .transpose()
 }
 
 /// When the last successful run of `job` started.
-pub async fn last_ok_start(store: &Store, job: &str) -> Result<Option<String>> {
-    Ok(
-        sqlx::query_scalar("SELECT MAX(started_at) FROM job_runs WHERE job = ? AND outcome = 'ok'")
-            .bind(job)
-            .fetch_one(store.reader())
-            .await?,
+pub async fn last_ok_start(store: &Store, job: &str) -> Result<Option<DateTime<Utc>>> {
+    let found: Option<Ts> = on_read!(store, |c| sqlx::query_scalar(
+        "SELECT MAX(started_at) FROM job_runs WHERE job = $1 AND outcome = 'ok'"
     )
+    .bind(job)
+    .fetch_one(c)
+    .await?);
+    Ok(found.value())
 }
 
 /// Replaces `job`'s single bookmark row with one run that started at `started` and covered `detail`.
@@ -63,17 +90,20 @@ pub async fn set_bookmark(
     detail: &str,
 ) -> Result<()> {
     let mut tx = store.begin_write().await?;
-    sqlx::query("DELETE FROM job_runs WHERE job = ?")
+    on_tx!(tx, |c| {
+        sqlx::query("DELETE FROM job_runs WHERE job = $1")
+            .bind(job)
+            .execute(&mut *c)
+            .await?;
+        sqlx::query(
+            "INSERT INTO job_runs (job, started_at, finished_at, outcome, detail) VALUES ($1, $2, $3, 'ok', $4)",
+        )
         .bind(job)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO job_runs (job, started_at, finished_at, outcome, detail) VALUES (?, ?, ?, 'ok', ?)")
-        .bind(job)
-        .bind(format_ts(started))
-        .bind(format_ts(finished))
+        .bind(ts(started))
+        .bind(ts(finished))
         .bind(detail)
-        .execute(&mut *tx)
+        .execute(&mut *c)
         .await?;
-    tx.commit().await?;
-    Ok(())
+    });
+    tx.commit().await
 }

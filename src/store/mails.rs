@@ -1,33 +1,77 @@
 //! The outbox. A mail row holds what to send and how it went, never the link itself: links with
 //! secrets in them are rebuilt at send time and never stored.
 
-use chrono::{DateTime, Utc};
-
+use std::collections::HashSet;
 use std::sync::LazyLock;
 
-use super::{Result, Store};
-use crate::clock::{format_ts, parse_ts};
+use chrono::{DateTime, Utc};
+use sqlx::Row as _;
+
+use super::sqlite::{Place, row, rows};
+use super::user_states::UserState;
+use super::{Result, Store, StoreError, Stored, Ts, WriteTx, ts, ts_opt};
+use crate::domain::{ParseError, UserId};
+use crate::mail::MailKind;
+
+/// Where a mail stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MailStatus {
+    /// Waiting to go out, due at `next_attempt_at`.
+    Queued,
+    /// An attempt was counted and the send may be under way (or was caught by a crash).
+    Sending,
+    Sent,
+    Failed,
+    Cancelled,
+}
+
+impl MailStatus {
+    pub const ALL: [MailStatus; 5] = [
+        MailStatus::Queued,
+        MailStatus::Sending,
+        MailStatus::Sent,
+        MailStatus::Failed,
+        MailStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailStatus::Queued => "queued",
+            MailStatus::Sending => "sending",
+            MailStatus::Sent => "sent",
+            MailStatus::Failed => "failed",
+            MailStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<MailStatus, ParseError> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| ParseError(format!("{s:?} is not a mail status")))
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct MailRow {
     pub id: i64,
-    pub user_id: String,
+    pub user_id: UserId,
     pub inquiry_row: Option<i64>,
-    pub kind: String,
-    pub status: String,
+    pub kind: MailKind,
+    pub status: MailStatus,
     pub message_id: String,
     pub attempts: i64,
-    pub next_attempt_at: String,
-    pub link_expires_at: Option<String>,
-    pub sent_at: Option<String>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub link_expires_at: Option<DateTime<Utc>>,
+    pub sent_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
     /// For a reminder: the `[reminders] after` entry it stands for, in seconds since the invite.
     pub reminder_after: Option<i64>,
 }
 
-from_row!(MailRow {
+from_row!(MailRow in "mails" by id {
     id,
     user_id,
     inquiry_row,
@@ -35,23 +79,17 @@ from_row!(MailRow {
     status,
     message_id,
     attempts,
-    next_attempt_at,
-    link_expires_at,
-    sent_at,
+    next_attempt_at as Ts,
+    link_expires_at as Option<Ts>,
+    sent_at as Option<Ts>,
     last_error,
-    created_at,
-    updated_at,
-    reminder_after
+    created_at as Ts,
+    updated_at as Ts,
+    reminder_after,
 });
 
-impl MailRow {
-    pub fn link_expires_at(&self) -> Option<DateTime<Utc>> {
-        self.link_expires_at.as_deref().and_then(parse_ts)
-    }
-}
-
 /// The columns of [`MailRow`], for SELECT and RETURNING.
-pub const COLUMNS: &str = "id, user_id, inquiry_row, kind, status, message_id, attempts, next_attempt_at, \
+const COLUMNS: &str = "id, user_id, inquiry_row, kind, status, message_id, attempts, next_attempt_at, \
      link_expires_at, sent_at, last_error, created_at, updated_at, reminder_after";
 
 /// A reminder caught mid-send by a crash may have reached the user: it is never sent again
@@ -63,45 +101,50 @@ static SELECT: LazyLock<String> = LazyLock::new(|| format!("SELECT {COLUMNS} FRO
 /// Queues a mail inside the caller's transaction (the one that records what it links to), and
 /// returns it as stored.
 pub async fn enqueue(
-    conn: &mut sqlx::SqliteConnection,
-    user_id: &str,
+    tx: &mut WriteTx,
+    user_id: &UserId,
     inquiry_row: Option<i64>,
-    kind: &str,
+    kind: MailKind,
     message_id: &str,
     now: DateTime<Utc>,
 ) -> Result<MailRow> {
-    enqueue_as(conn, user_id, inquiry_row, kind, message_id, false, now).await
+    enqueue_as(tx, user_id, inquiry_row, kind, message_id, false, now).await
 }
 
 /// [`enqueue`], or, when `sending`, stored as `sending` with its first attempt counted (what
 /// [`mark_sending`] would write next), for a caller that sends it right after the commit.
 pub async fn enqueue_as(
-    conn: &mut sqlx::SqliteConnection,
-    user_id: &str,
+    tx: &mut WriteTx,
+    user_id: &UserId,
     inquiry_row: Option<i64>,
-    kind: &str,
+    kind: MailKind,
     message_id: &str,
     sending: bool,
     now: DateTime<Utc>,
 ) -> Result<MailRow> {
-    let ts = format_ts(now);
     static ENQUEUE: LazyLock<String> = LazyLock::new(|| {
         format!(
             "INSERT INTO mails (user_id, inquiry_row, kind, status, attempts, message_id, next_attempt_at, \
                created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7) RETURNING {COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $7) RETURNING {COLUMNS}"
         )
     });
-    Ok(sqlx::query_as::<_, MailRow>(ENQUEUE.as_str())
+    let status = if sending {
+        MailStatus::Sending
+    } else {
+        MailStatus::Queued
+    };
+    let stored = on_tx!(tx, |c| sqlx::query(ENQUEUE.as_str())
         .bind(user_id)
         .bind(inquiry_row)
         .bind(kind)
-        .bind(if sending { "sending" } else { "queued" })
+        .bind(status)
         .bind(i64::from(sending))
         .bind(message_id)
-        .bind(&ts)
-        .fetch_one(conn)
-        .await?)
+        .bind(ts(now))
+        .fetch_one(c)
+        .await?);
+    <MailRow as super::FromRow>::from_sqlite(&stored)
 }
 
 /// What a user has had in mail so far, read where the next one is decided.
@@ -114,42 +157,40 @@ pub struct MailHistory {
 }
 
 /// The user's [`MailHistory`], inside the caller's transaction.
-pub async fn history_in(conn: &mut sqlx::SqliteConnection, user_id: &str) -> Result<MailHistory> {
-    let (any, unsent): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM mails WHERE user_id = ?1), \
-           EXISTS (SELECT 1 FROM mails WHERE user_id = ?1 AND status IN ('queued', 'sending'))",
+pub async fn history_in(tx: &mut WriteTx, user_id: &UserId) -> Result<MailHistory> {
+    let (any, unsent): (bool, bool) = on_tx!(tx, |c| sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM mails WHERE user_id = $1), \
+           EXISTS (SELECT 1 FROM mails WHERE user_id = $1 AND status IN ('queued', 'sending'))",
     )
     .bind(user_id)
-    .fetch_one(conn)
-    .await?;
+    .fetch_one(c)
+    .await?);
     Ok(MailHistory { any, unsent })
 }
 
-/// The user's mail waiting to go out (queued, or caught mid-send by a crash), if any.
-pub async fn unsent_for_user(
-    conn: impl sqlx::SqliteExecutor<'_>,
-    user_id: &str,
-) -> Result<Option<MailRow>> {
-    let sql = format!(
-        "{} WHERE user_id = ? AND status IN ('queued', 'sending') AND {NOT_INTERRUPTED_REMINDER} \
+static UNSENT_FOR_USER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} WHERE user_id = $1 AND status IN ('queued', 'sending') AND {NOT_INTERRUPTED_REMINDER} \
          ORDER BY id DESC LIMIT 1",
         *SELECT
-    );
-    Ok(sqlx::query_as::<_, MailRow>(sqlx::AssertSqlSafe(sql))
+    )
+});
+
+/// The user's mail waiting to go out (queued, or caught mid-send by a crash), if any.
+pub async fn unsent_for_user(store: &Store, user_id: &UserId) -> Result<Option<MailRow>> {
+    on_read!(store, |c| row(sqlx::query(UNSENT_FOR_USER.as_str())
         .bind(user_id)
-        .fetch_optional(conn)
-        .await?)
+        .fetch_optional(c)
+        .await?))
 }
 
-pub async fn last_for_user(
-    conn: impl sqlx::SqliteExecutor<'_>,
-    user_id: &str,
-) -> Result<Option<MailRow>> {
-    let sql = format!("{} WHERE user_id = ? ORDER BY id DESC LIMIT 1", *SELECT);
-    Ok(sqlx::query_as::<_, MailRow>(sqlx::AssertSqlSafe(sql))
+pub async fn last_for_user(store: &Store, user_id: &UserId) -> Result<Option<MailRow>> {
+    static SQL: LazyLock<String> =
+        LazyLock::new(|| format!("{} WHERE user_id = $1 ORDER BY id DESC LIMIT 1", *SELECT));
+    on_read!(store, |c| row(sqlx::query(SQL.as_str())
         .bind(user_id)
-        .fetch_optional(conn)
-        .await?)
+        .fetch_optional(c)
+        .await?))
 }
 
 /// Counts an attempt before the send: a crash during it leaves `sending`, and the next run sends
@@ -160,33 +201,37 @@ pub async fn mark_sending(
     link_expires_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE mails SET status = 'sending', attempts = attempts + 1, link_expires_at = ?, updated_at = ? WHERE id = ?",
+    on_write!(store, |c| {
+        sqlx::query(
+        "UPDATE mails SET status = $1, attempts = attempts + 1, link_expires_at = $2, updated_at = $3 WHERE id = $4",
     )
-    .bind(link_expires_at.map(format_ts))
-    .bind(format_ts(now))
+    .bind(MailStatus::Sending)
+    .bind(ts_opt(link_expires_at))
+    .bind(ts(now))
     .bind(id)
-    .execute(store.writer())
-    .await?;
+    .execute(c)
+    .await?
+    });
     Ok(())
 }
 
 /// The mail went out, inside the caller's transaction (the one that moves its user on).
 pub async fn mark_sent(
-    conn: &mut sqlx::SqliteConnection,
+    tx: &mut WriteTx,
     id: i64,
     link_expires_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE mails SET status = 'sent', sent_at = ?1, last_error = NULL, \
-           link_expires_at = COALESCE(?2, link_expires_at), updated_at = ?1 WHERE id = ?3",
+    on_tx!(tx, |c| sqlx::query(
+        "UPDATE mails SET status = $1, sent_at = $2, last_error = NULL, \
+           link_expires_at = COALESCE($3, link_expires_at), updated_at = $2 WHERE id = $4",
     )
-    .bind(format_ts(now))
-    .bind(link_expires_at.map(format_ts))
+    .bind(MailStatus::Sent)
+    .bind(ts(now))
+    .bind(ts_opt(link_expires_at))
     .bind(id)
-    .execute(conn)
-    .await?;
+    .execute(c)
+    .await?);
     Ok(())
 }
 
@@ -198,63 +243,70 @@ pub async fn mark_retry(
     error: &str,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query("UPDATE mails SET status = 'queued', next_attempt_at = ?, last_error = ?, updated_at = ? WHERE id = ?")
-        .bind(format_ts(next))
-        .bind(error)
-        .bind(format_ts(now))
-        .bind(id)
-        .execute(store.writer())
-        .await?;
+    on_write!(store, |c| {
+        sqlx::query(
+        "UPDATE mails SET status = $1, next_attempt_at = $2, last_error = $3, updated_at = $4 WHERE id = $5"
+    )
+    .bind(MailStatus::Queued)
+    .bind(ts(next))
+    .bind(error)
+    .bind(ts(now))
+    .bind(id)
+    .execute(c)
+    .await?
+    });
     Ok(())
 }
 
 /// Puts a counted attempt back without blaming the mail (e.g. the run stopped before sending).
 pub async fn unclaim(store: &Store, id: i64) -> Result<()> {
-    sqlx::query("UPDATE mails SET status = 'queued', attempts = MAX(attempts - 1, 0) WHERE id = ? AND status = 'sending'")
-        .bind(id)
-        .execute(store.writer())
-        .await?;
+    on_write!(store, |c| {
+        sqlx::query(
+        "UPDATE mails SET status = 'queued', attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END \
+         WHERE id = $1 AND status = 'sending'"
+    )
+    .bind(id)
+    .execute(c)
+    .await?
+    });
     Ok(())
 }
 
-pub async fn mark_failed(
-    conn: &mut sqlx::SqliteConnection,
-    id: i64,
-    error: &str,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    sqlx::query("UPDATE mails SET status = 'failed', last_error = ?, updated_at = ? WHERE id = ?")
-        .bind(error)
-        .bind(format_ts(now))
-        .bind(id)
-        .execute(conn)
-        .await?;
+pub async fn mark_failed(tx: &mut WriteTx, id: i64, error: &str, now: DateTime<Utc>) -> Result<()> {
+    on_tx!(tx, |c| sqlx::query(
+        "UPDATE mails SET status = $1, last_error = $2, updated_at = $3 WHERE id = $4"
+    )
+    .bind(MailStatus::Failed)
+    .bind(error)
+    .bind(ts(now))
+    .bind(id)
+    .execute(c)
+    .await?);
     Ok(())
 }
 
 /// When the first link went out to anyone (the start of the daemon's history with Persona).
-pub async fn first_sent_at(store: &Store) -> Result<Option<String>> {
-    Ok(
-        sqlx::query_scalar("SELECT MIN(sent_at) FROM mails WHERE sent_at IS NOT NULL")
-            .fetch_one(store.reader())
-            .await?,
+pub async fn first_sent_at(store: &Store) -> Result<Option<DateTime<Utc>>> {
+    let first: Option<Ts> = on_read!(store, |c| sqlx::query_scalar(
+        "SELECT MIN(sent_at) FROM mails WHERE sent_at IS NOT NULL"
     )
+    .fetch_one(c)
+    .await?);
+    Ok(first.value())
 }
 
 /// Drops a user's unsent mails (the user finished, or a newer mail replaces them).
-pub async fn cancel_unsent(
-    conn: &mut sqlx::SqliteConnection,
-    user_id: &str,
-    now: DateTime<Utc>,
-) -> Result<u64> {
-    Ok(sqlx::query(
-        "UPDATE mails SET status = 'cancelled', updated_at = ? WHERE user_id = ? AND status IN ('queued', 'sending')",
+pub async fn cancel_unsent(tx: &mut WriteTx, user_id: &UserId, now: DateTime<Utc>) -> Result<u64> {
+    Ok(on_tx!(tx, |c| {
+        sqlx::query(
+        "UPDATE mails SET status = 'cancelled', updated_at = $1 WHERE user_id = $2 AND status IN ('queued', 'sending')",
     )
-    .bind(format_ts(now))
+    .bind(ts(now))
     .bind(user_id)
-    .execute(conn)
+    .execute(c)
     .await?
-    .rows_affected())
+    .rows_affected()
+    }))
 }
 
 /// Users with a mail that is due now and are not pending (refresh's renewed mails after a crash).
@@ -262,24 +314,39 @@ pub async fn due_users_not_pending(
     store: &Store,
     now: DateTime<Utc>,
     limit: u32,
-) -> Result<Vec<String>> {
-    let sql = format!(
-        "SELECT DISTINCT m.user_id FROM mails m JOIN user_states s ON s.user_id = m.user_id \
-         WHERE m.status IN ('queued', 'sending') AND m.next_attempt_at <= ? AND s.state != 'pending' \
-         AND {NOT_INTERRUPTED_REMINDER} LIMIT ?"
-    );
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-        .bind(format_ts(now))
-        .bind(i64::from(limit))
-        .fetch_all(store.reader())
-        .await?)
+) -> Result<Vec<UserId>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT DISTINCT m.user_id FROM mails m JOIN user_states s ON s.user_id = m.user_id \
+             WHERE m.status IN ('queued', 'sending') AND m.next_attempt_at <= $1 AND s.state != 'pending' \
+             AND {NOT_INTERRUPTED_REMINDER} LIMIT $2"
+        )
+    });
+    on_read!(store, |c| {
+        let found = sqlx::query(SQL.as_str())
+            .bind(ts(now))
+            .bind(i64::from(limit))
+            .fetch_all(c)
+            .await?;
+        found
+            .iter()
+            .map(|r| {
+                Place {
+                    row: r,
+                    table: "mails",
+                    key: "user_id",
+                }
+                .get("user_id")
+            })
+            .collect()
+    })
 }
 
 /// What the reminder job reads about a user who may be due a reminder.
 #[derive(Debug, Clone)]
 pub struct ReminderFacts {
-    pub user_id: String,
-    pub state: String,
+    pub user_id: UserId,
+    pub state: UserState,
     /// When the user's first invite was sent: the cadence counts from here.
     pub invited_at: DateTime<Utc>,
     /// The last mail to the user (or the last that may have reached them).
@@ -292,14 +359,14 @@ pub struct ReminderFacts {
 
 /// Users still `invited` or `started` whose invite went out at `invited_by` or before — or,
 /// with `only_user`, that user whatever their state (for `status --user` and the re-check
-/// under the lease).
+/// under the lease). SQLite-only: the recorded entries come back as one `json_group_array`.
 pub async fn reminder_facts(
-    conn: impl sqlx::SqliteExecutor<'_>,
-    only_user: Option<&str>,
+    store: &Store,
+    only_user: Option<&UserId>,
     invited_by: DateTime<Utc>,
 ) -> Result<Vec<ReminderFacts>> {
-    use sqlx::Row as _;
-    let rows = sqlx::query(
+    let found = on_read!(store, |c| {
+        sqlx::query(
         "SELECT * FROM ( \
            SELECT s.user_id, s.state, s.last_mailed_at, \
              (SELECT MIN(m.sent_at) FROM mails m WHERE m.user_id = s.user_id AND m.kind = 'invite') AS invited_at, \
@@ -308,33 +375,35 @@ pub async fn reminder_facts(
              EXISTS (SELECT 1 FROM mails m WHERE m.user_id = s.user_id \
                 AND m.status IN ('queued', 'sending')) AS unsent \
            FROM user_states s \
-           WHERE (?1 IS NULL AND s.state IN ('invited', 'started')) OR s.user_id = ?1) \
-         WHERE invited_at IS NOT NULL AND invited_at <= ?2",
+           WHERE ($1 IS NULL AND s.state IN ('invited', 'started')) OR s.user_id = $1) \
+         WHERE invited_at IS NOT NULL AND invited_at <= $2",
     )
     .bind(only_user)
-    .bind(format_ts(invited_by))
-    .fetch_all(conn)
-    .await?;
-    rows.iter()
+    .bind(ts(invited_by))
+    .fetch_all(c)
+    .await?
+    });
+    found
+        .iter()
         .map(|r| {
-            let invited_at: String = r.try_get("invited_at")?;
-            let recorded: String = r.try_get("recorded")?;
-            let last: Option<String> = r.try_get("last_mailed_at")?;
+            let at = Place {
+                row: r,
+                table: "user_states",
+                key: "user_id",
+            };
+            let recorded: String = at.get("recorded")?;
             Ok(ReminderFacts {
-                user_id: r.try_get("user_id")?,
-                state: r.try_get("state")?,
-                invited_at: parse_ts(&invited_at).ok_or_else(|| {
-                    super::StoreError::Conflict(format!(
-                        "mails: invite sent_at {invited_at:?} is not a timestamp"
-                    ))
+                user_id: at.get("user_id")?,
+                state: at.get("state")?,
+                invited_at: at.get::<Ts>("invited_at")?.value(),
+                last_mailed_at: at.get::<Option<Ts>>("last_mailed_at")?.value(),
+                recorded: serde_json::from_str(&recorded).map_err(|e| StoreError::BadValue {
+                    table: "mails",
+                    row: r.try_get::<String, _>("user_id").unwrap_or_default(),
+                    column: "reminder_after",
+                    why: format!("{recorded:?}: {e}"),
                 })?,
-                last_mailed_at: last.as_deref().and_then(parse_ts),
-                recorded: serde_json::from_str(&recorded).map_err(|e| {
-                    super::StoreError::Conflict(format!(
-                        "mails: reminder_after list {recorded:?}: {e}"
-                    ))
-                })?,
-                unsent: r.try_get("unsent")?,
+                unsent: at.get("unsent")?,
             })
         })
         .collect()
@@ -343,84 +412,102 @@ pub async fn reminder_facts(
 /// Records a reminder for the `after` entry (seconds) and queues it, inside the caller's
 /// transaction; `None` when that entry is recorded for the user already.
 pub async fn enqueue_reminder(
-    conn: &mut sqlx::SqliteConnection,
-    user_id: &str,
+    tx: &mut WriteTx,
+    user_id: &UserId,
     inquiry_row: Option<i64>,
     message_id: &str,
     after_secs: i64,
     now: DateTime<Utc>,
 ) -> Result<Option<MailRow>> {
-    let ts = format_ts(now);
     static ENQUEUE: LazyLock<String> = LazyLock::new(|| {
         format!(
             "INSERT INTO mails (user_id, inquiry_row, kind, status, message_id, next_attempt_at, created_at, updated_at, reminder_after) \
-             VALUES (?, ?, 'reminder', 'queued', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7) ON CONFLICT DO NOTHING RETURNING {COLUMNS}"
         )
     });
-    Ok(sqlx::query_as::<_, MailRow>(ENQUEUE.as_str())
+    on_tx!(tx, |c| row(sqlx::query(ENQUEUE.as_str())
         .bind(user_id)
         .bind(inquiry_row)
+        .bind(MailKind::Reminder)
+        .bind(MailStatus::Queued)
         .bind(message_id)
-        .bind(&ts)
-        .bind(&ts)
-        .bind(&ts)
+        .bind(ts(now))
         .bind(after_secs)
-        .fetch_optional(conn)
-        .await?)
+        .fetch_optional(c)
+        .await?))
 }
 
 /// Reminders a crash caught between `sending` and their outcome.
 pub async fn interrupted_reminders(store: &Store) -> Result<Vec<MailRow>> {
-    let sql = format!(
-        "{} WHERE kind = 'reminder' AND status = 'sending' ORDER BY id",
-        *SELECT
-    );
-    Ok(sqlx::query_as::<_, MailRow>(sqlx::AssertSqlSafe(sql))
-        .fetch_all(store.reader())
-        .await?)
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "{} WHERE kind = 'reminder' AND status = 'sending' ORDER BY id",
+            *SELECT
+        )
+    });
+    on_read!(store, |c| rows(
+        &sqlx::query(SQL.as_str()).fetch_all(c).await?
+    ))
 }
 
 /// Closes an interrupted reminder without sending it again, inside the caller's transaction.
 pub async fn close_interrupted_reminder(
-    conn: &mut sqlx::SqliteConnection,
+    tx: &mut WriteTx,
     id: i64,
     why: &str,
     now: DateTime<Utc>,
 ) -> Result<bool> {
-    Ok(sqlx::query(
-        "UPDATE mails SET status = 'cancelled', last_error = ?, updated_at = ? \
-         WHERE id = ? AND kind = 'reminder' AND status = 'sending'",
+    Ok(on_tx!(tx, |c| sqlx::query(
+        "UPDATE mails SET status = 'cancelled', last_error = $1, updated_at = $2 \
+         WHERE id = $3 AND kind = 'reminder' AND status = 'sending'",
     )
     .bind(why)
-    .bind(format_ts(now))
+    .bind(ts(now))
     .bind(id)
-    .execute(conn)
+    .execute(c)
     .await?
-    .rows_affected()
+    .rows_affected())
         == 1)
 }
 
 /// One user's reminders, in cadence order.
-pub async fn reminders_of(
-    conn: impl sqlx::SqliteExecutor<'_>,
-    user_id: &str,
-) -> Result<Vec<MailRow>> {
-    let sql = format!(
-        "{} WHERE user_id = ? AND kind = 'reminder' ORDER BY reminder_after",
-        *SELECT
-    );
-    Ok(sqlx::query_as::<_, MailRow>(sqlx::AssertSqlSafe(sql))
-        .bind(user_id)
-        .fetch_all(conn)
-        .await?)
+pub async fn reminders_of(store: &Store, user_id: &UserId) -> Result<Vec<MailRow>> {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "{} WHERE user_id = $1 AND kind = 'reminder' ORDER BY reminder_after",
+            *SELECT
+        )
+    });
+    on_read!(store, |c| rows(
+        &sqlx::query(SQL.as_str()).bind(user_id).fetch_all(c).await?
+    ))
 }
 
 /// Users with a mail waiting to go out (queued, or caught mid-send).
-pub async fn users_with_unsent(store: &Store) -> Result<std::collections::HashSet<String>> {
-    let ids: Vec<String> = sqlx::query_scalar(
+pub async fn users_with_unsent(store: &Store) -> Result<HashSet<UserId>> {
+    let found = on_read!(store, |c| sqlx::query(
         "SELECT DISTINCT user_id FROM mails WHERE status IN ('queued', 'sending')",
     )
-    .fetch_all(store.reader())
-    .await?;
-    Ok(ids.into_iter().collect())
+    .fetch_all(c)
+    .await?);
+    found
+        .iter()
+        .map(|r| {
+            Place {
+                row: r,
+                table: "mails",
+                key: "user_id",
+            }
+            .get("user_id")
+        })
+        .collect()
+}
+
+/// Sent mails by kind, in kind order (the demo's summary).
+pub async fn sent_by_kind(store: &Store) -> Result<Vec<(String, i64)>> {
+    Ok(on_read!(store, |c| sqlx::query_as(
+        "SELECT kind, COUNT(*) FROM mails WHERE status = 'sent' GROUP BY kind ORDER BY kind",
+    )
+    .fetch_all(c)
+    .await?))
 }

@@ -1,24 +1,66 @@
-//! The SQLite store: one write connection and a read-only pool over one WAL-mode file.
-//! One file per table family, and `steps` for the provisioning writes that span tables;
-//! nothing here knows about jobs, Persona or mail.
+//! The store's one face: table-family modules of plain functions over an opaque [`Store`] (reads)
+//! or [`WriteTx`] (writes in one transaction). No database type leaks out, so a second backend
+//! can sit beside SQLite (`sqlite/`) by adding an arm to [`Backend`] and to the macros below.
+//! Nothing here knows about jobs, Persona or mail delivery.
 
-/// `sqlx::FromRow` by column name for a struct whose fields are named like its columns: what
+/// [`FromRow`] by column name for a struct whose fields are named like its columns: what
 /// `#[derive(sqlx::FromRow)]` does, without sqlx's proc-macro crate, which would build a second
-/// copy of SQLite for the host and add 20 s to every cold build.
+/// copy of SQLite for the host and add 20 s to every cold build. `field as Via` decodes the
+/// column as `Via` and converts it ([`Stored`]); a value that does not decode is a
+/// [`StoreError::BadValue`] naming the table, the row (by `key`) and the column.
 macro_rules! from_row {
-    ($ty:ident { $($field:ident),+ $(,)? }) => {
-        impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for $ty {
-            fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> Result<Self, sqlx::Error> {
-                use sqlx::Row as _;
+    ($ty:ident in $table:literal by $key:ident { $($field:ident $(as $via:ty)?),+ $(,)? }) => {
+        impl $crate::store::FromRow for $ty {
+            fn from_sqlite(row: &sqlx::sqlite::SqliteRow) -> $crate::store::Result<Self> {
+                let at = $crate::store::sqlite::Place { row, table: $table, key: stringify!($key) };
                 Ok(Self {
-                    $($field: row.try_get(stringify!($field))?),+
+                    $($field: from_row!(@get at $field $($via)?)),+
                 })
+            }
+        }
+    };
+    (@get $at:ident $field:ident) => { $at.get(stringify!($field))? };
+    (@get $at:ident $field:ident $via:ty) => {
+        $crate::store::Stored::value($at.get::<$via>(stringify!($field))?)
+    };
+}
+
+/// The dispatch point for reads: runs `$body` with `$c` bound to the backend's read pool.
+macro_rules! on_read {
+    ($store:expr, |$c:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite(db) => {
+                let $c = db.reader();
+                $body
             }
         }
     };
 }
 
-pub mod changes;
+/// The dispatch point for a single write that needs no transaction of the caller's.
+macro_rules! on_write {
+    ($store:expr, |$c:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite(db) => {
+                let $c = db.writer();
+                $body
+            }
+        }
+    };
+}
+
+/// The dispatch point for a statement inside a [`WriteTx`]: `$c` is its connection.
+macro_rules! on_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match &mut $tx.inner {
+            $crate::store::TxInner::Sqlite(t) => {
+                let $c: &mut sqlx::SqliteConnection = &mut *t;
+                $body
+            }
+        }
+    };
+}
+
 pub mod events;
 pub mod inquiries;
 pub mod job_runs;
@@ -30,90 +72,24 @@ pub mod user_states;
 pub mod users;
 pub mod webhook_events;
 
+mod sqlite;
+mod types;
+
+pub use sqlite::changes;
+
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{SqlStr, Sqlite, SqlitePool, Transaction};
-
-/// The migrations of `migrations/`, embedded in the binary: (version, description, SQL).
-/// A new file there must be listed here too (a unit test compares the two).
-const MIGRATIONS: [(i64, &str, &str); 9] = [
-    (1, "users", include_str!("../../migrations/0001_users.sql")),
-    (
-        2,
-        "daemon state",
-        include_str!("../../migrations/0002_daemon_state.sql"),
-    ),
-    (
-        3,
-        "lease owner",
-        include_str!("../../migrations/0003_lease_owner.sql"),
-    ),
-    (
-        4,
-        "pending order",
-        include_str!("../../migrations/0004_pending_order.sql"),
-    ),
-    (
-        5,
-        "drop redundant indexes",
-        include_str!("../../migrations/0005_drop_redundant_indexes.sql"),
-    ),
-    (
-        6,
-        "verifications",
-        include_str!("../../migrations/0006_verifications.sql"),
-    ),
-    (
-        7,
-        "user locale",
-        include_str!("../../migrations/0007_user_locale.sql"),
-    ),
-    (
-        8,
-        "reminder mails",
-        include_str!("../../migrations/0008_reminder_mails.sql"),
-    ),
-    (
-        9,
-        "redirect tokens",
-        include_str!("../../migrations/0009_redirect_tokens.sql"),
-    ),
-];
-
-/// The migrator over [`MIGRATIONS`]; checksums are those `sqlx::migrate!` would compute, so
-/// databases migrated by earlier builds stay valid.
-pub static MIGRATOR: std::sync::LazyLock<Migrator> = std::sync::LazyLock::new(|| {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|&(version, description, sql)| {
-                Migration::new(
-                    version,
-                    description.into(),
-                    MigrationType::Simple,
-                    SqlStr::from_static(sql),
-                    false,
-                )
-            })
-            .collect(),
-    )
-});
+use chrono::{DateTime, Utc};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database {path}: cannot be opened: {source}")]
-    Open { path: PathBuf, source: sqlx::Error },
+    Open { path: PathBuf, source: DbError },
     #[error("database {path}: migrations failed: {source}")]
-    Migrate {
-        path: PathBuf,
-        source: sqlx::migrate::MigrateError,
-    },
+    Migrate { path: PathBuf, source: DbError },
     #[error("database: {0}")]
-    Sql(#[from] sqlx::Error),
+    Sql(DbError),
     /// A stored value the daemon cannot read back (a hand edit, or a bug that wrote it).
     #[error("database: {table} row {row}, column {column}: {why}")]
     BadValue {
@@ -125,11 +101,47 @@ pub enum StoreError {
     /// A row a step relies on is not there (removed by hand, or never written).
     #[error("database: {table} has no row {key}")]
     Missing { table: &'static str, key: String },
-    #[error("{0}")]
-    Conflict(String),
+    /// An insert refused because the row exists already (e.g. `users add` of a known id).
+    #[error("{table} {key} already exists")]
+    Exists { table: &'static str, key: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What the database driver said, kept opaque so that no driver type is part of the store's
+/// face; it displays as the driver's own message.
+#[derive(Debug)]
+pub struct DbError(Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> DbError {
+        DbError(Box::new(e))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for DbError {
+    fn from(e: sqlx::migrate::MigrateError) -> DbError {
+        DbError(Box::new(e))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        StoreError::Sql(e.into())
+    }
+}
 
 /// Options for opening the store.
 #[derive(Debug, Clone)]
@@ -149,147 +161,133 @@ impl StoreOptions {
     }
 }
 
+/// The database the daemon keeps its state in. Cheap to clone; clones share the pools.
 #[derive(Debug, Clone)]
 pub struct Store {
-    write: SqlitePool,
-    read: SqlitePool,
-    path: PathBuf,
+    backend: Backend,
+}
+
+/// The backends the store runs on; the `on_*` macros are where each gets its arm.
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(sqlite::Db),
+}
+
+/// A write transaction: commit it with [`WriteTx::commit`]; dropped uncommitted (its caller
+/// gave up or failed), it rolls back before the connection is used again.
+pub struct WriteTx {
+    inner: TxInner,
+}
+
+enum TxInner {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
 }
 
 impl Store {
-    /// Opens (creating if missing) the database file. Pragmas are set in the connect options so
-    /// every connection of both pools has them, not just the first.
+    /// Opens (creating if missing) the database file.
     pub async fn open(opts: &StoreOptions) -> Result<Store> {
-        let open_err = |source| StoreError::Open {
-            path: opts.path.clone(),
-            source,
-        };
-        if let Some(parent) = opts.path.parent()
-            && !parent.as_os_str().is_empty()
-            && !parent.exists()
-        {
-            return Err(open_err(sqlx::Error::Configuration(
-                format!("folder {} does not exist", parent.display()).into(),
-            )));
-        }
-        let base = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(open_err)?
-            .filename(&opts.path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(opts.busy_timeout)
-            .foreign_keys(true);
-        // A local file does not go stale like a network connection, so no ping before each
-        // acquire: with sqlx's worker thread per connection that ping doubled the cost of
-        // every statement run straight on a pool.
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .test_before_acquire(false)
-            .acquire_timeout(opts.busy_timeout + Duration::from_secs(25))
-            .connect_with(base.clone().create_if_missing(true))
-            .await
-            .map_err(open_err)?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(opts.read_connections.max(1))
-            .test_before_acquire(false)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(base.read_only(true))
-            .await
-            .map_err(open_err)?;
         Ok(Store {
-            write,
-            read,
-            path: opts.path.clone(),
+            backend: Backend::Sqlite(sqlite::Db::open(opts).await?),
         })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        match &self.backend {
+            Backend::Sqlite(db) => db.path(),
+        }
     }
 
     /// Applies pending migrations; running it again is a no-op.
     pub async fn migrate(&self) -> Result<()> {
-        MIGRATOR
-            .run(&self.write)
-            .await
-            .map_err(|source| StoreError::Migrate {
-                path: self.path.clone(),
-                source,
-            })
+        match &self.backend {
+            Backend::Sqlite(db) => db.migrate().await,
+        }
     }
 
-    /// Whether every migration this binary knows has been applied.
+    /// The migrations this binary knows that the database has not had yet, as "version name".
     pub async fn pending_migrations(&self) -> Result<Vec<String>> {
-        let applied: Vec<i64> =
-            match sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
-                .fetch_all(&self.read)
-                .await
-            {
-                Ok(v) => v,
-                Err(sqlx::Error::Database(e)) if e.message().contains("no such table") => {
-                    Vec::new()
-                }
-                Err(e) => return Err(e.into()),
-            };
-        Ok(MIGRATOR
-            .iter()
-            .filter(|m| !applied.contains(&m.version))
-            .map(|m| format!("{} {}", m.version, m.description))
-            .collect())
+        match &self.backend {
+            Backend::Sqlite(db) => db.pending_migrations().await,
+        }
     }
 
-    /// A write transaction that takes the write lock at once (`BEGIN IMMEDIATE`), so it never
-    /// fails half-way with "database is locked" when another process writes too. Dropped
-    /// uncommitted (its caller gave up or failed), it rolls back before the connection is
-    /// used again, so no `BEGIN` is ever left without its `COMMIT`.
-    pub async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>> {
-        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    /// A write transaction that holds the write lock from its start (SQLite: `BEGIN
+    /// IMMEDIATE`), so it never fails half-way with "database is locked" when another process
+    /// writes too.
+    pub async fn begin_write(&self) -> Result<WriteTx> {
+        let inner = match &self.backend {
+            Backend::Sqlite(db) => TxInner::Sqlite(db.begin_write().await?),
+        };
+        Ok(WriteTx { inner })
     }
 
-    pub fn reader(&self) -> &SqlitePool {
-        &self.read
-    }
-
-    /// The write pool, for single statements that need no transaction.
-    pub fn writer(&self) -> &SqlitePool {
-        &self.write
+    /// Whether the database answers a trivial query (for `/healthz`).
+    pub async fn ping(&self) -> Result<()> {
+        on_read!(self, |c| {
+            sqlx::query("SELECT 1").execute(c).await?;
+        });
+        Ok(())
     }
 
     pub async fn close(&self) {
-        self.write.close().await;
-        self.read.close().await;
+        match &self.backend {
+            Backend::Sqlite(db) => db.close().await,
+        }
+    }
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<()> {
+        match self.inner {
+            TxInner::Sqlite(t) => t.commit().await?,
+        }
+        Ok(())
     }
 }
 
 /// Keeps a long-running statement list from binding too many parameters at once.
 pub const MAX_BATCH: usize = 500;
 
-#[cfg(test)]
-mod migration_list {
-    use super::MIGRATIONS;
+/// A row type decoded by column name; implemented by `from_row!`.
+trait FromRow: Sized {
+    fn from_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<Self>;
+}
 
-    #[test]
-    fn every_file_in_migrations_is_embedded_with_its_version_and_description() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-        let mut files: Vec<(i64, String, String)> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-            .map(|p| {
-                let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
-                let (version, name) = stem.split_once('_').unwrap();
-                (
-                    version.parse().unwrap(),
-                    name.replace('_', " "),
-                    std::fs::read_to_string(&p).unwrap(),
-                )
-            })
-            .collect();
-        files.sort();
-        let embedded: Vec<(i64, String, String)> = MIGRATIONS
-            .iter()
-            .map(|&(v, d, sql)| (v, d.to_owned(), sql.to_owned()))
-            .collect();
-        assert_eq!(embedded, files);
+/// A store-internal column type and the value a row carries for it (a time kept as text →
+/// `DateTime<Utc>`).
+trait Stored {
+    type Value;
+    fn value(self) -> Self::Value;
+}
+
+/// A time as the store binds and reads it: on SQLite, the text of [`crate::clock::format_ts`]
+/// (RFC 3339, milliseconds, `Z`), which sorts as text in time order, as the queries rely on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Ts(DateTime<Utc>);
+
+impl Stored for Ts {
+    type Value = DateTime<Utc>;
+    fn value(self) -> DateTime<Utc> {
+        self.0
     }
+}
+
+impl Stored for Option<Ts> {
+    type Value = Option<DateTime<Utc>>;
+    fn value(self) -> Option<DateTime<Utc>> {
+        self.map(|t| t.0)
+    }
+}
+
+fn ts(t: DateTime<Utc>) -> Ts {
+    Ts(t)
+}
+
+fn ts_opt(t: Option<DateTime<Utc>>) -> Option<Ts> {
+    t.map(Ts)
+}
+
+/// A time in JSON as it is stored: [`crate::clock::format_ts`].
+fn serde_ts<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::clock::format_ts(*t))
 }

@@ -4,6 +4,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::events::{self, Event};
+use super::sqlite::rows;
 use super::{Result, Store};
 
 /// The user states of SPEC.md, in the order `status` prints them.
@@ -44,14 +45,14 @@ pub struct MailCounts {
 
 /// Users by state; a row the daemon has not looked at yet counts as pending.
 pub async fn state_counts(store: &Store) -> Result<StateCounts> {
-    let rows = sqlx::query(
+    let found = on_read!(store, |c| sqlx::query(
         "SELECT COALESCE(s.state, 'pending') AS state, COUNT(*) AS n \
          FROM users u LEFT JOIN user_states s ON s.user_id = u.id GROUP BY 1",
     )
-    .fetch_all(store.reader())
-    .await?;
+    .fetch_all(c)
+    .await?);
     let mut c = StateCounts::default();
-    for r in rows {
+    for r in found {
         let n: i64 = r.get("n");
         match r.get::<String, _>("state").as_str() {
             "pending" => c.pending = n,
@@ -66,11 +67,13 @@ pub async fn state_counts(store: &Store) -> Result<StateCounts> {
 }
 
 pub async fn mail_counts(store: &Store) -> Result<MailCounts> {
-    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM mails GROUP BY status")
-        .fetch_all(store.reader())
-        .await?;
+    let found = on_read!(store, |c| sqlx::query(
+        "SELECT status, COUNT(*) AS n FROM mails GROUP BY status"
+    )
+    .fetch_all(c)
+    .await?);
     let mut c = MailCounts::default();
-    for r in rows {
+    for r in found {
         let n: i64 = r.get("n");
         match r.get::<String, _>("status").as_str() {
             "queued" | "sending" => c.queued += n,
@@ -109,7 +112,7 @@ pub struct InquirySummary {
     pub superseded_reason: Option<String>,
 }
 
-from_row!(InquirySummary {
+from_row!(InquirySummary in "inquiries" by generation {
     generation,
     inquiry_id,
     status,
@@ -132,7 +135,7 @@ pub struct MailSummary {
     pub created_at: String,
 }
 
-from_row!(MailSummary {
+from_row!(MailSummary in "mails" by message_id {
     kind,
     status,
     message_id,
@@ -153,15 +156,15 @@ pub struct UserHistory {
 
 /// Everything about one user, with no secret in it (none is stored). `None`: no such user.
 pub async fn user_history(store: &Store, user_id: &str) -> Result<Option<UserHistory>> {
-    let Some(row) = sqlx::query(
+    let found = on_read!(store, |c| sqlx::query(
         "SELECT u.id, u.email, COALESCE(s.state, 'pending') AS state, s.reason, s.outcome, \
                 s.reference_id, s.last_mailed_at \
-         FROM users u LEFT JOIN user_states s ON s.user_id = u.id WHERE u.id = ?",
+         FROM users u LEFT JOIN user_states s ON s.user_id = u.id WHERE u.id = $1",
     )
     .bind(user_id)
-    .fetch_optional(store.reader())
-    .await?
-    else {
+    .fetch_optional(c)
+    .await?);
+    let Some(row) = found else {
         return Ok(None);
     };
     let user = UserSummary {
@@ -173,23 +176,29 @@ pub async fn user_history(store: &Store, user_id: &str) -> Result<Option<UserHis
         reference_id: row.get("reference_id"),
         last_mailed_at: row.get("last_mailed_at"),
     };
-    let inquiries = sqlx::query_as::<_, InquirySummary>(
-        "SELECT generation, inquiry_id, status, template_version_id, created_at, expires_at, \
+    let inquiries = on_read!(store, |c| {
+        rows(
+        &sqlx::query(
+            "SELECT generation, inquiry_id, status, template_version_id, created_at, expires_at, \
                 resume_count, superseded_reason \
-         FROM inquiries WHERE user_id = ? ORDER BY generation",
+             FROM inquiries WHERE user_id = $1 ORDER BY generation",
+        )
+        .bind(user_id)
+        .fetch_all(c)
+        .await?
     )
-    .bind(user_id)
-    .fetch_all(store.reader())
-    .await?;
-    let mails = sqlx::query_as::<_, MailSummary>(
+    })?;
+    let mails = on_read!(store, |c| {
+        rows(&sqlx::query(
         "SELECT kind, status, message_id, attempts, sent_at, \
                 CASE WHEN status IN ('queued', 'sending') THEN next_attempt_at END AS next_attempt_at, \
                 last_error, created_at \
-         FROM mails WHERE user_id = ? ORDER BY id",
+         FROM mails WHERE user_id = $1 ORDER BY id",
     )
     .bind(user_id)
-    .fetch_all(store.reader())
-    .await?;
+    .fetch_all(c)
+    .await?)
+    })?;
     let events = events::for_user(store, user_id).await?;
     Ok(Some(UserHistory {
         user,

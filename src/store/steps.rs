@@ -6,13 +6,16 @@ use chrono::{DateTime, Utc};
 
 use super::inquiries::{self, InquiryFacts, InquiryRow};
 use super::mails::{self, MailHistory, MailRow};
-use super::{Result, Store, StoreError, events, user_states};
+use super::user_states::UserState;
+use super::{Result, Store, events, user_states};
+use crate::domain::{InquiryId, UserId};
+use crate::mail::MailKind;
 
 /// Persona's answer for a `creating` row, and the event that records it.
 #[derive(Debug, Clone, Copy)]
 pub struct Answer<'a> {
     pub row_id: i64,
-    pub user_id: &'a str,
+    pub user_id: &'a UserId,
     pub facts: &'a InquiryFacts,
     /// `inquiry.created` or `inquiry.adopted`.
     pub event_kind: &'a str,
@@ -24,7 +27,7 @@ pub struct Answer<'a> {
 pub struct WantedMail<'a> {
     /// The kind to queue given what the user has had so far (read in the same transaction),
     /// or `None` for no mail: the caller's policy.
-    pub choose: &'a (dyn Fn(MailHistory) -> Option<&'static str> + Sync),
+    pub choose: &'a (dyn Fn(MailHistory) -> Option<MailKind> + Sync),
     pub message_id: &'a str,
     /// The caller sends it right after the commit: it is stored as `sending` with its first
     /// attempt counted (what `mails::mark_sending` would write next), so a crash before the
@@ -50,13 +53,8 @@ pub async fn record_answer(
 ) -> Result<Recorded> {
     let mut tx = store.begin_write().await?;
     inquiries::record_facts(&mut tx, answer.row_id, answer.facts, now).await?;
-    let inquiry = inquiries::by_row_id(&mut *tx, answer.row_id)
-        .await?
-        .ok_or_else(|| StoreError::Missing {
-            table: "inquiries",
-            key: answer.row_id.to_string(),
-        })?;
-    let inquiry_id = Some(answer.facts.inquiry_id.as_str());
+    let inquiry = inquiries::by_row_id_in(&mut tx, answer.row_id).await?;
+    let inquiry_id = Some(&answer.facts.inquiry_id);
     events::record(
         &mut tx,
         now,
@@ -104,10 +102,10 @@ pub async fn record_answer(
 #[derive(Debug, Clone, Copy)]
 pub struct Sent<'a> {
     pub mail_id: i64,
-    pub user_id: &'a str,
+    pub user_id: &'a UserId,
     /// The state the user moves to, unless they finished or were skipped meanwhile.
-    pub state: &'a str,
-    pub inquiry_id: Option<&'a str>,
+    pub state: UserState,
+    pub inquiry_id: Option<&'a InquiryId>,
     pub detail: &'a str,
     /// Until when the link in it works, when known.
     pub link_expires_at: Option<DateTime<Utc>>,

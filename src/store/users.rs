@@ -3,7 +3,7 @@
 
 use sqlx::Row;
 
-use super::{Result, Store, StoreError};
+use super::{Result, Store, StoreError, WriteTx};
 use crate::domain::RawUser;
 
 /// What writing one row did.
@@ -26,30 +26,35 @@ fn raw_from_row(row: &sqlx::sqlite::SqliteRow) -> RawUser {
     }
 }
 
-pub const COLUMNS: &str = "id, email, name_first, name_last, birthdate, phone_number, locale";
+const COLUMNS: &str = "id, email, name_first, name_last, birthdate, phone_number, locale";
+
+static SELECT_ONE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {COLUMNS} FROM users WHERE id = $1"));
 
 /// Inserts one user; an id that exists already is refused.
 pub async fn add(store: &Store, user: &RawUser) -> Result<()> {
     let mut tx = store.begin_write().await?;
-    let exists: Option<String> = sqlx::query_scalar("SELECT id FROM users WHERE id = ?")
-        .bind(&user.id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let exists: Option<String> = on_tx!(tx, |c| sqlx::query_scalar(
+        "SELECT id FROM users WHERE id = $1"
+    )
+    .bind(&user.id)
+    .fetch_optional(c)
+    .await?);
     if exists.is_some() {
-        return Err(StoreError::Conflict(format!(
-            "user {} already exists",
-            user.id
-        )));
+        return Err(StoreError::Exists {
+            table: "user",
+            key: user.id.clone(),
+        });
     }
     insert(&mut tx, user).await?;
     tx.commit().await?;
     Ok(())
 }
 
-async fn insert(tx: &mut sqlx::SqliteConnection, user: &RawUser) -> Result<()> {
-    sqlx::query(
+async fn insert(tx: &mut WriteTx, user: &RawUser) -> Result<()> {
+    on_tx!(tx, |c| sqlx::query(
         "INSERT INTO users (id, email, name_first, name_last, birthdate, phone_number, locale) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&user.id)
     .bind(&user.email)
@@ -58,8 +63,8 @@ async fn insert(tx: &mut sqlx::SqliteConnection, user: &RawUser) -> Result<()> {
     .bind(&user.birthdate)
     .bind(&user.phone_number)
     .bind(&user.locale)
-    .execute(&mut *tx)
-    .await?;
+    .execute(c)
+    .await?);
     Ok(())
 }
 
@@ -69,12 +74,10 @@ pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written
     let mut tx = store.begin_write().await?;
     let mut out = Vec::with_capacity(users.len());
     for user in users {
-        let existing = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM users WHERE id = ?"
-        )))
-        .bind(&user.id)
-        .fetch_optional(&mut *tx)
-        .await?
+        let existing = on_tx!(tx, |c| sqlx::query(SELECT_ONE.as_str())
+            .bind(&user.id)
+            .fetch_optional(c)
+            .await?)
         .map(|r| raw_from_row(&r));
         let written = match existing {
             None => {
@@ -83,9 +86,9 @@ pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written
             }
             Some(old) if old == *user => Written::Unchanged,
             Some(_) => {
-                sqlx::query(
-                    "UPDATE users SET email = ?, name_first = ?, name_last = ?, birthdate = ?, \
-                     phone_number = ?, locale = ? WHERE id = ?",
+                on_tx!(tx, |c| sqlx::query(
+                    "UPDATE users SET email = $1, name_first = $2, name_last = $3, birthdate = $4, \
+                     phone_number = $5, locale = $6 WHERE id = $7",
                 )
                 .bind(&user.email)
                 .bind(&user.name_first)
@@ -94,8 +97,8 @@ pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written
                 .bind(&user.phone_number)
                 .bind(&user.locale)
                 .bind(&user.id)
-                .execute(&mut *tx)
-                .await?;
+                .execute(c)
+                .await?);
                 Written::Updated
             }
         };
@@ -105,45 +108,45 @@ pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written
     Ok(out)
 }
 
-/// The rows of `ids` that exist, in one statement whatever their number.
+/// The rows of `ids` that exist, in one statement whatever their number. SQLite-only: the ids
+/// travel as one JSON array.
 pub async fn get_many(store: &Store, ids: &[&str]) -> Result<Vec<RawUser>> {
-    let sql = format!("SELECT {COLUMNS} FROM users WHERE id IN (SELECT value FROM json_each(?1))");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id IN (SELECT value FROM json_each($1))");
+    let found = on_read!(store, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(serde_json::to_string(ids).expect("strings serialize"))
-        .fetch_all(store.reader())
-        .await?;
-    Ok(rows.iter().map(raw_from_row).collect())
+        .fetch_all(c)
+        .await?);
+    Ok(found.iter().map(raw_from_row).collect())
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<Option<RawUser>> {
-    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = ?");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let found = on_read!(store, |c| sqlx::query(SELECT_ONE.as_str())
         .bind(id)
-        .fetch_optional(store.reader())
-        .await?;
-    Ok(row.map(|r| raw_from_row(&r)))
+        .fetch_optional(c)
+        .await?);
+    Ok(found.map(|r| raw_from_row(&r)))
 }
 
 /// Rows the daemon has not seen yet (no `user_states` row), in id order after `after`, at most
 /// `limit`. Walks the primary key, so a run that pages through a million rows with the last id
 /// as `after` reads each row once instead of sorting the whole table per page.
 pub async fn unseen(store: &Store, after: Option<&str>, limit: u32) -> Result<Vec<RawUser>> {
-    // `u.id > ?1` only when paging on: with a bound of its own, the first page would miss an
+    // `u.id > $1` only when paging on: with a bound of its own, the first page would miss an
     // id that sorts before any bound we could pick (the empty string is a valid TEXT key).
     let from = if after.is_some() {
-        "u.id > ?1"
+        "u.id > $1"
     } else {
-        "?1 IS NULL"
+        "$1 IS NULL"
     };
     let sql = format!(
         "SELECT {COLUMNS} FROM users u WHERE {from} \
          AND NOT EXISTS (SELECT 1 FROM user_states s WHERE s.user_id = u.id) \
-         ORDER BY u.id LIMIT ?2"
+         ORDER BY u.id LIMIT $2"
     );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+    let found = on_read!(store, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(store.reader())
-        .await?;
-    Ok(rows.iter().map(raw_from_row).collect())
+        .fetch_all(c)
+        .await?);
+    Ok(found.iter().map(raw_from_row).collect())
 }

@@ -2,15 +2,15 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Result, Store};
-use crate::clock::format_ts;
+use super::{Result, Store, ts};
 
 pub async fn seen(store: &Store, event_id: &str) -> Result<bool> {
-    let found: Option<String> =
-        sqlx::query_scalar("SELECT event_id FROM webhook_events WHERE event_id = ?")
-            .bind(event_id)
-            .fetch_optional(store.reader())
-            .await?;
+    let found: Option<String> = on_read!(store, |c| sqlx::query_scalar(
+        "SELECT event_id FROM webhook_events WHERE event_id = $1"
+    )
+    .bind(event_id)
+    .fetch_optional(c)
+    .await?);
     Ok(found.is_some())
 }
 
@@ -21,14 +21,16 @@ pub async fn record(
     inquiry_id: Option<&str>,
     at: DateTime<Utc>,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO webhook_events (event_id, name, inquiry_id, received_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    on_write!(store, |c| {
+        sqlx::query(
+        "INSERT INTO webhook_events (event_id, name, inquiry_id, received_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
     )
     .bind(event_id)
     .bind(name)
     .bind(inquiry_id)
-    .bind(format_ts(at))
-    .execute(store.writer())
-    .await?;
+    .bind(ts(at))
+    .execute(c)
+    .await?
+    });
     Ok(())
 }

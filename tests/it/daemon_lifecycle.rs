@@ -252,11 +252,11 @@ async fn sigterm_during_a_provision_run_stops_cleanly_and_leaves_no_user_half_do
     });
     stack.add_users(USERS);
     wait_for_status(&stack, &[], "a first invited user", |s| invited(s) >= 1).await;
-    let store = stack.store().await;
+    let db = stack.db().await;
     let running: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM job_runs WHERE job = 'provision' AND finished_at IS NULL",
     )
-    .fetch_one(store.reader())
+    .fetch_one(&db)
     .await
     .unwrap();
     assert_eq!(
@@ -279,7 +279,7 @@ async fn sigterm_during_a_provision_run_stops_cleanly_and_leaves_no_user_half_do
     let runs: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT finished_at, outcome FROM job_runs WHERE job = 'provision' ORDER BY id",
     )
-    .fetch_all(store.reader())
+    .fetch_all(&db)
     .await
     .unwrap();
     assert!(
@@ -298,7 +298,7 @@ async fn sigterm_during_a_provision_run_stops_cleanly_and_leaves_no_user_half_do
            (SELECT COUNT(*) FROM mails m WHERE m.user_id = u.id) AS mails \
          FROM users u LEFT JOIN user_states s ON s.user_id = u.id ORDER BY u.id",
     )
-    .fetch_all(store.reader())
+    .fetch_all(&db)
     .await
     .unwrap()
     .into_iter()
@@ -358,7 +358,7 @@ async fn sigterm_during_a_provision_run_stops_cleanly_and_leaves_no_user_half_do
         "after SIGTERM: {} invited, {left} left pending",
         USERS - left
     );
-    store.close().await;
+    db.close().await;
 
     // Resumable means: the next run finishes every one of them, once.
     stack.sim.set_faults(Faults::default());
@@ -380,11 +380,11 @@ async fn sigterm_during_a_provision_run_stops_cleanly_and_leaves_no_user_half_do
     let status = stack.run(&["status", "--json"]);
     status.assert_code(0);
     assert_eq!(invited(&status.json()), USERS as i64, "{}", status.stdout);
-    let store = stack.store().await;
+    let db = stack.db().await;
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM inquiries")
-        .fetch_one(store.reader())
+        .fetch_one(&db)
         .await
         .unwrap();
     assert_eq!(rows, USERS as i64);
-    store.close().await;
+    db.close().await;
 }

@@ -59,10 +59,10 @@ async fn a_refresh_slower_than_its_schedule_never_overlaps_itself() {
         "a skipped tick is logged"
     );
 
-    let store = stack.store().await;
+    let db = stack.db().await;
     let runs: Vec<(i64, String, String, Option<String>)> =
         sqlx::query_as("SELECT id, job, started_at, finished_at FROM job_runs ORDER BY id")
-            .fetch_all(store.reader())
+            .fetch_all(&db)
             .await
             .unwrap();
     assert!(
@@ -82,11 +82,11 @@ async fn a_refresh_slower_than_its_schedule_never_overlaps_itself() {
          WHERE b.started_at < COALESCE(a.finished_at, '9999') \
            AND a.started_at < COALESCE(b.finished_at, '9999')",
     )
-    .fetch_all(store.reader())
+    .fetch_all(&db)
     .await
     .unwrap();
     assert_eq!(overlapping, [], "overlapping runs of one job: {runs:?}");
-    store.close().await;
+    db.close().await;
 }
 
 fn span(started: &str, finished: &str) -> Duration {

@@ -98,12 +98,12 @@ async fn a_retry_refused_because_the_row_was_edited_adopts_the_first_inquiry() {
     let ctx = create_with_the_answer_lost(&stack).await;
     // The application edits the row before the retry: the same key now comes with another body,
     // which Persona refuses.
-    let store = stack.store().await;
+    let db = stack.db().await;
     sqlx::query("UPDATE users SET name_first = 'Edited' WHERE id = 'usr_0'")
-        .execute(store.writer())
+        .execute(&db)
         .await
         .unwrap();
-    store.close().await;
+    db.close().await;
     let report = provision::run(&ctx).await.unwrap();
     the_first_inquiry_was_kept(&stack, &report).await;
 }

@@ -95,12 +95,12 @@ async fn a_worker_that_reaches_a_user_another_just_renewed_does_nothing_again() 
 
     let slow_run = tokio::spawn(async move { refresh::run(&first).await.unwrap() });
     // The first worker holds usr_0 (its lease shows it) and waits on Persona.
-    let store = stack.store().await;
+    let db = stack.db().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let leased: Option<String> =
             sqlx::query_scalar("SELECT user_id FROM user_states WHERE lease_until IS NOT NULL")
-                .fetch_optional(store.reader())
+                .fetch_optional(&db)
                 .await
                 .unwrap();
         if leased.is_some() {
@@ -113,7 +113,7 @@ async fn a_worker_that_reaches_a_user_another_just_renewed_does_nothing_again() 
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    store.close().await;
+    db.close().await;
     let quick = refresh::run(&second).await.unwrap();
     assert_eq!(
         quick.recreated, 1,

@@ -17,15 +17,15 @@ async fn verification(
     stack: &Stack,
     user: &str,
 ) -> (String, Option<String>, Option<String>, String) {
-    let store = stack.store().await;
+    let db = stack.db().await;
     let row = sqlx::query_as(
         "SELECT state, outcome, reason, updated_at FROM verifications WHERE user_id = ?",
     )
     .bind(user)
-    .fetch_one(store.reader())
+    .fetch_one(&db)
     .await
     .unwrap();
-    store.close().await;
+    db.close().await;
     row
 }
 
@@ -106,14 +106,14 @@ async fn the_verifications_view_has_a_row_per_known_user_and_says_why_one_is_ski
     // `users import` refuses such a row, so it goes in the way an application would write it.
     crate::support::safety::insert_user(&stack, "usr_bad", "not-an-address", None).await;
     stack.run(&["once", "--job", "provision"]).assert_code(0);
-    let store = stack.store().await;
+    let db = stack.db().await;
     let rows: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
         "SELECT user_id, state, outcome, reason FROM verifications ORDER BY user_id",
     )
-    .fetch_all(store.reader())
+    .fetch_all(&db)
     .await
     .unwrap();
-    store.close().await;
+    db.close().await;
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert_eq!(rows[0].0, "usr_0");
     assert_eq!(

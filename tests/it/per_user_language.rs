@@ -284,7 +284,7 @@ fn migrate_adds_locale_to_a_database_from_before_and_keeps_every_row() {
         // The database as release 1 left it: migrations 1 to 5, with a user in every state
         // of the outbox.
         let old = tempfile::tempdir().unwrap();
-        let repo = crate::support::app::repo_root().join("migrations");
+        let repo = crate::support::app::repo_root().join("migrations").join("sqlite");
         for entry in std::fs::read_dir(&repo).unwrap() {
             let path = entry.unwrap().path();
             let name = path.file_name().unwrap().to_str().unwrap().to_owned();

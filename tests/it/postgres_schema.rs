@@ -5,10 +5,11 @@
 
 use chrono::{DateTime, Duration, NaiveDateTime, TimeZone, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::SqlitePoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 
 use inquiry_mailer::clock::format_ts;
+use inquiry_mailer::store::{Store, StoreOptions};
 
 use crate::support::app::repo_root;
 use crate::support::postgres::{TestDatabase, fresh_database};
@@ -31,15 +32,19 @@ async fn migrated() -> Option<(TestDatabase, PgPool)> {
     Some((db, pool))
 }
 
-/// SQLite after the product's own migrations, in memory.
+/// SQLite after the product's own migrations (run by the product's store), in a file kept
+/// for the test process's life.
 async fn sqlite() -> SqlitePool {
-    let pool = SqlitePoolOptions::new()
+    let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+    let path = dir.path().join("baseline.db");
+    let store = Store::open(&StoreOptions::new(&path)).await.unwrap();
+    store.migrate().await.unwrap();
+    store.close().await;
+    SqlitePoolOptions::new()
         .max_connections(1)
-        .connect("sqlite::memory:")
+        .connect_with(SqliteConnectOptions::new().filename(&path))
         .await
-        .unwrap();
-    inquiry_mailer::store::MIGRATOR.run(&pool).await.unwrap();
-    pool
+        .unwrap()
 }
 
 /// Every relation and column of the public schema, for "nothing changed" comparisons.

@@ -25,10 +25,10 @@ pub fn link_in(mail: &ReceivedMail) -> String {
 
 /// user id → reference id, from the daemon's store.
 pub async fn reference_ids(stack: &Stack) -> HashMap<String, String> {
-    let store = stack.store().await;
+    let db = stack.db().await;
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT user_id, reference_id FROM user_states")
-            .fetch_all(store.reader())
+            .fetch_all(&db)
             .await
             .unwrap();
     rows.into_iter().collect()

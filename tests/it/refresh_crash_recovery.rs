@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use inquiry_mailer::domain::User;
+use inquiry_mailer::domain::{User, UserId};
 use inquiry_mailer::jobs::{JobContext, LEASE, provision, refresh};
 use inquiry_mailer::persona::IdempotencyKey;
 use inquiry_mailer::store::inquiries::{self, InquiryRow};
@@ -22,13 +22,14 @@ const DAY: Duration = Duration::from_secs(86_400);
 /// What a refresh commits before its create call: the current inquiry replaced, unsent mail
 /// dropped, the next generation's `creating` row with its idempotency key. Then it "crashes".
 pub(crate) async fn crash_after_supersede(ctx: &JobContext, user_id: &str) -> InquiryRow {
+    let user_id = &UserId::parse(user_id).unwrap();
     let now = ctx.clock.now();
     // Leased, as the crashed worker held the user.
     let leased = user_states::claim_one(&ctx.store, user_id, now, LEASE)
         .await
         .unwrap();
     assert!(leased.is_some(), "user free");
-    let current = inquiries::current(ctx.store.reader(), user_id)
+    let current = inquiries::current(&ctx.store, user_id)
         .await
         .unwrap()
         .unwrap();
@@ -50,12 +51,14 @@ pub(crate) async fn crash_after_supersede(ctx: &JobContext, user_id: &str) -> In
 
 /// …and this time Persona had created the inquiry before the crash (the answer was lost).
 async fn persona_created_before_the_crash(ctx: &JobContext, user_id: &str, row: &InquiryRow) {
+    let raw_id = user_id;
+    let user_id = &UserId::parse(user_id).unwrap();
     let now = ctx.clock.now();
     let claimed = user_states::claim_one(&ctx.store, user_id, now, LEASE)
         .await
         .unwrap()
         .unwrap();
-    let raw = users::get(&ctx.store, user_id).await.unwrap().unwrap();
+    let raw = users::get(&ctx.store, raw_id).await.unwrap().unwrap();
     let user = User::parse(&raw, now.date_naive()).unwrap();
     let key = IdempotencyKey::parse(&row.idempotency_key).unwrap();
     ctx.persona

@@ -20,6 +20,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("POST", "/inquiries/{inquiry-id}/generate-one-time-link"),
     ("GET", "/inquiry-templates/{inquiry-template-id}"),
     ("GET", "/rate-limits"),
+    ("POST", "/inquiries/search"),
 ];
 
 #[tokio::test]
@@ -228,6 +229,32 @@ async fn every_endpoint_answers_in_the_spec_shape() {
         404
     );
     assert_eq!(api.get("/rate-limits").await.status, 200);
+
+    // Search: a query of the template's completed inquiries, then one the spec refuses.
+    let search = api
+        .post(
+            "/inquiries/search",
+            Some(json!({
+                "query": {"and": [
+                    {"attribute": "inquiry_template_id", "operator": "eq", "value": template},
+                    {"attribute": "status", "operator": "eq", "value": "completed"}]},
+                "sort": {"attribute": "created_at", "direction": "asc"},
+                "page": {"size": 10}
+            })),
+            None,
+        )
+        .await;
+    assert_eq!(search.status, 200, "{:?}", search.body);
+    assert_eq!(
+        api.post(
+            "/inquiries/search",
+            Some(json!({"query": {"attribute": "color", "operator": "eq", "value": "red"}})),
+            None,
+        )
+        .await
+        .status,
+        400
+    );
 
     // Auth and rate limiting.
     assert_eq!(

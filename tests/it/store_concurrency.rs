@@ -80,7 +80,7 @@ async fn another_process_inserting_users_sees_no_lock_errors() {
     );
     assert!(daemon_writes > 0);
     let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-        .fetch_one(store.reader())
+        .fetch_one(&crate::support::stack::pool(&path).await)
         .await
         .unwrap();
     assert_eq!(users, 1000);

@@ -2,12 +2,15 @@
 //! and a step that fails half-way, or whose caller gives up, leaves the write connection usable.
 
 use chrono::Utc;
-use inquiry_mailer::domain::RawUser;
+use inquiry_mailer::domain::{InquiryId, InquiryStatus, RawUser, UserId};
+use inquiry_mailer::jobs::LEASE;
 use inquiry_mailer::jobs::provision::mail_to_queue;
 use inquiry_mailer::mail::MailKind;
-use inquiry_mailer::store::inquiries::{self, InquiryFacts};
+use inquiry_mailer::store::inquiries::{self, InquiryFacts, RowStatus};
+use inquiry_mailer::store::mails::MailStatus;
 use inquiry_mailer::store::steps::{self, Answer, Sent, WantedMail};
-use inquiry_mailer::store::{Store, StoreOptions, events, mails, user_states, users};
+use inquiry_mailer::store::user_states::UserState;
+use inquiry_mailer::store::{Store, StoreError, StoreOptions, events, mails, user_states, users};
 
 fn raw(id: &str) -> RawUser {
     RawUser {
@@ -21,10 +24,14 @@ fn raw(id: &str) -> RawUser {
     }
 }
 
+fn uid(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+
 fn facts(inquiry_id: &str) -> InquiryFacts {
     InquiryFacts {
-        inquiry_id: inquiry_id.into(),
-        status: "created".into(),
+        inquiry_id: InquiryId::parse(inquiry_id).unwrap(),
+        status: InquiryStatus::Created,
         template_version_id: None,
         created_at: None,
         expires_at: None,
@@ -68,15 +75,13 @@ async fn answer(
         store,
         &Answer {
             row_id,
-            user_id: user,
+            user_id: &uid(user),
             facts: &facts(inquiry_id),
             event_kind: "inquiry.created",
             detail: &format!("created {inquiry_id}"),
         },
         &WantedMail {
-            choose: &|history| {
-                mail_to_queue(MailKind::parse(kind).unwrap(), history).map(MailKind::as_str)
-            },
+            choose: &|history| mail_to_queue(MailKind::parse(kind).unwrap(), history),
             message_id,
             sending,
         },
@@ -93,16 +98,17 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
 
     // The intents of a batch: next generation and a `creating` row with its own key per user,
     // in one trip.
-    let intents = inquiries::begin_create_many(&store, &["usr_one", "usr_two"], "itmpl_x", now)
-        .await
-        .unwrap();
+    let intents =
+        inquiries::begin_create_many(&store, &[&uid("usr_one"), &uid("usr_two")], "itmpl_x", now)
+            .await
+            .unwrap();
     assert_eq!(intents.len(), 2);
     for row in &intents {
         let reference = user_states::reference_of(&store, &row.user_id)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(row.status, inquiries::CREATING);
+        assert_eq!(row.status, RowStatus::Creating);
         assert_eq!(row.generation, 1);
         assert!(
             row.idempotency_key
@@ -114,12 +120,12 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     assert_ne!(intents[0].idempotency_key, intents[1].idempotency_key);
     let one = intents
         .iter()
-        .find(|r| r.user_id == "usr_one")
+        .find(|r| r.user_id.as_str() == "usr_one")
         .unwrap()
         .clone();
     let two = intents
         .iter()
-        .find(|r| r.user_id == "usr_two")
+        .find(|r| r.user_id.as_str() == "usr_two")
         .unwrap()
         .clone();
 
@@ -133,9 +139,16 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     )
     .await
     .unwrap();
-    assert_eq!(recorded.inquiry.inquiry_id.as_deref(), Some("inq_one"));
+    assert_eq!(
+        recorded.inquiry.inquiry_id.as_ref().map(InquiryId::as_str),
+        Some("inq_one")
+    );
     let mail = recorded.mail.expect("a first mail is queued");
-    assert_eq!(mail.kind, "invite", "a user's first mail is the invite");
+    assert_eq!(
+        mail.kind,
+        MailKind::Invite,
+        "a user's first mail is the invite"
+    );
     assert_eq!(
         event_kinds(&store, "usr_one").await,
         ["user.discovered", "inquiry.created", "mail.queued"]
@@ -159,19 +172,19 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
         .expect_err("a duplicate Message-ID is refused")
         .to_string();
     assert!(err.contains("UNIQUE"), "{err}");
-    let row = inquiries::current(store.reader(), "usr_two")
+    let row = inquiries::current(&store, &uid("usr_two"))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
         row.status,
-        inquiries::CREATING,
+        RowStatus::Creating,
         "the update was rolled back"
     );
     assert_eq!(row.inquiry_id, None);
     assert_eq!(event_kinds(&store, "usr_two").await, ["user.discovered"]);
     assert!(
-        mails::last_for_user(store.reader(), "usr_two")
+        mails::last_for_user(&store, &uid("usr_two"))
             .await
             .unwrap()
             .is_none()
@@ -189,7 +202,7 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     .unwrap();
     let queued = retried.mail.expect("queued this time");
     // Asked for as being sent at once: its first attempt is counted in the same step.
-    assert_eq!((queued.status.as_str(), queued.attempts), ("sending", 1));
+    assert_eq!((queued.status, queued.attempts), (MailStatus::Sending, 1));
 
     // An answer recorded again (a retry after a lost reply) queues no second unsent mail.
     let again = answer(
@@ -207,7 +220,7 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     let link_expiry: chrono::DateTime<Utc> = "2030-01-01T12:00:00Z".parse().unwrap();
     let lease = std::time::Duration::from_secs(300);
     assert!(
-        user_states::claim_one(&store, "usr_two", now, lease)
+        user_states::claim_one(&store, &uid("usr_two"), now, lease)
             .await
             .unwrap()
             .is_some()
@@ -216,9 +229,9 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
         &store,
         &Sent {
             mail_id: queued.id,
-            user_id: "usr_two",
-            state: "invited",
-            inquiry_id: Some("inq_two"),
+            user_id: &uid("usr_two"),
+            state: UserState::Invited,
+            inquiry_id: Some(&InquiryId::parse("inq_two").unwrap()),
             detail: "invite mail sent",
             link_expires_at: Some(link_expiry),
             end_lease: true,
@@ -228,24 +241,23 @@ async fn a_step_lands_whole_or_not_at_all_and_the_writer_stays_usable() {
     .await
     .unwrap();
     assert!(
-        user_states::claim_one(&store, "usr_two", now, lease)
+        user_states::claim_one(&store, &uid("usr_two"), now, lease)
             .await
             .unwrap()
             .is_some(),
         "the lease ended with the sent mail"
     );
-    let sent = mails::last_for_user(store.reader(), "usr_two")
+    let sent = mails::last_for_user(&store, &uid("usr_two"))
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(sent.status, "sent");
-    assert_eq!(sent.link_expires_at(), Some(link_expiry));
+    assert_eq!(sent.status, MailStatus::Sent);
+    assert_eq!(sent.link_expires_at, Some(link_expiry));
     assert_eq!(
-        user_states::get_state(&store, "usr_two")
+        user_states::get_state(&store, &uid("usr_two"))
             .await
-            .unwrap()
-            .as_deref(),
-        Some("invited")
+            .unwrap(),
+        Some(UserState::Invited)
     );
     assert_eq!(
         event_kinds(&store, "usr_two").await,
@@ -264,7 +276,7 @@ async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_f
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_users(&dir, &["usr_gone"]).await;
     let now = Utc::now();
-    let row = inquiries::begin_create_many(&store, &["usr_gone"], "itmpl_x", now)
+    let row = inquiries::begin_create_many(&store, &[&uid("usr_gone")], "itmpl_x", now)
         .await
         .unwrap()
         .remove(0);
@@ -307,18 +319,18 @@ async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_f
     // And the dropped step left nothing half-done: it rolled back whole.
     assert_eq!(event_kinds(&store, "usr_gone").await, ["user.discovered"]);
     assert!(
-        mails::last_for_user(store.reader(), "usr_gone")
+        mails::last_for_user(&store, &uid("usr_gone"))
             .await
             .unwrap()
             .is_none()
     );
-    let still = inquiries::current(store.reader(), "usr_gone")
+    let still = inquiries::current(&store, &uid("usr_gone"))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
-        (still.status.as_str(), still.inquiry_id.as_deref()),
-        (inquiries::CREATING, None)
+        (still.status, still.inquiry_id),
+        (RowStatus::Creating, None)
     );
 
     // The step run again (what the next provisioning run does with a `creating` row) lands
@@ -336,9 +348,167 @@ async fn a_caller_dropped_during_its_step_leaves_the_step_whole_and_the_writer_f
         event_kinds(&store, "usr_gone").await,
         ["user.discovered", "inquiry.created", "mail.queued"]
     );
-    let mail = mails::last_for_user(store.reader(), "usr_gone")
+    let mail = mails::last_for_user(&store, &uid("usr_gone"))
         .await
         .unwrap()
         .expect("the mail of the step run again");
-    assert_eq!((mail.status.as_str(), mail.attempts), ("sending", 1));
+    assert_eq!((mail.status, mail.attempts), (MailStatus::Sending, 1));
+}
+
+/// The store's own pool on the file, for what a hand edit (or an older build) leaves behind.
+async fn raw_pool(dir: &tempfile::TempDir) -> sqlx::SqlitePool {
+    crate::support::stack::pool(&dir.path().join("steps.db")).await
+}
+
+#[tokio::test]
+async fn times_are_stored_as_rfc3339_millisecond_text_and_read_back_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_users(&dir, &["usr_time"]).await;
+    let now: chrono::DateTime<Utc> = "2026-11-05T10:20:30.456Z".parse().unwrap();
+    let row = inquiries::begin_create_many(&store, &[&uid("usr_time")], "itmpl_x", now)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((row.key_created_at, row.created_at), (now, now));
+    // At rest, the text of `clock::format_ts`: SQL compares times as text in time order.
+    let stored: (String, String) =
+        sqlx::query_as("SELECT key_created_at, created_at FROM inquiries WHERE id = $1")
+            .bind(row.id)
+            .fetch_one(&raw_pool(&dir).await)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored,
+        (
+            "2026-11-05T10:20:30.456Z".to_owned(),
+            "2026-11-05T10:20:30.456Z".to_owned()
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_stored_value_that_does_not_parse_names_its_table_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_users(&dir, &["usr_bad"]).await;
+    let row = inquiries::begin_create_many(&store, &[&uid("usr_bad")], "itmpl_x", Utc::now())
+        .await
+        .unwrap()
+        .remove(0);
+    let db = raw_pool(&dir).await;
+    sqlx::query("UPDATE inquiries SET key_created_at = 'last tuesday' WHERE id = $1")
+        .bind(row.id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let err = inquiries::current(&store, &uid("usr_bad"))
+        .await
+        .expect_err("the time does not parse");
+    match &err {
+        StoreError::BadValue {
+            table,
+            row: key,
+            column,
+            ..
+        } => assert_eq!(
+            (*table, key.as_str(), *column),
+            ("inquiries", row.id.to_string().as_str(), "key_created_at")
+        ),
+        other => panic!("not a BadValue: {other:?}"),
+    }
+    assert!(err.to_string().contains("last tuesday"), "{err}");
+
+    // An id the daemon wrote that no longer parses is refused the same way.
+    sqlx::query(
+        "UPDATE user_states SET reference_id = 'not-a-reference' WHERE user_id = 'usr_bad'",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let err = user_states::claim_one(&store, &uid("usr_bad"), Utc::now(), LEASE)
+        .await
+        .expect_err("the reference id does not parse");
+    assert!(
+        matches!(
+            &err,
+            StoreError::BadValue {
+                table: "user_states",
+                column: "reference_id",
+                row,
+                ..
+            } if row == "usr_bad"
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_mail_sent_to_a_user_who_finished_meanwhile_stamps_the_time_but_keeps_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_users(&dir, &["usr_done"]).await;
+    let now = Utc::now();
+    let row = inquiries::begin_create_many(&store, &[&uid("usr_done")], "itmpl_x", now)
+        .await
+        .unwrap()
+        .remove(0);
+    let recorded = answer(
+        &store,
+        row.id,
+        "usr_done",
+        "inq_done",
+        ("invite", "<done@example.com>", true),
+    )
+    .await
+    .unwrap();
+    // A webhook finished the user while the mail was on its way.
+    let mut tx = store.begin_write().await.unwrap();
+    user_states::set_state(
+        &mut tx,
+        &uid("usr_done"),
+        UserState::Finished,
+        Some("kept"),
+        Some("completed"),
+        now,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let sent_at = now + chrono::Duration::seconds(5);
+    steps::mail_sent(
+        &store,
+        &Sent {
+            mail_id: recorded.mail.unwrap().id,
+            user_id: &uid("usr_done"),
+            state: UserState::Invited,
+            inquiry_id: None,
+            detail: "invite mail sent",
+            link_expires_at: None,
+            end_lease: false,
+        },
+        sent_at,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        user_states::get_state(&store, &uid("usr_done"))
+            .await
+            .unwrap(),
+        Some(UserState::Finished),
+        "finishing wins over a mail that was on its way"
+    );
+    assert_eq!(
+        user_states::reason_of(&store, &uid("usr_done"))
+            .await
+            .unwrap(),
+        Some("kept".to_owned())
+    );
+    let last: Option<String> =
+        sqlx::query_scalar("SELECT last_mailed_at FROM user_states WHERE user_id = 'usr_done'")
+            .fetch_one(&raw_pool(&dir).await)
+            .await
+            .unwrap();
+    assert_eq!(
+        last,
+        Some(inquiry_mailer::clock::format_ts(sent_at)),
+        "the mail still counts toward min_resend_interval"
+    );
 }

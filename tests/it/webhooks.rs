@@ -246,10 +246,10 @@ async fn the_simulators_webhooks_finish_a_user_without_a_refresh_run() {
         s["users"]["invited"].as_i64() == Some(1)
     })
     .await;
-    let store = stack.store().await;
+    let db = stack.db().await;
     let refresh_runs = || async {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM job_runs WHERE job = 'refresh'")
-            .fetch_one(store.reader())
+            .fetch_one(&db)
             .await
             .unwrap()
     };
@@ -258,7 +258,7 @@ async fn the_simulators_webhooks_finish_a_user_without_a_refresh_run() {
     while sqlx::query_scalar::<_, i64>(
         "SELECT COUNT(*) FROM job_runs WHERE job = 'refresh' AND finished_at IS NULL",
     )
-    .fetch_one(store.reader())
+    .fetch_one(&db)
     .await
     .unwrap()
         > 0
@@ -307,5 +307,5 @@ async fn the_simulators_webhooks_finish_a_user_without_a_refresh_run() {
         deliveries.iter().all(|d| d.status == Some(200)),
         "{deliveries:?}"
     );
-    store.close().await;
+    db.close().await;
 }

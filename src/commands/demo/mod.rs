@@ -16,7 +16,7 @@ mod story;
 use crate::cli::LogFormatArg;
 use crate::clock::Clock;
 use crate::config::{Config, Environment};
-use crate::domain::{InquiryId, RawUser};
+use crate::domain::{InquiryId, RawUser, UserId};
 use crate::jobs::{JobContext, provision, refresh};
 use crate::mail::{MailSettings, Transport, TransportKind};
 use crate::store::inquiries;
@@ -368,13 +368,11 @@ async fn add_users(ctx: &JobContext, ids: &[&str]) -> anyhow::Result<()> {
 
 /// The Persona id of the user's current inquiry.
 async fn inquiry_of(ctx: &JobContext, user_id: &str) -> anyhow::Result<InquiryId> {
-    let row = inquiries::current(ctx.store.reader(), user_id)
+    let row = inquiries::current(&ctx.store, &UserId::parse(user_id)?)
         .await?
         .with_context(|| format!("{user_id} has no inquiry"))?;
-    let id = row
-        .inquiry_id
-        .with_context(|| format!("{user_id}'s inquiry was not created"))?;
-    Ok(InquiryId::parse(&id)?)
+    row.inquiry_id
+        .with_context(|| format!("{user_id}'s inquiry was not created"))
 }
 
 /// `demo-outbox/<UTC timestamp>/`, made anew (a suffix when two runs share a second).

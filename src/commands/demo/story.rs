@@ -10,12 +10,12 @@ use chrono::{DateTime, Utc};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::LogFormatArg;
-use crate::domain::{InquiryId, User};
+use crate::domain::{InquiryId, User, UserId};
 use crate::jobs::JobContext;
 use crate::links::{LinkTarget, build_link};
 use crate::mail::MailKind;
 use crate::store::events::Event;
-use crate::store::{inquiries, status};
+use crate::store::{events, inquiries, mails, status};
 use persona_sim::SimHandle;
 
 /// Prints what happened, day by day, from the events the jobs recorded.
@@ -66,12 +66,7 @@ impl<'a> Story<'a> {
         what: &str,
         reports: &[String],
     ) -> anyhow::Result<()> {
-        let events = sqlx::query_as::<_, Event>(
-            "SELECT id, user_id, inquiry_id, kind, detail, at FROM events WHERE id > ? ORDER BY id",
-        )
-        .bind(self.seen_event)
-        .fetch_all(self.ctx.store.reader())
-        .await?;
+        let events = events::since(&self.ctx.store, self.seen_event).await?;
         self.seen_event = events.last().map_or(self.seen_event, |e| e.id);
         let mut text = format!(
             "Day {n} · {}\n  {what}\n",
@@ -108,7 +103,7 @@ impl<'a> Story<'a> {
             .context("the demo user is in the users table")?;
         let now = ctx.clock.now();
         let user = User::parse(&raw, now.date_naive()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let row = inquiries::current(ctx.store.reader(), user_id)
+        let row = inquiries::current(&ctx.store, &UserId::parse(user_id)?)
             .await?
             .context("the demo user has an inquiry")?;
         let link = build_link(
@@ -123,7 +118,7 @@ impl<'a> Story<'a> {
             MailKind::Invite,
             &user,
             link,
-            row.expires_at(),
+            row.expires_at,
             false,
             "<demo>",
             now,
@@ -209,11 +204,7 @@ impl<'a> Story<'a> {
             .filter_map(Result::ok)
             .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
             .count();
-        let by_kind: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT kind, COUNT(*) FROM mails WHERE status = 'sent' GROUP BY kind ORDER BY kind",
-        )
-        .fetch_all(self.ctx.store.reader())
-        .await?;
+        let by_kind = mails::sent_by_kind(&self.ctx.store).await?;
         let kinds = by_kind
             .iter()
             .map(|(k, n)| format!("{n} {k}"))

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::plan::{Cursor, FullBecause, SyncMode};
-use crate::clock::parse_ts;
+use crate::clock::format_ts;
 use crate::store::{Result, Store, job_runs};
 
 /// The last sync that succeeded, of either kind: the next incremental one searches from its start.
@@ -18,13 +18,8 @@ const LAST: &str = "refresh.sync-report";
 pub(super) async fn cursor(store: &Store) -> Result<Cursor> {
     let last_sync = job_runs::latest(store, CURSOR)
         .await?
-        .and_then(|(started, finished, _)| {
-            Some((parse_ts(&started)?, parse_ts(finished.as_deref()?)?))
-        });
-    let last_full = job_runs::last_ok_start(store, FULL)
-        .await?
-        .as_deref()
-        .and_then(parse_ts);
+        .and_then(|run| Some((run.started_at, run.finished_at?)));
+    let last_full = job_runs::last_ok_start(store, FULL).await?;
     Ok(Cursor {
         last_sync,
         last_full,
@@ -53,18 +48,16 @@ pub(super) async fn record(
 
 /// The last status sync, as `status` shows it.
 pub async fn last_sync(store: &Store) -> Result<Option<LastSyncRun>> {
-    Ok(job_runs::latest(store, LAST)
-        .await?
-        .and_then(|(started_at, finished_at, outcome)| {
-            let last = LastSync::parse(outcome.as_deref()?)?;
-            Some(LastSyncRun {
-                started_at,
-                finished_at,
-                mode: last.mode.kind(),
-                full_because: last.mode.full_because().map(FullBecause::as_str),
-                persona_calls: last.persona_calls,
-            })
-        }))
+    Ok(job_runs::latest(store, LAST).await?.and_then(|run| {
+        let last = LastSync::parse(run.outcome.as_deref()?)?;
+        Some(LastSyncRun {
+            started_at: format_ts(run.started_at),
+            finished_at: run.finished_at.map(format_ts),
+            mode: last.mode.kind(),
+            full_because: last.mode.full_because().map(FullBecause::as_str),
+            persona_calls: last.persona_calls,
+        })
+    }))
 }
 
 /// The mode of a sync and the Persona calls it made.

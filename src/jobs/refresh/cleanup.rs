@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use super::RefreshReport;
-use crate::domain::User;
+use crate::domain::{InquiryStatus, User};
 use crate::jobs::deliver::{Carry, Delivery, deliver};
 use crate::jobs::replace::{ExpireOutcome, expire_one};
 use crate::jobs::{JobContext, JobError, LEASE, RunFlags};
@@ -22,7 +22,7 @@ pub(super) async fn expire_replaced(
         if ctx.stop.is_cancelled() {
             break;
         }
-        if r.status == "pending" {
+        if r.status == InquiryStatus::Pending {
             // Started by its user: its user's next renewal restores it (see `recreate`).
             continue;
         }
@@ -64,10 +64,10 @@ async fn retry_one(
     flags: &RunFlags,
     claimed: &Claimed,
 ) -> Result<Option<Delivery>, JobError> {
-    let Some(mail) = mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await? else {
+    let Some(mail) = mails::unsent_for_user(&ctx.store, &claimed.user_id).await? else {
         return Ok(None);
     };
-    let Some(raw) = users::get(&ctx.store, &claimed.user_id).await? else {
+    let Some(raw) = users::get(&ctx.store, claimed.user_id.as_str()).await? else {
         return Ok(None);
     };
     let Ok(user) = User::parse(&raw, ctx.clock.now().date_naive()) else {

@@ -11,9 +11,10 @@ use super::RefreshReport;
 use super::plan::FullBecause;
 use super::policy::due_by_clock;
 use super::sync::{by_inquiry_id, read_by_id};
+use crate::domain::{InquiryId, InquiryStatus};
 use crate::jobs::{JobContext, JobError};
 use crate::persona::SearchError;
-use crate::store::inquiries::{self, InquiryRow};
+use crate::store::inquiries::{self, InquiryRow, RowStatus};
 
 /// Runs the incremental sync; `Ok(Err(why))` when the search gave no answer and the run must
 /// list everything instead.
@@ -40,7 +41,7 @@ pub(super) async fn sync(
         .into_iter()
         .filter(|row| {
             row.inquiry_id
-                .as_deref()
+                .as_ref()
                 .is_some_and(|id| changed.contains(id))
                 || awaits_a_decision(row)
                 || (row.superseded_at.is_none()
@@ -55,7 +56,10 @@ pub(super) async fn sync(
 /// `completed` and `needs_review` are followed until decided (SPEC "Outcomes after
 /// completion"); they are read every run, as before search existed.
 fn awaits_a_decision(row: &InquiryRow) -> bool {
-    matches!(row.status.as_str(), "completed" | "needs_review")
+    matches!(
+        row.status,
+        RowStatus::Persona(InquiryStatus::Completed | InquiryStatus::NeedsReview)
+    )
 }
 
 /// The ids of the template's inquiries updated at or after `since` by Persona's search index,
@@ -64,7 +68,7 @@ async fn search(
     ctx: &JobContext,
     report: &mut RefreshReport,
     since: DateTime<Utc>,
-) -> Result<HashSet<String>, SearchError> {
+) -> Result<HashSet<InquiryId>, SearchError> {
     let mut pages = ctx
         .persona
         .search_updated_since(&ctx.settings.template_id, since);
@@ -73,7 +77,7 @@ async fn search(
         let page = pages.next_page().await;
         report.sync_calls += usize::from(!matches!(page, Ok(None)));
         match page? {
-            Some(found) => ids.extend(found.into_iter().map(|i| i.id.as_str().to_owned())),
+            Some(found) => ids.extend(found.into_iter().map(|i| i.id)),
             None => return Ok(ids),
         }
     }

@@ -4,9 +4,9 @@
 use chrono::{DateTime, Utc};
 
 use crate::clock::format_ts;
-use crate::domain::{LinkKind, TemplateVersionId};
+use crate::domain::{InquiryStatus, LinkKind, TemplateVersionId};
 use crate::jobs::fresh_link::MAX_SESSIONS;
-use crate::store::inquiries::{CREATING, InquiryRow};
+use crate::store::inquiries::{InquiryRow, RowStatus};
 
 /// What to do with one user's current inquiry, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,21 +35,22 @@ pub struct Situation<'a> {
 /// (recreated when outdated or too old, else resumed). A `created` one may be replaced early.
 pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: LinkKind) -> Decision {
     let row = s.row;
-    if row.status == CREATING {
+    if row.status == RowStatus::Creating {
         // A recreate that a crash interrupted: the old inquiry is already replaced, so the user
         // holds no working link until this one exists. Finish it whatever the resend spacing.
         return Decision::Recreate("finishing an interrupted create".into());
     }
     let dur =
         |d: std::time::Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX);
-    let due_at = row.expires_at().map(|t| t - dur(cfg.refresh_before_expiry));
-    let expired = row.status == "expired" || row.expires_at().is_some_and(|t| t <= s.now);
+    let due_at = row.expires_at.map(|t| t - dur(cfg.refresh_before_expiry));
+    let expired =
+        row.status == InquiryStatus::Expired || row.expires_at.is_some_and(|t| t <= s.now);
     let near_expiry = expired || due_at.is_some_and(|t| t <= s.now);
-    let started = row.status == "pending" && !expired;
+    let started = row.status == InquiryStatus::Pending && !expired;
     let outdated = cfg.recreate_on_new_template_version
         && s.latest_version.is_some()
         && row.template_version_id.as_deref() != s.latest_version.map(TemplateVersionId::as_str);
-    let too_old = row.born_at().is_some_and(|b| s.now - b > dur(cfg.max_age));
+    let too_old = s.now - row.born_at() > dur(cfg.max_age);
 
     let action = if started && (outdated || (too_old && kind != LinkKind::Static)) {
         // Replacing it would cut the user off mid-flow; it is renewed once it has expired.
@@ -69,7 +70,7 @@ pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: Lin
         ))
     } else if !near_expiry {
         return Decision::Nothing;
-    } else if row.status == "created" && !expired {
+    } else if row.status == InquiryStatus::Created && !expired {
         Decision::Recreate("created and close to expiry (Persona has no way to extend it)".into())
     } else if started
         && (row.resume_count >= i64::from(cfg.max_resumes) || row.session_count + 1 >= MAX_SESSIONS)
@@ -95,7 +96,7 @@ pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: Lin
     } else {
         Decision::Resume(format!(
             "expires {}; resume {} of {}",
-            row.expires_at.as_deref().unwrap_or("-"),
+            row.expires_at.map_or_else(|| "-".to_owned(), format_ts),
             row.resume_count + 1,
             cfg.max_resumes
         ))
@@ -146,6 +147,7 @@ pub(super) fn waits_for_its_mail(decision: &Decision, mail_waiting: bool) -> boo
 mod tests {
     use super::*;
     use crate::config::InquiriesConfig;
+    use crate::domain::{InquiryId, UserId};
     use std::time::Duration;
 
     fn cfg() -> InquiriesConfig {
@@ -167,22 +169,22 @@ mod tests {
     ) -> InquiryRow {
         InquiryRow {
             id: 1,
-            user_id: "usr_1".into(),
+            user_id: UserId::parse("usr_1").unwrap(),
             generation: 1,
             idempotency_key: "k".into(),
-            key_created_at: format_ts(created),
-            inquiry_id: Some("inq_1".into()),
-            status: status.into(),
+            key_created_at: created,
+            inquiry_id: Some(InquiryId::parse("inq_1").unwrap()),
+            status: RowStatus::parse(status),
             template_id: "itmpl_1".into(),
             template_version_id: Some(version.into()),
-            persona_created_at: Some(format_ts(created)),
-            expires_at: expires.map(format_ts),
+            persona_created_at: Some(created),
+            expires_at: expires,
             resume_count: 0,
             session_count: 0,
             superseded_at: None,
             superseded_reason: None,
             expired_remotely_at: None,
-            created_at: format_ts(created),
+            created_at: created,
             status_observed_at: None,
         }
     }
@@ -366,7 +368,7 @@ mod tests {
     #[test]
     fn an_interrupted_create_is_finished_whatever_the_resend_spacing() {
         let t0 = Utc::now();
-        let creating = row(CREATING, t0, None, "itmplv_1");
+        let creating = row("creating", t0, None, "itmplv_1");
         // Mailed a minute ago: anything else due would be held by min_resend_interval.
         let mailed = Some(t0 - chrono::Duration::minutes(1));
         let d = on_latest(&creating, t0, mailed);

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use super::RefreshReport;
 use super::policy::{Decision, Situation, decide, waits_for_its_mail};
-use crate::domain::{InquiryId, LinkKind, TemplateVersionId, User};
+use crate::domain::{LinkKind, TemplateVersionId, User, UserId};
 use crate::jobs::deliver::{Carry, Delivery, deliver};
 use crate::jobs::fresh_link::{self, Fresh, LinkProblem};
 use crate::jobs::provision::{self, Created};
@@ -18,7 +18,7 @@ use crate::jobs::replace::{self, Replaced, Replacing, read_and_apply};
 use crate::jobs::status::Applied;
 use crate::jobs::{JobContext, JobError, LEASE, RunFlags, is_fatal};
 use crate::mail::MailKind;
-use crate::store::inquiries::{self, CREATING, InquiryRow};
+use crate::store::inquiries::{self, InquiryRow, RowStatus};
 use crate::store::user_states::{self, Claimed};
 use crate::store::{StoreError, events, mails, users};
 
@@ -49,11 +49,7 @@ pub(super) async fn latest_version(
             tracing::info!(error = %e, "the inquiry template endpoint is not available to this key; reading the version from an inquiry");
             report.template_version_source = "unknown";
             let rows = inquiries::current_of_unfinished_users(&ctx.store).await?;
-            let Some(id) = rows.iter().find_map(|r| {
-                r.inquiry_id
-                    .as_deref()
-                    .and_then(|i| InquiryId::parse(i).ok())
-            }) else {
+            let Some(id) = rows.iter().find_map(|r| r.inquiry_id.clone()) else {
                 return Ok(None);
             };
             match ctx.persona.retrieve_inquiry(&id, true).await {
@@ -153,7 +149,7 @@ async fn current_rows(
     ctx: &JobContext,
 ) -> Result<Vec<(InquiryRow, Option<DateTime<Utc>>)>, JobError> {
     let rows = inquiries::current_of_unfinished_users(&ctx.store).await?;
-    let mailed: HashMap<String, Option<String>> =
+    let mailed: HashMap<UserId, Option<DateTime<Utc>>> =
         user_states::last_mailed_of_unfinished(&ctx.store)
             .await?
             .into_iter()
@@ -161,10 +157,7 @@ async fn current_rows(
     Ok(rows
         .into_iter()
         .map(|r| {
-            let last = mailed
-                .get(&r.user_id)
-                .and_then(|t| t.as_deref())
-                .and_then(crate::clock::parse_ts);
+            let last = mailed.get(&r.user_id).copied().flatten();
             (r, last)
         })
         .collect())
@@ -191,12 +184,12 @@ async fn hold(
         &mut tx,
         now,
         Some(&row.user_id),
-        row.inquiry_id.as_deref(),
+        row.inquiry_id.as_ref(),
         "refresh.hold",
         why,
     )
     .await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -228,7 +221,7 @@ async fn act(
     if !user_states::is_unfinished(&ctx.store, &claimed.user_id).await? {
         return Ok(Done::default());
     }
-    let Some(row) = inquiries::current_of(&ctx.store, &claimed.user_id).await? else {
+    let Some(row) = inquiries::current(&ctx.store, &claimed.user_id).await? else {
         return Ok(Done::default());
     };
     let decision = decide(
@@ -236,21 +229,18 @@ async fn act(
             row: &row,
             now,
             latest_version: latest,
-            last_mailed_at: claimed
-                .last_mailed_at
-                .as_deref()
-                .and_then(crate::clock::parse_ts),
+            last_mailed_at: claimed.last_mailed_at,
         },
         &ctx.settings.inquiries,
         ctx.settings.link_kind,
     );
-    let mail_waiting = mails::unsent_for_user(ctx.store.reader(), &claimed.user_id)
+    let mail_waiting = mails::unsent_for_user(&ctx.store, &claimed.user_id)
         .await?
         .is_some();
     if waits_for_its_mail(&decision, mail_waiting) {
         return Ok(Done::default());
     }
-    if row.status != CREATING
+    if row.status != RowStatus::Creating
         && matches!(decision, Decision::Resume(_) | Decision::Recreate(_))
         && !flags.smtp_ready(&ctx.mailer).await
     {
@@ -260,7 +250,7 @@ async fn act(
         user_states::set_reason(&ctx.store, &claimed.user_id, Some(why)).await?;
         return Ok(Done::default());
     }
-    let Some(raw) = users::get(&ctx.store, &claimed.user_id).await? else {
+    let Some(raw) = users::get(&ctx.store, claimed.user_id.as_str()).await? else {
         return Ok(Done::default());
     };
     let user = match User::parse(&raw, now.date_naive()) {
@@ -323,9 +313,9 @@ async fn act(
         let mut tx = ctx.store.begin_write().await?;
         mails::cancel_unsent(&mut tx, &claimed.user_id, now).await?;
         provision::enqueue(ctx, &mut tx, claimed, Some(inquiry_row), MailKind::Renewed).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
     }
-    let mail = mails::unsent_for_user(ctx.store.reader(), &claimed.user_id).await?;
+    let mail = mails::unsent_for_user(&ctx.store, &claimed.user_id).await?;
     if let Some(mail) = mail {
         let carry = Carry {
             fresh,
@@ -345,20 +335,19 @@ async fn resume(
     row: &InquiryRow,
     why: &str,
 ) -> Result<Fresh, LinkProblem> {
-    let id_text = row.inquiry_id.as_deref().ok_or(LinkProblem::NoInquiry)?;
-    let id = InquiryId::parse(id_text).map_err(|e| StoreError::Conflict(e.0))?;
+    let id = row.inquiry_id.clone().ok_or(LinkProblem::NoInquiry)?;
     let now = ctx.clock.now();
     let mut tx = ctx.store.begin_write().await?;
     events::record(
         &mut tx,
         now,
         Some(&claimed.user_id),
-        Some(id_text),
+        Some(&id),
         "refresh.resume",
         why,
     )
     .await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    tx.commit().await?;
     let (_inquiry, token) = fresh_link::resume(ctx, claimed, row, &id, true).await?;
     Ok(match ctx.settings.link_kind {
         LinkKind::Session => Fresh::Token(token),
@@ -394,7 +383,7 @@ async fn recreate(
     why: &str,
 ) -> Result<Renewal, JobError> {
     let now = ctx.clock.now();
-    let row = if row.status == CREATING {
+    let row = if row.status == RowStatus::Creating {
         // A recreate (or first create) interrupted before Persona answered: finish it.
         row
     } else {
@@ -404,9 +393,12 @@ async fn recreate(
             None => return Ok(Renewal::NotNow { old_expired: 0 }),
             Some(_) => {}
         }
-        let fresh_row = inquiries::by_row_id(ctx.store.reader(), row.id)
+        let fresh_row = inquiries::by_row_id(&ctx.store, row.id)
             .await?
-            .ok_or_else(|| StoreError::Conflict(format!("inquiry row {} vanished", row.id)))?;
+            .ok_or_else(|| StoreError::Missing {
+                table: "inquiries",
+                key: row.id.to_string(),
+            })?;
         let again = decide(
             &Situation {
                 row: &fresh_row,

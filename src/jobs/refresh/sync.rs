@@ -12,14 +12,14 @@ use super::bookmarks::{self, LastSync};
 use super::incremental;
 use super::plan::{Plan, SyncMode, plan};
 use crate::clock::format_ts;
-use crate::domain::{InquiryId, InquiryStatus};
+use crate::domain::{InquiryId, InquiryStatus, ReferenceId};
 use crate::jobs::fresh_link;
 use crate::jobs::status::{self, Applied};
 use crate::jobs::{JobContext, JobError};
 use crate::persona::{Inquiry, InquiryPages, ListFilter, PersonaError};
-use crate::store::inquiries::{self, InquiryRow};
+use crate::store::inquiries::{self, InquiryRow, RowStatus};
 use crate::store::user_states;
-use crate::store::{StoreError, events, job_runs, mails};
+use crate::store::{events, job_runs, mails};
 
 /// This run's status sync, incremental or full as the bookmarks allow; the cursor moves only
 /// when it succeeded.
@@ -68,7 +68,7 @@ async fn sync_full(ctx: &JobContext, report: &mut RefreshReport) -> Result<(), J
     while let Some(page) = next_page(&mut pages, report).await? {
         for inquiry in page {
             report.live_inquiries += 1;
-            if let Some(row) = by_id.remove(inquiry.id.as_str()) {
+            if let Some(row) = by_id.remove(&inquiry.id) {
                 apply(ctx, report, row, &inquiry, "status sync", now).await?;
             }
         }
@@ -121,7 +121,7 @@ pub(super) async fn sync_static(
                 break 'pages;
             }
             report.live_inquiries += usize::from(inquiry.status.is_open());
-            match by_id.remove(inquiry.id.as_str()) {
+            match by_id.remove(&inquiry.id) {
                 Some(row) => apply(ctx, report, row, &inquiry, "status sync", now).await?,
                 None => unknown.push(inquiry),
             }
@@ -149,13 +149,10 @@ async fn static_sync_since(ctx: &JobContext) -> Result<Option<DateTime<Utc>>, Jo
         Some(t) => Some(t),
         None => mails::first_sent_at(&ctx.store).await?,
     };
-    Ok(since
-        .as_deref()
-        .and_then(crate::clock::parse_ts)
-        .map(|t| t - STATIC_SYNC_OVERLAP))
+    Ok(since.map(|t| t - STATIC_SYNC_OVERLAP))
 }
 
-pub(super) fn by_inquiry_id(rows: &[InquiryRow]) -> HashMap<String, &InquiryRow> {
+pub(super) fn by_inquiry_id(rows: &[InquiryRow]) -> HashMap<InquiryId, &InquiryRow> {
     rows.iter()
         .filter_map(|r| r.inquiry_id.clone().map(|id| (id, r)))
         .collect()
@@ -167,13 +164,10 @@ pub(super) fn by_inquiry_id(rows: &[InquiryRow]) -> HashMap<String, &InquiryRow>
 pub(super) async fn read_by_id(
     ctx: &JobContext,
     report: &mut RefreshReport,
-    by_id: &HashMap<String, &InquiryRow>,
+    by_id: &HashMap<InquiryId, &InquiryRow>,
     now: DateTime<Utc>,
 ) -> Result<(), JobError> {
-    let missing: Vec<InquiryId> = by_id
-        .keys()
-        .filter_map(|id| InquiryId::parse(id).ok())
-        .collect();
+    let missing: Vec<InquiryId> = by_id.keys().cloned().collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -184,7 +178,7 @@ pub(super) async fn read_by_id(
     let mut pages = ctx.persona.inquiry_pages(&filter);
     while let Some(page) = next_page(&mut pages, report).await? {
         for inquiry in page {
-            if let Some(row) = by_id.get(inquiry.id.as_str()) {
+            if let Some(row) = by_id.get(&inquiry.id) {
                 apply(ctx, report, row, &inquiry, "status sync", now).await?;
             }
         }
@@ -225,13 +219,17 @@ async fn adopt_static(
     inquiry: &Inquiry,
     now: DateTime<Utc>,
 ) -> Result<(), JobError> {
-    let Some(reference) = inquiry.reference_id.as_deref() else {
+    let Some(reference) = inquiry
+        .reference_id
+        .as_deref()
+        .and_then(|r| ReferenceId::parse(r).ok())
+    else {
         return Ok(());
     };
-    let Some(user_id) = user_states::by_reference(&ctx.store, reference).await? else {
+    let Some(user_id) = user_states::by_reference(&ctx.store, &reference).await? else {
         return Ok(());
     };
-    if inquiries::by_inquiry_id(&ctx.store, inquiry.id.as_str())
+    if inquiries::by_inquiry_id(&ctx.store, &inquiry.id)
         .await?
         .is_some()
     {
@@ -245,18 +243,18 @@ async fn adopt_static(
         &mut tx,
         now,
         Some(&user_id),
-        Some(inquiry.id.as_str()),
+        Some(&inquiry.id),
         "inquiry.seen",
         "the user opened their static link; following this inquiry",
     )
     .await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    let row = inquiries::by_row_id(ctx.store.reader(), row.id)
+    tx.commit().await?;
+    let row = inquiries::by_row_id(&ctx.store, row.id)
         .await?
         .expect("just written");
     // Its state moves like any other inquiry's (created → invited, pending → started).
     let placeholder = InquiryRow {
-        status: "created".into(),
+        status: RowStatus::Persona(InquiryStatus::Created),
         ..row.clone()
     };
     apply(ctx, report, &placeholder, inquiry, "status sync", now).await

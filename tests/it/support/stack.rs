@@ -107,6 +107,12 @@ impl Stack {
             .expect("store opens")
     }
 
+    /// A pool of the test's own on the stack's database, for raw SQL as the application (or a
+    /// hand edit) would run it: the store itself shows no SQL.
+    pub async fn db(&self) -> sqlx::SqlitePool {
+        pool(&self.app.db_path()).await
+    }
+
     /// The real binary against this stack, with the API key in the environment.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = self.app.command(args);
@@ -164,4 +170,14 @@ impl inquiry_mailer::config::Environment for TestEnv {
     fn vars(&self) -> Vec<(String, String)> {
         self.0.clone()
     }
+}
+
+/// A pool on a SQLite file with a busy timeout, as the README asks of the application.
+pub async fn pool(path: &std::path::Path) -> sqlx::SqlitePool {
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(std::time::Duration::from_secs(5));
+    sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("open the database")
 }

@@ -25,7 +25,7 @@ pub enum HighWater {
 }
 
 impl ChangeProbe {
-    /// Opens the probe's own connection to the store's file ([`Store::path`](super::Store::path)), read-only.
+    /// Opens the probe's own connection to the store's file ([`Store::path`](crate::store::Store::path)), read-only.
     pub async fn open(path: &Path) -> Result<ChangeProbe> {
         let conn = SqliteConnectOptions::new()
             .filename(path)
@@ -34,7 +34,7 @@ impl ChangeProbe {
             .await
             .map_err(|source| StoreError::Open {
                 path: path.to_owned(),
-                source,
+                source: source.into(),
             })?;
         Ok(ChangeProbe { conn })
     }
