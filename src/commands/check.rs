@@ -185,7 +185,10 @@ async fn check_database(config: &Config) -> CheckLine {
         Err(e) => (false, e.to_string()),
         Ok(store) => {
             let at = store.location();
-            let r = match (store.server_version().await, store.pending_migrations().await) {
+            let r = match (
+                store.server_version().await,
+                store.pending_migrations().await,
+            ) {
                 (Err(e), _) | (_, Err(e)) => (false, e.to_string()),
                 (Ok(v), Ok(p)) if p.is_empty() => (true, format!("{at} ({v}): schema up to date")),
                 (Ok(v), Ok(p)) => (

@@ -17,8 +17,8 @@ use toml::de::DeTable;
 use url::Url;
 
 use crate::domain::{ApiKey, EnvironmentId, LinkKind, SecretText, TemplateId};
-use crate::store::Location;
 pub use crate::mail::TransportKind;
+use crate::store::Location;
 
 mod document;
 mod read;
@@ -27,8 +27,8 @@ mod secrets;
 
 use document::{Document, keys_of, line_of};
 use read::{
-    api_version, boolean, cron, database_location, mailbox, optional, optional_email, optional_mailbox,
-    parsed, path, public_url, smtp_url, text, whole,
+    api_version, boolean, cron, database_location, mailbox, optional, optional_email,
+    optional_mailbox, parsed, path, public_url, smtp_url, text, whole,
 };
 pub use read::{parse_cron, parse_duration};
 pub use reminders::RemindersConfig;

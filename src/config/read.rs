@@ -11,8 +11,8 @@ use serde::{Deserialize, Deserializer};
 use url::Url;
 
 use super::{LogFormat, SMTP_PASSWORD, TransportKind};
-use crate::store::{Location, PostgresUrl};
 use crate::domain::{Email, EnvironmentId, LinkKind, TemplateId};
+use crate::store::{Location, PostgresUrl};
 
 /// A value written as a string and parsed from it.
 pub(super) trait FromConfigText: Sized {
@@ -127,17 +127,19 @@ pub(super) fn database_location<'de, D: Deserializer<'de>>(d: D) -> Result<Locat
     if let toml::Value::String(s) = &value
         && (s.starts_with("postgres://") || s.starts_with("postgresql://"))
     {
-        return PostgresUrl::parse(s).map(Location::Postgres).map_err(|why| {
-            let shown = match Url::parse(s) {
-                Ok(mut u) if u.password().is_some() => {
-                    let _ = u.set_password(Some("***"));
-                    u.to_string()
-                }
-                Ok(u) => u.to_string(),
-                Err(_) => "(not a URL)".to_owned(),
-            };
-            D::Error::custom(format!("= {shown:?} {why}"))
-        });
+        return PostgresUrl::parse(s)
+            .map(Location::Postgres)
+            .map_err(|why| {
+                let shown = match Url::parse(s) {
+                    Ok(mut u) if u.password().is_some() => {
+                        let _ = u.set_password(Some("***"));
+                        u.to_string()
+                    }
+                    Ok(u) => u.to_string(),
+                    Err(_) => "(not a URL)".to_owned(),
+                };
+                D::Error::custom(format!("= {shown:?} {why}"))
+            });
     }
     let toml::Value::String(s) = value else {
         return Err(D::Error::custom(format!(

@@ -278,8 +278,9 @@ async fn write_intents(
         )
     });
     let nonces: Vec<String> = user_ids.iter().map(|_| random_alnum(8)).collect();
-    on_tx!(tx,
-        sqlite |c| {
+    on_tx!(
+        tx,
+        sqlite | c | {
             let intents: Vec<serde_json::Value> = user_ids
                 .iter()
                 .zip(&nonces)
@@ -300,7 +301,7 @@ async fn write_intents(
                     .await?,
             )
         },
-        postgres |c| {
+        postgres | c | {
             let users: Vec<&str> = user_ids.iter().map(|u| u.as_str()).collect();
             sqlx::query(POSTGRES_NEXT_GENERATION)
                 .bind(&users)
@@ -336,14 +337,24 @@ pub async fn current_of_users(store: &Store, user_ids: &[&UserId]) -> Result<Vec
         )
     });
     let ids: Vec<&str> = user_ids.iter().map(|u| u.as_str()).collect();
-    on_read!(store,
-        sqlite |c| rows(
-            &sqlx::query(SQLITE.as_str())
-                .bind(serde_json::to_string(&ids).expect("strings serialize"))
-                .fetch_all(c)
-                .await?
-        ),
-        postgres |c| rows(&sqlx::query(POSTGRES.as_str()).bind(&ids).fetch_all(c).await?)
+    on_read!(
+        store,
+        sqlite
+            | c
+            | rows(
+                &sqlx::query(SQLITE.as_str())
+                    .bind(serde_json::to_string(&ids).expect("strings serialize"))
+                    .fetch_all(c)
+                    .await?
+            ),
+        postgres
+            | c
+            | rows(
+                &sqlx::query(POSTGRES.as_str())
+                    .bind(&ids)
+                    .fetch_all(c)
+                    .await?
+            )
     )
 }
 

@@ -201,8 +201,7 @@ pub async fn discover(
     }
     if !new.is_empty() {
         on_tx!(tx, |c| {
-            let mut events =
-                QueryBuilder::new("INSERT INTO events (user_id, kind, detail, at) ");
+            let mut events = QueryBuilder::new("INSERT INTO events (user_id, kind, detail, at) ");
             events.push_values(&new, |mut row, (raw, reason)| {
                 let (kind, detail) = match reason {
                     None => ("user.discovered", "new user, pending"),
@@ -650,11 +649,7 @@ pub async fn state_and_outcome_in(
         }
     };
     on_tx!(tx, |c| {
-        let found =
-            sqlx::query(sql)
-                .bind(user_id)
-                .fetch_optional(c)
-                .await?;
+        let found = sqlx::query(sql).bind(user_id).fetch_optional(c).await?;
         found
             .as_ref()
             .map(|r| {

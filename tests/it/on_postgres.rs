@@ -1,0 +1,399 @@
+//! The product on PostgreSQL (`[database] url = "postgres://…"`), through the real paths: the
+//! binary and the in-process jobs against a fresh database on a real server, the simulator over
+//! HTTP, mail into aiosmtpd. Each body runs on both backends (`<test>::sqlite`,
+//! `<test>::postgres`), so the PostgreSQL arm is held to exactly what SQLite does.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use inquiry_mailer::daemon::signature::sign;
+use inquiry_mailer::domain::InquiryId;
+use inquiry_mailer::jobs::refresh;
+use persona_sim::{Action, Faults};
+
+use crate::provisioning::link_in;
+use crate::support::daemon::{Daemon, free_port, listen_on, wait_for_status};
+use crate::support::refresh::{
+    by_recipient, inquiries_by_user, live_count, provisioned, recipient_of, references,
+};
+use crate::support::safety::{
+    Ending, UNPACED, execute, mails_per_user, provision_run, sends_in_flight, user_of,
+};
+use crate::support::sim::open_link;
+use crate::support::stack::{Backend, Stack};
+use crate::webhooks::{SECRET, event_at, history, inquiry_of, result_of};
+
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// `mod $name { sqlite, postgres }`: the async body `$body(Backend)` once per backend.
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            use crate::support::stack::Backend;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(Backend::Postgres).await
+            }
+        }
+    };
+}
+
+/// The stack on `backend`, or `None` when PostgreSQL is not installed (the test skips; with
+/// `CI=true` it fails instead).
+async fn stack_on(backend: Backend, edits: &[(&str, &str)]) -> Option<Stack> {
+    let stack = Stack::start_on(backend, "session", edits).await?;
+    assert_eq!(stack.backend(), backend);
+    Some(stack)
+}
+
+/// The application's read side, as it would read it: user → (state, outcome, updated_at).
+async fn verifications(stack: &Stack) -> BTreeMap<String, (String, Option<String>, String)> {
+    stack
+        .text_rows("SELECT user_id, state, outcome, updated_at FROM verifications")
+        .await
+        .into_iter()
+        .map(|r| {
+            let user = r[0].clone().expect("user_id");
+            let state = r[1].clone().expect("state");
+            let at = r[3].clone().expect("updated_at");
+            (user, (state, r[2].clone(), at))
+        })
+        .collect()
+}
+
+/// SPEC's `updated_at`: UTC ISO 8601 with milliseconds, `2026-03-15T18:30:00.123Z`.
+fn assert_spec_time(at: &str) {
+    let parsed = chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap_or_else(|e| panic!("updated_at {at:?} is not RFC 3339: {e}"));
+    assert_eq!(parsed.offset().local_minus_utc(), 0, "{at}");
+    assert_eq!(at.len(), "2026-03-15T18:30:00.123Z".len(), "{at}");
+    assert!(at.ends_with('Z'), "{at}");
+}
+
+on_both!(provisioning_invites_every_user_once_with_their_own_inquiry);
+async fn provisioning_invites_every_user_once_with_their_own_inquiry(backend: Backend) {
+    const USERS: usize = 20;
+    let Some(stack) = stack_on(backend, &[]).await else {
+        return;
+    };
+    stack.add_users(USERS);
+    stack.sim.clear_requests();
+
+    let run = stack.run(&["once", "--job", "provision"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("20 mails sent"),
+        "{}\n{}",
+        run.stdout,
+        run.stderr
+    );
+
+    let mails = stack.smtp.wait_for_messages(USERS).await;
+    assert_eq!(mails.len(), USERS);
+    let recipients: HashSet<_> = mails.iter().map(|m| m.rcpt_to.clone()).collect();
+    assert_eq!(recipients.len(), USERS, "one mail per user");
+    let inquiries = stack.sim.inquiries();
+    assert_eq!(inquiries.len(), USERS, "one inquiry per user");
+    assert_eq!(stack.sim.count_requests("POST", "/inquiries"), USERS);
+
+    let (by_user, _) = references(&stack).await;
+    for mail in &mails {
+        let user = user_of(&mail.rcpt_to);
+        let opened = open_link(&link_in(mail)).await;
+        assert_eq!(opened.status, 200, "{user}: {}", opened.body);
+        let id: InquiryId = opened.body["inquiry-id"].as_str().unwrap().parse().unwrap();
+        let reference = stack.sim.inquiry(id).unwrap().reference_id.unwrap();
+        assert_eq!(
+            reference, by_user[&user],
+            "{user}'s link opened another inquiry"
+        );
+    }
+
+    let view = verifications(&stack).await;
+    assert_eq!(view.len(), USERS, "{view:?}");
+    for (user, (state, outcome, at)) in &view {
+        assert_eq!(state, "invited", "{user}");
+        assert_eq!(outcome, &None, "{user}");
+        assert_spec_time(at);
+    }
+
+    // Again: nothing to do, no call, no mail.
+    stack.sim.clear_requests();
+    stack.run(&["once", "--job", "provision"]).assert_code(0);
+    assert_eq!(stack.sim.requests().len(), 0);
+    assert_eq!(stack.smtp.messages().len(), USERS);
+    let status = stack.run(&["status", "--json"]).json();
+    assert_eq!(status["users"]["invited"], USERS, "{status}");
+    assert_eq!(status["mails"]["sent"], USERS, "{status}");
+}
+
+on_both!(refresh_resumes_started_and_recreates_unstarted_inquiries_near_expiry);
+async fn refresh_resumes_started_and_recreates_unstarted_inquiries_near_expiry(backend: Backend) {
+    const USERS: usize = 10;
+    let Some(stack) = stack_on(backend, &[]).await else {
+        return;
+    };
+    let ctx = provisioned(&stack, USERS).await;
+    let started: Vec<_> = stack.sim.inquiries().into_iter().take(USERS / 2).collect();
+    for inq in &started {
+        stack.sim.act(&inq.id, Action::Start).unwrap();
+    }
+
+    stack.clock.advance(6 * DAY + HOUR);
+    let report = refresh::run(&ctx).await.unwrap();
+    assert_eq!(
+        (report.resumed, report.recreated, report.mails_sent),
+        (USERS / 2, USERS / 2, USERS),
+        "{report}"
+    );
+    let all = stack.smtp.wait_for_messages(2 * USERS).await;
+    assert_eq!(all.len(), 2 * USERS);
+    let started_ids: HashSet<String> = started.iter().map(|i| i.id.to_string()).collect();
+    for (who, mails) in by_recipient(&all) {
+        assert_eq!(mails.len(), 2, "{who}: one invite, one renewed mail");
+        let opened = open_link(&link_in(mails[1])).await;
+        assert_eq!(opened.status, 200, "{who}: {}", opened.body);
+        assert_eq!(opened.body["latest-version"], true, "{}", opened.body);
+        let id = opened.body["inquiry-id"].as_str().unwrap();
+        if started_ids.contains(id) {
+            assert!(
+                link_in(mails[1]).contains("session-token="),
+                "{who}: resumed without token"
+            );
+        }
+    }
+    for (user, held) in inquiries_by_user(&stack).await {
+        assert_eq!(live_count(&held), 1, "{user}: {held:?}");
+    }
+
+    // Inside min_resend_interval: nothing more.
+    stack.sim.clear_requests();
+    stack.clock.advance(HOUR);
+    let report = refresh::run(&ctx).await.unwrap();
+    assert_eq!(report.mails_sent, 0, "{report}");
+    assert_eq!(stack.sim.count_requests("POST", "/inquiries"), 0);
+}
+
+on_both!(a_signed_completed_webhook_finishes_the_user_in_the_view);
+async fn a_signed_completed_webhook_finishes_the_user_in_the_view(backend: Backend) {
+    let port = free_port();
+    let listen = listen_on(port);
+    let Some(stack) = stack_on(backend, &[(listen.0, &listen.1)]).await else {
+        return;
+    };
+    stack.add_users(2);
+    // Rows there at start-up are the start-up run's, on either backend.
+    let mut daemon = Daemon::start(&stack, port, &[("PERSONA_WEBHOOK_SECRET", SECRET)]);
+    daemon.wait_ready().await;
+    wait_for_status(&stack, &[], "both users invited", |s| {
+        s["users"]["invited"].as_i64() == Some(2)
+    })
+    .await;
+
+    let inquiry = inquiry_of(&stack, "usr_0");
+    let (_, body) = event_at("inquiry-completed", &inquiry, chrono::Utc::now());
+    let signature = sign(SECRET, chrono::Utc::now().timestamp(), &body);
+    let results: Vec<String> = [
+        daemon.post_webhook(&body, Some(&signature)).await,
+        daemon.post_webhook(&body, Some(&signature)).await,
+    ]
+    .iter()
+    .map(result_of)
+    .collect();
+    assert_eq!(results, ["accepted", "duplicate"]);
+    let h = history(&stack, "usr_0");
+    assert_eq!(h["user"]["state"], "finished", "{h:#}");
+    assert_eq!(h["inquiries"][0]["status"], "completed", "{h:#}");
+
+    let view = verifications(&stack).await;
+    assert_eq!(view["usr_0"].0, "finished", "{view:?}");
+    assert_eq!(view["usr_0"].1.as_deref(), Some("completed"), "{view:?}");
+    assert_eq!(view["usr_1"].0, "invited", "{view:?}");
+    assert_eq!(view["usr_1"].1, None, "{view:?}");
+    assert_spec_time(&view["usr_0"].2);
+    if backend == Backend::Postgres {
+        assert!(
+            daemon.stderr().contains("new-user watch is SQLite-only"),
+            "the daemon says the watch is off:\n{}",
+            daemon.stderr()
+        );
+    }
+    daemon.stop().await;
+}
+
+on_both!(runs_killed_mid_provisioning_lose_nobody_and_resend_only_what_a_kill_caught);
+async fn runs_killed_mid_provisioning_lose_nobody_and_resend_only_what_a_kill_caught(
+    backend: Backend,
+) {
+    const USERS: usize = 40;
+    let Some(stack) = stack_on(backend, &UNPACED).await else {
+        return;
+    };
+    stack.add_users(USERS);
+    // Small hits, so that every run still has work when it dies.
+    let kills = [
+        "provision.after-create:2",
+        "deliver.before-send:2",
+        "deliver.after-send:2",
+        "provision.before-create:2",
+        "deliver.after-send:1",
+    ];
+    // user → the attempts a kill caught between `sending` and their outcome.
+    let mut caught: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+    for (i, point) in kills.iter().enumerate() {
+        let log = format!("run-{i}.log");
+        let ending = provision_run(&stack, &log, Some(point), None);
+        assert!(
+            matches!(ending, Ending::Aborted),
+            "run {i} ({point}) ended {ending:?}\n{}",
+            std::fs::read_to_string(stack.app.path().join(&log)).unwrap_or_default()
+        );
+        for (user, attempt) in sends_in_flight(&stack).await {
+            caught.entry(user).or_default().insert(attempt);
+        }
+        // The binary runs on the wall clock: a killed run's 10-minute leases "pass" here. On
+        // PostgreSQL nothing else frees them (no pid check across machines).
+        execute(
+            &stack,
+            "UPDATE user_states SET lease_until = NULL WHERE lease_until IS NOT NULL",
+        )
+        .await;
+    }
+    match provision_run(&stack, "final.log", None, None) {
+        Ending::Exited(0) => {}
+        other => panic!(
+            "the clean run ended {other:?}\n{}",
+            std::fs::read_to_string(stack.app.path().join("final.log")).unwrap_or_default()
+        ),
+    }
+
+    let status = stack.run(&["status", "--json"]).json();
+    assert_eq!(status["users"]["invited"], USERS, "{status}");
+    let (_, user_of_ref) = references(&stack).await;
+    let mut live: HashMap<String, usize> = HashMap::new();
+    for inq in stack.sim.inquiries() {
+        if matches!(inq.status.as_str(), "created" | "pending") {
+            let user = user_of_ref[inq.reference_id.as_deref().unwrap()].clone();
+            *live.entry(user).or_default() += 1;
+        }
+    }
+    assert_eq!(live.len(), USERS, "every user holds a live inquiry");
+    assert!(
+        live.values().all(|n| *n == 1),
+        "two live inquiries: {live:?}"
+    );
+
+    let mails = stack.smtp.wait_for_messages(USERS).await;
+    let per_user = mails_per_user(&mails);
+    assert_eq!(per_user.len(), USERS, "every user got their invite");
+    for (user, n) in &per_user {
+        let allowed = 1 + caught.get(user).map_or(0, BTreeSet::len);
+        assert!(
+            *n <= allowed,
+            "{user}: {n} copies, {allowed} allowed ({caught:?})"
+        );
+    }
+}
+
+on_both!(a_started_user_is_not_cut_off_by_a_new_version_and_renewed_once_after_expiry);
+async fn a_started_user_is_not_cut_off_by_a_new_version_and_renewed_once_after_expiry(
+    backend: Backend,
+) {
+    let Some(stack) = stack_on(backend, &[]).await else {
+        return;
+    };
+    let ctx = provisioned(&stack, 1).await;
+    let (template, _) = stack.sim.templates()[0].clone();
+    let first = stack.sim.inquiries()[0].id.clone();
+    stack.clock.advance(DAY);
+    stack.sim.act(&first, Action::Start).unwrap();
+    let expires_at = stack.sim.inquiry(&first).unwrap().expires_at.unwrap();
+    stack.sim.publish_template_version(&template).unwrap();
+
+    stack.sim.clear_requests();
+    for _ in 0..3 {
+        let report = refresh::run(&ctx).await.unwrap();
+        assert_eq!((report.recreated, report.resumed), (0, 0), "{report}");
+        stack.clock.advance(2 * DAY);
+    }
+    assert_eq!(stack.sim.count_requests("POST", "/inquiries"), 0);
+    assert_eq!(
+        stack
+            .sim
+            .count_requests("POST", "/inquiries/{inquiry-id}/expire"),
+        0
+    );
+    let running = stack.sim.inquiry(&first).unwrap();
+    assert_eq!(running.status.as_str(), "pending", "{running:?}");
+    assert_eq!(stack.smtp.messages().len(), 1, "only the invite so far");
+
+    // Past its expiry: renewed once.
+    let now = stack.clock.now();
+    stack
+        .clock
+        .advance((expires_at - now).to_std().unwrap_or_default() + HOUR);
+    let report = refresh::run(&ctx).await.unwrap();
+    assert_eq!((report.recreated, report.mails_sent), (1, 1), "{report}");
+    let report = refresh::run(&ctx).await.unwrap();
+    assert_eq!((report.recreated, report.mails_sent), (0, 0), "{report}");
+    let held = inquiries_by_user(&stack).await.remove("usr_0").unwrap();
+    assert_eq!((held.len(), live_count(&held)), (2, 1), "{held:?}");
+    let (state, outcome, _) = verifications(&stack).await.remove("usr_0").unwrap();
+    assert!(
+        matches!(state.as_str(), "invited" | "started"),
+        "a renewed user is unfinished: {state}"
+    );
+    assert_eq!(outcome, None);
+}
+
+on_both!(a_user_who_completes_while_refresh_replaces_their_inquiry_is_finished);
+async fn a_user_who_completes_while_refresh_replaces_their_inquiry_is_finished(backend: Backend) {
+    const USERS: usize = 3;
+    let Some(stack) = stack_on(backend, &[]).await else {
+        return;
+    };
+    let ctx = provisioned(&stack, USERS).await;
+    let (template, _) = stack.sim.templates()[0].clone();
+    stack.clock.advance(DAY + HOUR);
+    stack.sim.publish_template_version(&template).unwrap();
+    // Each user completes the old inquiry after refresh decided to replace it and before
+    // Persona applies the expire (which then answers 409).
+    stack.sim.set_faults(Faults {
+        extra_latency_ms: 100,
+        ..Faults::default()
+    });
+    for inq in stack.sim.inquiries() {
+        stack.sim.before_expire(&inq.id, Action::Complete).unwrap();
+    }
+    stack.sim.clear_requests();
+
+    let report = refresh::run(&ctx).await.unwrap();
+    assert_eq!(
+        (report.recreated, report.users_finished, report.mails_sent),
+        (0, USERS, 0),
+        "{report}"
+    );
+    assert_eq!(stack.sim.count_requests("POST", "/inquiries"), 0);
+    for (user, held) in inquiries_by_user(&stack).await {
+        assert_eq!((held.len(), live_count(&held)), (1, 0), "{user}: {held:?}");
+    }
+    let view = verifications(&stack).await;
+    for i in 0..USERS {
+        let user = format!("usr_{i}");
+        assert_eq!(view[&user].0, "finished", "{view:?}");
+        assert_eq!(view[&user].1.as_deref(), Some("completed"), "{view:?}");
+    }
+    stack.sim.set_faults(Faults::default());
+    let report = refresh::run(&ctx).await.unwrap();
+    assert_eq!(report.mails_sent, 0, "{report}");
+    let mails = stack.smtp.messages();
+    assert_eq!(mails.len(), USERS, "only the invites");
+    assert_eq!(by_recipient(&mails)[&recipient_of("usr_0")].len(), 1);
+}
