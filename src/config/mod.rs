@@ -753,6 +753,49 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_url_takes_its_password_from_the_secret_and_refuses_one_of_its_own() {
+        let text = shipped().replace(
+            "url = \"sqlite://inquiry-mailer.db\"",
+            "url = \"postgres://app@db.internal:5432/app\"",
+        );
+        let c = parse(&text, &[("DATABASE_PASSWORD", "pg-secret")]).unwrap();
+        assert_eq!(
+            c.database.location.to_string(),
+            "postgres://app@db.internal:5432/app"
+        );
+        assert_eq!(c.database.password.as_ref().unwrap().expose(), "pg-secret");
+        let summary = format!("{:?}", c.redacted_summary());
+        assert!(
+            summary.contains("(\"database.password\", \"set\")"),
+            "{summary}"
+        );
+        assert!(!summary.contains("pg-secret"), "{summary}");
+        assert!(!format!("{c:?}").contains("pg-secret"));
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("database-password"), "from-file\n").unwrap();
+        let c = parse(
+            &text,
+            &[("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap())],
+        )
+        .unwrap();
+        assert_eq!(c.database.password.as_ref().unwrap().expose(), "from-file");
+
+        let leaky = shipped().replace(
+            "url = \"sqlite://inquiry-mailer.db\"",
+            "url = \"postgres://app:hunter2@db.internal:5432/app\"",
+        );
+        let e = parse(&leaky, &[]).unwrap_err().to_string();
+        assert!(e.contains("[database] url"), "{e}");
+        assert!(e.contains("must not hold a password"), "{e}");
+        assert!(e.contains("DATABASE_PASSWORD"), "{e}");
+        assert!(
+            !e.contains("hunter2"),
+            "the refusal must not print the password: {e}"
+        );
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_place() {
         let text = shipped()
             .replace("kind = \"session\"", "kind = \"sesion\"")

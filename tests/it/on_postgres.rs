@@ -12,7 +12,9 @@ use inquiry_mailer::jobs::refresh;
 use persona_sim::{Action, Faults};
 
 use crate::provisioning::link_in;
+use crate::support::app::SHIPPED_REMINDERS;
 use crate::support::daemon::{Daemon, free_port, listen_on, wait_for_status};
+use crate::support::redirect::{get, link_of, post, redirect_daemon_on};
 use crate::support::refresh::{
     by_recipient, inquiries_by_user, live_count, provisioned, recipient_of, references,
 };
@@ -396,4 +398,69 @@ async fn a_user_who_completes_while_refresh_replaces_their_inquiry_is_finished(b
     let mails = stack.smtp.messages();
     assert_eq!(mails.len(), USERS, "only the invites");
     assert_eq!(by_recipient(&mails)[&recipient_of("usr_0")].len(), 1);
+}
+
+on_both!(a_redirect_link_opens_the_users_inquiry_until_they_finish);
+async fn a_redirect_link_opens_the_users_inquiry_until_they_finish(backend: Backend) {
+    let Some((stack, mut daemon, invites)) = redirect_daemon_on(backend, 1, &[], &[]).await else {
+        return;
+    };
+    let link = link_of(&invites, "usr_0");
+    let page = get(&link).await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let first = post(&link).await;
+    assert_eq!(first.status, 303, "{first:?}");
+    let opened = open_link(first.location.as_deref().unwrap()).await;
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let inquiry: InquiryId = opened.body["inquiry-id"].as_str().unwrap().parse().unwrap();
+    let (by_user, _) = references(&stack).await;
+    assert_eq!(
+        stack.sim.inquiry(&inquiry).unwrap().reference_id.as_deref(),
+        Some(by_user["usr_0"].as_str())
+    );
+    stack.sim.act(&inquiry, Action::Complete).unwrap();
+    let done = post(&link).await;
+    assert_eq!(done.status, 200, "{done:?}");
+    assert!(done.body.contains("verification is done"), "{}", done.body);
+    let guessed = format!("{}/{}", link.rsplit_once('/').unwrap().0, "A".repeat(32));
+    assert_eq!(post(&guessed).await.status, 404);
+    let h = history(&stack, "usr_0");
+    assert_eq!(h["user"]["state"], "finished", "{h:#}");
+    daemon.stop().await;
+}
+
+on_both!(reminders_go_once_at_each_time_of_the_cadence_and_never_to_a_finished_user);
+async fn reminders_go_once_at_each_time_of_the_cadence_and_never_to_a_finished_user(
+    backend: Backend,
+) {
+    const USERS: usize = 3;
+    let cadence = (SHIPPED_REMINDERS, "after = [\"2d\", \"4d\"]");
+    let Some(stack) = stack_on(backend, &[cadence]).await else {
+        return;
+    };
+    let ctx = provisioned(&stack, USERS).await;
+    let invite = by_recipient(&stack.smtp.messages())[&recipient_of("usr_0")][0].clone();
+    let opened = open_link(&link_in(&invite)).await;
+    let finished: InquiryId = opened.body["inquiry-id"].as_str().unwrap().parse().unwrap();
+    stack.sim.act(&finished, Action::Complete).unwrap();
+
+    let mut received = USERS;
+    for (round, wait) in [(1, 2 * DAY), (2, 2 * DAY)] {
+        stack.clock.advance(wait + Duration::from_secs(60));
+        let sent = refresh::run(&ctx).await.unwrap().reminders.sent;
+        assert_eq!(sent, USERS - 1, "reminder {round}");
+        let again = refresh::run(&ctx).await.unwrap().reminders.sent;
+        assert_eq!(again, 0, "reminder {round} again");
+        received += USERS - 1;
+        let mails = stack.smtp.wait_for_messages(received).await;
+        assert_eq!(mails.len(), received);
+        for user in ["usr_1", "usr_2"] {
+            let status = history(&stack, user);
+            let recorded = status["reminders"]["recorded"].as_array().unwrap();
+            assert_eq!(recorded.len(), round, "{status}");
+            assert_eq!(recorded[round - 1]["status"], "sent", "{status}");
+        }
+        let to_finished = by_recipient(&mails)[&recipient_of("usr_0")].len();
+        assert_eq!(to_finished, 1, "the finished user got only the invite");
+    }
 }
