@@ -7,13 +7,22 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use inquiry_mailer::daemon::signature::sign;
-use inquiry_mailer::domain::InquiryId;
-use inquiry_mailer::jobs::refresh;
+use inquiry_mailer::domain::{InquiryId, InquiryStatus, RawUser, RedirectToken, UserId};
+use inquiry_mailer::jobs::{LEASE, refresh};
+use inquiry_mailer::mail::MailKind;
+use inquiry_mailer::store::inquiries::{self, InquiryFacts, RowStatus};
+use inquiry_mailer::store::mails::{self, MailStatus};
+use inquiry_mailer::store::user_states::{self, UserState};
+use inquiry_mailer::store::{
+    Location, PostgresUrl, Store, StoreError, StoreOptions, events, job_runs, redirect_tokens,
+    status, steps, users, webhook_events,
+};
 use persona_sim::{Action, Faults};
 
 use crate::provisioning::link_in;
 use crate::support::app::SHIPPED_REMINDERS;
 use crate::support::daemon::{Daemon, free_port, listen_on, wait_for_status};
+use crate::support::postgres::fresh_database;
 use crate::support::redirect::{get, link_of, post, redirect_daemon_on};
 use crate::support::refresh::{
     by_recipient, inquiries_by_user, live_count, provisioned, recipient_of, references,
@@ -125,6 +134,19 @@ async fn provisioning_invites_every_user_once_with_their_own_inquiry(backend: Ba
         assert_eq!(outcome, &None, "{user}");
         assert_spec_time(at);
     }
+
+    // `check` names the engine and its version, and finds the schema current.
+    let check = stack.run(&["check"]);
+    let engine = match backend {
+        Backend::Sqlite => "(SQLite 3.",
+        Backend::Postgres => "(PostgreSQL 1",
+    };
+    assert!(
+        check.stdout.contains(engine) && check.stdout.contains("schema up to date"),
+        "{}\n{}",
+        check.stdout,
+        check.stderr
+    );
 
     // Again: nothing to do, no call, no mail.
     stack.sim.clear_requests();
@@ -463,4 +485,512 @@ async fn reminders_go_once_at_each_time_of_the_cadence_and_never_to_a_finished_u
         let to_finished = by_recipient(&mails)[&recipient_of("usr_0")].len();
         assert_eq!(to_finished, 1, "the finished user got only the invite");
     }
+}
+
+/// The store opened straight on `backend` (a file in `dir`, or a fresh PostgreSQL database),
+/// migrated; `None` when PostgreSQL is not installed.
+async fn bare_store(backend: Backend, dir: &std::path::Path) -> Option<Store> {
+    let options = match backend {
+        Backend::Sqlite => StoreOptions::new(dir.join("store.db")),
+        Backend::Postgres => {
+            let db = fresh_database().await?;
+            StoreOptions::at(Location::Postgres(PostgresUrl::parse(&db.url).unwrap()))
+        }
+    };
+    let store = Store::open(&options).await.expect("store opens");
+    assert_eq!(
+        store.pending_migrations().await.unwrap().is_empty(),
+        false,
+        "a fresh database has migrations to apply"
+    );
+    store.migrate().await.unwrap();
+    assert!(store.pending_migrations().await.unwrap().is_empty());
+    store.migrate().await.unwrap();
+    Some(store)
+}
+
+fn raw_user(id: &str, email: &str) -> RawUser {
+    RawUser {
+        id: id.into(),
+        email: email.into(),
+        name_first: Some("Sam".into()),
+        name_last: None,
+        birthdate: None,
+        phone_number: None,
+        locale: None,
+    }
+}
+
+fn uid(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+
+on_both!(every_store_function_reads_back_what_it_wrote);
+/// The store functions the pipeline tests above reach rarely (or only on a fault), each
+/// called straight, with what it wrote read back: the same answers on both backends.
+async fn every_store_function_reads_back_what_it_wrote(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(store) = bare_store(backend, dir.path()).await else {
+        return;
+    };
+    let now = chrono::Utc::now();
+    let version = store.server_version().await.unwrap();
+    let engine = match backend {
+        Backend::Sqlite => "SQLite ",
+        Backend::Postgres => "PostgreSQL ",
+    };
+    assert!(version.starts_with(engine), "{version}");
+    store.ping().await.unwrap();
+
+    // users: add, refuse a known id, upsert, read one and many.
+    users::add(&store, &raw_user("usr_a", "a@example.com"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        users::add(&store, &raw_user("usr_a", "a@example.com")).await,
+        Err(StoreError::Exists { .. })
+    ));
+    let written = users::upsert_many(
+        &store,
+        &[
+            raw_user("usr_a", "a@example.com"),
+            raw_user("usr_b", "b@example.com"),
+            raw_user("usr_c", "not an address"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        written,
+        [
+            users::Written::Unchanged,
+            users::Written::Added,
+            users::Written::Added
+        ]
+    );
+    let many = users::get_many(&store, &["usr_b", "usr_a", "usr_zz"])
+        .await
+        .unwrap();
+    let mut ids: Vec<_> = many.iter().map(|u| u.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["usr_a", "usr_b"]);
+    assert_eq!(
+        users::get(&store, "usr_b").await.unwrap().unwrap().email,
+        "b@example.com"
+    );
+
+    // user_states: discover (one skipped), revalidate after an edit, reasons, references.
+    let found = user_states::discover(&store, now, None, 10).await.unwrap();
+    assert_eq!((found.pending, found.skipped), (2, 1));
+    assert_eq!(
+        user_states::get_state(&store, &uid("usr_c")).await.unwrap(),
+        Some(UserState::Skipped)
+    );
+    users::upsert_many(&store, &[raw_user("usr_c", "c@example.com")])
+        .await
+        .unwrap();
+    assert_eq!(
+        user_states::revalidate_edited(&store, now).await.unwrap(),
+        1
+    );
+    assert!(
+        user_states::is_unfinished(&store, &uid("usr_c"))
+            .await
+            .unwrap()
+    );
+    user_states::set_reason(&store, &uid("usr_a"), Some("held back"))
+        .await
+        .unwrap();
+    assert_eq!(
+        user_states::reason_of(&store, &uid("usr_a"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("held back")
+    );
+    let reference = user_states::reference_of(&store, &uid("usr_a"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        user_states::by_reference(&store, &reference).await.unwrap(),
+        Some(uid("usr_a"))
+    );
+
+    // Leases: a claim takes each pending user once, a second claim none.
+    let claimed = user_states::claim_pending(&store, now, now, LEASE, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    assert!(
+        user_states::claim_pending(&store, now, now, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        user_states::claim_one(&store, &uid("usr_a"), now, LEASE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    user_states::release(&store, &uid("usr_a"), None)
+        .await
+        .unwrap();
+    assert!(
+        user_states::claim_one(&store, &uid("usr_a"), now, LEASE)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(user_states::release_orphaned(&store, now).await.unwrap(), 0);
+
+    // inquiries: intents for all, answers, keys, rejection, replacement and its undoing.
+    let (a, b, c) = (uid("usr_a"), uid("usr_b"), uid("usr_c"));
+    let mut rows = inquiries::begin_create_many(&store, &[&a, &b, &c], "itmpl_T", now)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    // In no promised order: by user from here on.
+    rows.sort_by(|x, y| x.user_id.as_str().cmp(y.user_id.as_str()));
+    assert_eq!(rows[0].user_id, a);
+    assert!(
+        rows.iter()
+            .all(|r| r.generation == 1 && r.status == RowStatus::Creating)
+    );
+    assert_eq!(
+        rows[0].key_created_at,
+        inquiries::by_row_id(&store, rows[0].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .key_created_at
+    );
+    let renewed = inquiries::renew_key(&store, &rows[0], reference.as_str(), now)
+        .await
+        .unwrap();
+    assert_ne!(renewed.idempotency_key, rows[0].idempotency_key);
+    inquiries::distrust_key(&store, rows[0].id).await.unwrap();
+    let distrusted = inquiries::by_row_id(&store, rows[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(distrusted.key_created_at, chrono::DateTime::UNIX_EPOCH);
+    let current = inquiries::current_of_users(&store, &[&a, &b])
+        .await
+        .unwrap();
+    assert_eq!(current.len(), 2);
+
+    let mut tx = store.begin_write().await.unwrap();
+    let facts = |id: &str| InquiryFacts {
+        inquiry_id: InquiryId::parse(id).unwrap(),
+        status: InquiryStatus::Created,
+        template_version_id: Some("itmplv_1".into()),
+        created_at: Some(now),
+        expires_at: Some(now + chrono::Duration::days(7)),
+    };
+    inquiries::record_facts(
+        &mut tx,
+        rows[0].id,
+        &facts("inq_AAAAAAAAAAAAAAAAAAAAAAAAA"),
+        now,
+    )
+    .await
+    .unwrap();
+    inquiries::record_facts(
+        &mut tx,
+        rows[1].id,
+        &facts("inq_BBBBBBBBBBBBBBBBBBBBBBBBB"),
+        now,
+    )
+    .await
+    .unwrap();
+    inquiries::mark_rejected(&mut tx, rows[2].id, now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let inq_a = InquiryId::parse("inq_AAAAAAAAAAAAAAAAAAAAAAAAA").unwrap();
+    let row_a = inquiries::by_inquiry_id(&store, &inq_a)
+        .await
+        .unwrap()
+        .unwrap();
+    // Times come back as written, to the millisecond.
+    assert_eq!(
+        row_a.expires_at.unwrap().timestamp_millis(),
+        (now + chrono::Duration::days(7)).timestamp_millis()
+    );
+    assert_eq!(inquiries::recorded_ids(&store, &a).await.unwrap().len(), 1);
+    assert_eq!(
+        inquiries::by_row_id(&store, rows[2].id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        RowStatus::Rejected
+    );
+
+    let mut tx = store.begin_write().await.unwrap();
+    inquiries::supersede(&mut tx, row_a.id, "test", now)
+        .await
+        .unwrap();
+    let next = inquiries::begin_create(&mut tx, &a, "itmpl_T", now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(next.generation, 2);
+    assert_eq!(
+        inquiries::superseded_unexpired_of(&store, &a)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        inquiries::superseded_unexpired(&store, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    inquiries::mark_abandoned(&store, next.id, "finished first", now)
+        .await
+        .unwrap();
+    inquiries::restore(&store, row_a.id, now).await.unwrap();
+    assert_eq!(
+        inquiries::current(&store, &a).await.unwrap().unwrap().id,
+        row_a.id
+    );
+    inquiries::mark_expired_remotely(&store, row_a.id, now)
+        .await
+        .unwrap();
+    assert!(
+        inquiries::superseded_unexpired(&store, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        inquiries::followed(&store, now)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.user_id == b)
+    );
+
+    // mails: queue, send, retry, fail, cancel, reminders once.
+    let mut tx = store.begin_write().await.unwrap();
+    let invite = mails::enqueue(
+        &mut tx,
+        &b,
+        Some(rows[1].id),
+        MailKind::Invite,
+        "<m1@test>",
+        now,
+    )
+    .await
+    .unwrap();
+    let other = mails::enqueue(&mut tx, &c, None, MailKind::Invite, "<m2@test>", now)
+        .await
+        .unwrap();
+    assert_eq!(
+        mails::history_in(&mut tx, &b).await.unwrap(),
+        mails::MailHistory {
+            any: true,
+            unsent: true
+        }
+    );
+    user_states::set_state(&mut tx, &b, UserState::Invited, None, None, now)
+        .await
+        .unwrap();
+    user_states::set_state(&mut tx, &c, UserState::Invited, None, None, now)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(mails::users_with_unsent(&store).await.unwrap().len(), 2);
+    assert_eq!(
+        mails::due_users_not_pending(&store, now, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    mails::mark_sending(&store, invite.id, None, now)
+        .await
+        .unwrap();
+    mails::unclaim(&store, invite.id).await.unwrap();
+    assert_eq!(
+        mails::unsent_for_user(&store, &b)
+            .await
+            .unwrap()
+            .unwrap()
+            .attempts,
+        0
+    );
+    mails::mark_retry(
+        &store,
+        invite.id,
+        now + chrono::Duration::hours(1),
+        "busy",
+        now,
+    )
+    .await
+    .unwrap();
+    assert!(
+        mails::due_users_not_pending(&store, now, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|u| *u != b)
+    );
+    let sent = steps::Sent {
+        mail_id: invite.id,
+        user_id: &b,
+        state: UserState::Invited,
+        inquiry_id: None,
+        detail: "invite sent",
+        link_expires_at: None,
+        end_lease: true,
+    };
+    steps::mail_sent(&store, &sent, now).await.unwrap();
+    assert_eq!(
+        mails::first_sent_at(&store)
+            .await
+            .unwrap()
+            .map(|t| t.timestamp_millis()),
+        Some(now.timestamp_millis())
+    );
+    assert_eq!(
+        mails::sent_by_kind(&store).await.unwrap(),
+        [("invite".to_owned(), 1)]
+    );
+    let mut tx = store.begin_write().await.unwrap();
+    mails::mark_failed(&mut tx, other.id, "refused", now)
+        .await
+        .unwrap();
+    user_states::note_possibly_mailed(&mut tx, &c, now)
+        .await
+        .unwrap();
+    user_states::set_outcome(&mut tx, &c, "approved", now)
+        .await
+        .unwrap();
+    assert_eq!(
+        user_states::state_in(&mut tx, &c).await.unwrap(),
+        Some(UserState::Invited)
+    );
+    let first = mails::enqueue_reminder(&mut tx, &b, None, "<r1@test>", 172_800, now)
+        .await
+        .unwrap();
+    let again = mails::enqueue_reminder(&mut tx, &b, None, "<r2@test>", 172_800, now)
+        .await
+        .unwrap();
+    assert!(
+        first.is_some() && again.is_none(),
+        "a reminder is recorded once"
+    );
+    tx.commit().await.unwrap();
+    let facts = mails::reminder_facts(&store, Some(&b), now).await.unwrap();
+    assert_eq!(facts.len(), 1);
+    assert_eq!(facts[0].recorded, [172_800]);
+    assert!(facts[0].unsent);
+    let reminder = first.unwrap();
+    mails::mark_sending(&store, reminder.id, None, now)
+        .await
+        .unwrap();
+    assert_eq!(mails::interrupted_reminders(&store).await.unwrap().len(), 1);
+    let mut tx = store.begin_write().await.unwrap();
+    assert!(
+        mails::close_interrupted_reminder(&mut tx, reminder.id, "caught", now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(mails::cancel_unsent(&mut tx, &b, now).await.unwrap(), 0);
+    tx.commit().await.unwrap();
+    assert_eq!(
+        mails::reminders_of(&store, &b).await.unwrap()[0].status,
+        MailStatus::Cancelled
+    );
+    assert_eq!(
+        mails::last_for_user(&store, &b).await.unwrap().unwrap().id,
+        reminder.id
+    );
+    let mailed = user_states::last_mailed_of_unfinished(&store)
+        .await
+        .unwrap();
+    assert_eq!(mailed.len(), 2, "{mailed:?}");
+
+    // redirect tokens, webhook ids, job runs, events, the status views.
+    let token = RedirectToken::generate();
+    redirect_tokens::insert(&store, &b, &token, now)
+        .await
+        .unwrap();
+    assert_eq!(
+        redirect_tokens::user_of(&store, &token).await.unwrap(),
+        Some(b.clone())
+    );
+    redirect_tokens::mark_used(&store, &token, now)
+        .await
+        .unwrap();
+    assert!(
+        redirect_tokens::user_of(&store, &RedirectToken::generate())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    webhook_events::record(&store, "evt_1", "inquiry.completed", None, now)
+        .await
+        .unwrap();
+    webhook_events::record(&store, "evt_1", "inquiry.completed", None, now)
+        .await
+        .unwrap();
+    assert!(webhook_events::seen(&store, "evt_1").await.unwrap());
+    let run = job_runs::record_start(&store, "refresh", now)
+        .await
+        .unwrap();
+    job_runs::record_finish(&store, run, now, "ok", "done")
+        .await
+        .unwrap();
+    assert_eq!(
+        job_runs::latest(&store, "refresh")
+            .await
+            .unwrap()
+            .unwrap()
+            .outcome
+            .as_deref(),
+        Some("ok")
+    );
+    job_runs::set_bookmark(&store, "sync", now, now, "page 2")
+        .await
+        .unwrap();
+    job_runs::set_bookmark(&store, "sync", now, now, "page 3")
+        .await
+        .unwrap();
+    assert_eq!(
+        job_runs::last_ok_start(&store, "sync")
+            .await
+            .unwrap()
+            .map(|t| t.timestamp_millis()),
+        Some(now.timestamp_millis())
+    );
+    assert!(events::since(&store, 0).await.unwrap().len() >= 4);
+    let counts = status::state_counts(&store).await.unwrap();
+    assert_eq!(
+        (counts.pending, counts.invited, counts.total()),
+        (1, 2, 3),
+        "{counts:?}"
+    );
+    let mail_counts = status::mail_counts(&store).await.unwrap();
+    assert_eq!(
+        (mail_counts.sent, mail_counts.failed),
+        (1, 1),
+        "{mail_counts:?}"
+    );
+    let history = status::user_history(&store, "usr_b")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(history.mails.len(), 2);
+    assert_spec_time(&history.mails[0].created_at);
+    assert_spec_time(history.user.last_mailed_at.as_deref().unwrap());
+    assert_spec_time(&history.inquiries[0].created_at);
+    store.close().await;
 }
