@@ -134,7 +134,7 @@ pub async fn enqueue_as(
     } else {
         MailStatus::Queued
     };
-    let stored = on_tx!(tx, |c| sqlx::query(ENQUEUE.as_str())
+    on_tx!(tx, |c| sqlx::query(ENQUEUE.as_str())
         .bind(user_id)
         .bind(inquiry_row)
         .bind(kind)
@@ -144,8 +144,7 @@ pub async fn enqueue_as(
         .bind(ts(now))
         .fetch_one(c)
         .await?
-        .decode());
-    stored
+        .decode())
 }
 
 /// What a user has had in mail so far, read where the next one is decided.
