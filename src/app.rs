@@ -14,14 +14,19 @@ use crate::mail::{MailSettings, Mailer, Sender, Templates, Transport};
 use crate::persona::{ClientConfig, PersonaClient};
 use crate::store::{Store, StoreOptions};
 
-/// The configured database, opened but not migrated (`migrate` reports what it applies).
-pub async fn open_store_unmigrated(config: &Config) -> anyhow::Result<Store> {
-    Ok(Store::open(&StoreOptions {
-        path: config.database.path.clone(),
+/// How to open the configured database: a SQLite file, or PostgreSQL with its password.
+pub fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        location: config.database.location.clone(),
         busy_timeout: config.database.busy_timeout,
         read_connections: config.database.read_connections,
-    })
-    .await?)
+        password: config.database.password.clone(),
+    }
+}
+
+/// The configured database, opened but not migrated (`migrate` reports what it applies).
+pub async fn open_store_unmigrated(config: &Config) -> anyhow::Result<Store> {
+    Ok(Store::open(&store_options(config)).await?)
 }
 
 /// Opens the configured database and brings its schema up to date.
@@ -96,7 +101,7 @@ pub async fn build_with_store(
     };
     let mailer = Mailer::new(transport, templates, &sender(config))?;
     let store = match store {
-        Some(s) if s.path() == config.database.path => s,
+        Some(s) if *s.location() == config.database.location => s,
         _ => open_store(config).await?,
     };
     Ok(JobContext {
