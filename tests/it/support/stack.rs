@@ -200,9 +200,17 @@ impl Stack {
     /// The jobs' context, in-process, on the simulator's clock and the real SMTP server.
     pub async fn context(&self) -> JobContext {
         let config = self.config();
-        inquiry_mailer::app::build(&config, self.clock.clone(), CancellationToken::new(), None)
+        let parts = inquiry_mailer::app::build(&config, None)
             .await
-            .expect("job context builds")
+            .expect("job context builds");
+        JobContext::new(
+            &config,
+            parts.store,
+            parts.persona,
+            parts.mailer,
+            self.clock.clone(),
+            CancellationToken::new(),
+        )
     }
 
     pub async fn store(&self) -> Store {
