@@ -10,8 +10,8 @@ use sqlx::Row as _;
 use super::row::{AnyRow as _, Place, row, rows};
 use super::user_states::UserState;
 use super::{Dialect, Result, Store, StoreError, Stored, Ts, WriteTx, ts, ts_opt};
+use crate::domain::MailKind;
 use crate::domain::{ParseError, UserId};
-use crate::mail::MailKind;
 
 /// Where a mail stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -15,8 +15,8 @@ use super::mails::MailStatus;
 use super::user_states::UserState;
 use super::{Ts, TsText};
 use crate::clock::{format_ts, parse_ts};
+use crate::domain::MailKind;
 use crate::domain::{InquiryId, ParseError, ReferenceId, UserId};
-use crate::mail::MailKind;
 
 /// `Type`, `Encode` and `Decode` as text, for SQLite (and, in the first form, for PostgreSQL
 /// too): `$text` turns a value into its stored text, `$parse` the text back into a value.
