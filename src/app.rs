@@ -1,27 +1,29 @@
 //! The wiring, in one place: a loaded config becomes the store, the Persona client, the mailer
-//! and its templates, and then the jobs' context that `run`, `once`, `demo` and the tests share.
+//! and its templates: the parts of the jobs' context that `run`, `once`, `demo` and the tests share.
 //! Every part that can be wrong is reported naming its place.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use tokio_util::sync::CancellationToken;
 
-use crate::clock::Clock;
 use crate::config::Config;
-use crate::jobs::{JobContext, JobSettings};
 use crate::mail::{MailSettings, Mailer, Sender, Templates, Transport};
 use crate::persona::{ClientConfig, PersonaClient};
 use crate::store::{Store, StoreOptions};
 
-/// The configured database, opened but not migrated (`migrate` reports what it applies).
-pub async fn open_store_unmigrated(config: &Config) -> anyhow::Result<Store> {
-    Ok(Store::open(&StoreOptions {
-        path: config.database.path.clone(),
+/// How to open the configured database: a SQLite file, or PostgreSQL with its password.
+pub fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        location: config.database.location.clone(),
         busy_timeout: config.database.busy_timeout,
         read_connections: config.database.read_connections,
-    })
-    .await?)
+        password: config.database.password.clone(),
+    }
+}
+
+/// The configured database, opened but not migrated (`migrate` reports what it applies).
+pub async fn open_store_unmigrated(config: &Config) -> anyhow::Result<Store> {
+    Ok(Store::open(&store_options(config)).await?)
 }
 
 /// Opens the configured database and brings its schema up to date.
@@ -69,24 +71,25 @@ pub fn load_templates(config: &Config) -> anyhow::Result<Arc<Templates>> {
     Ok(Arc::new(Templates::load(&config.templates.dir)?))
 }
 
-/// Everything a job run needs; `transport` replaces the configured one (tests, demo).
-pub async fn build(
-    config: &Config,
-    clock: Clock,
-    stop: CancellationToken,
-    transport: Option<Transport>,
-) -> anyhow::Result<JobContext> {
-    build_with_store(config, clock, stop, transport, None).await
+/// The parts a job run works with, wired from the config; `jobs::JobContext::new` adds the
+/// clock, the stop token and the settings. (This module sits below jobs: it never names them.)
+pub struct Parts {
+    pub store: Store,
+    pub persona: PersonaClient,
+    pub mailer: Mailer,
+}
+
+/// The configured parts; `transport` replaces the configured one (tests, demo).
+pub async fn build(config: &Config, transport: Option<Transport>) -> anyhow::Result<Parts> {
+    build_with_store(config, transport, None).await
 }
 
 /// As `build`, keeping `store` when it is the configured database (a reload).
 pub async fn build_with_store(
     config: &Config,
-    clock: Clock,
-    stop: CancellationToken,
     transport: Option<Transport>,
     store: Option<Store>,
-) -> anyhow::Result<JobContext> {
+) -> anyhow::Result<Parts> {
     let templates = load_templates(config)?;
     let persona = persona_client(config, None)?;
     let transport = match transport {
@@ -96,15 +99,12 @@ pub async fn build_with_store(
     };
     let mailer = Mailer::new(transport, templates, &sender(config))?;
     let store = match store {
-        Some(s) if s.path() == config.database.path => s,
+        Some(s) if *s.location() == config.database.location => s,
         _ => open_store(config).await?,
     };
-    Ok(JobContext {
+    Ok(Parts {
         store,
         persona,
         mailer,
-        settings: Arc::new(JobSettings::from_config(config)),
-        clock,
-        stop,
     })
 }

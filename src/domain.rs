@@ -720,6 +720,48 @@ impl User {
     }
 }
 
+/// Which mail a user gets: the first link, a new one after a resume or a recreate, or a
+/// reminder on the `[reminders]` cadence. `as_str` is the name stored in the database and the
+/// templates' file-name prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MailKind {
+    Invite,
+    Renewed,
+    Reminder,
+}
+
+impl MailKind {
+    pub const ALL: [MailKind; 3] = [MailKind::Invite, MailKind::Renewed, MailKind::Reminder];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailKind::Invite => "invite",
+            MailKind::Renewed => "renewed",
+            MailKind::Reminder => "reminder",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| ParseError(format!("{s:?} is not one of invite, renewed, reminder")))
+    }
+}
+
+impl std::fmt::Display for MailKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for MailKind {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

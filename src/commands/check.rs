@@ -177,29 +177,28 @@ async fn check_mail(config: &Config) -> CheckLine {
 
 async fn check_database(config: &Config) -> CheckLine {
     let opened = Store::open(&StoreOptions {
-        path: config.database.path.clone(),
-        busy_timeout: config.database.busy_timeout,
         read_connections: 1,
+        ..crate::app::store_options(config)
     })
     .await;
     let (ok, detail) = match opened {
         Err(e) => (false, e.to_string()),
         Ok(store) => {
-            let r = match store.pending_migrations().await {
-                Ok(p) if p.is_empty() => (
-                    true,
-                    format!("{}: schema up to date", store.path().display()),
-                ),
-                Ok(p) => (
+            let at = store.location();
+            let r = match (
+                store.server_version().await,
+                store.pending_migrations().await,
+            ) {
+                (Err(e), _) | (_, Err(e)) => (false, e.to_string()),
+                (Ok(v), Ok(p)) if p.is_empty() => (true, format!("{at} ({v}): schema up to date")),
+                (Ok(v), Ok(p)) => (
                     true,
                     format!(
-                        "{}: {} migrations to apply at start ({})",
-                        store.path().display(),
+                        "{at} ({v}): {} migrations to apply at start ({})",
                         p.len(),
                         p.join(", ")
                     ),
                 ),
-                Err(e) => (false, e.to_string()),
             };
             store.close().await;
             r

@@ -87,9 +87,9 @@ async fn migrate(config: &Config) -> anyhow::Result<ExitCode> {
     let pending = store.pending_migrations().await?;
     store.migrate().await?;
     if pending.is_empty() {
-        println!("{}: up to date", store.path().display());
+        println!("{}: up to date", store.location());
     } else {
-        println!("{}: applied {}", store.path().display(), pending.join(", "));
+        println!("{}: applied {}", store.location(), pending.join(", "));
     }
     store.close().await;
     Ok(ExitCode::SUCCESS)

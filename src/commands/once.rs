@@ -7,11 +7,19 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::JobArg;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::jobs::provision;
+use crate::jobs::{JobContext, provision};
 
 pub async fn run(config: &Config, job: JobArg) -> anyhow::Result<ExitCode> {
     let stop = CancellationToken::new();
-    let ctx = crate::app::build(config, Clock::system(), stop.clone(), None).await?;
+    let parts = crate::app::build(config, None).await?;
+    let ctx = JobContext::new(
+        config,
+        parts.store,
+        parts.persona,
+        parts.mailer,
+        Clock::system(),
+        stop.clone(),
+    );
     // Ctrl-C: finish the users in hand, take no more.
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

@@ -18,6 +18,7 @@ use url::Url;
 
 use crate::domain::{ApiKey, EnvironmentId, LinkKind, SecretText, TemplateId};
 pub use crate::mail::TransportKind;
+use crate::store::Location;
 
 mod document;
 mod read;
@@ -26,7 +27,7 @@ mod secrets;
 
 use document::{Document, keys_of, line_of};
 use read::{
-    api_version, boolean, cron, database_path, full_every, mailbox, optional, optional_email,
+    api_version, boolean, cron, database_location, full_every, mailbox, optional, optional_email,
     optional_mailbox, parsed, path, public_url, smtp_url, text, whole,
 };
 pub use read::{parse_cron, parse_duration};
@@ -53,6 +54,10 @@ pub const PERSONA_API_KEY: SecretSource = SecretSource {
 pub const SMTP_PASSWORD: SecretSource = SecretSource {
     env: "SMTP_PASSWORD",
     credential: "smtp-password",
+};
+pub const DATABASE_PASSWORD: SecretSource = SecretSource {
+    env: "DATABASE_PASSWORD",
+    credential: "database-password",
 };
 pub const WEBHOOK_SECRET: SecretSource = SecretSource {
     env: "PERSONA_WEBHOOK_SECRET",
@@ -171,13 +176,19 @@ struct TopLevel {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `url = "sqlite://…"`, kept as the file it names.
-    #[serde(rename = "url", deserialize_with = "database_path")]
-    pub path: PathBuf,
+    /// `url = "sqlite://…"`, kept as the file it names, or `postgres://USER@HOST:PORT/DB`
+    /// (no password in it: that is the `DATABASE_PASSWORD` secret).
+    #[serde(rename = "url", deserialize_with = "database_location")]
+    pub location: Location,
+    /// SQLite only: how long a statement waits for another process's write lock.
     #[serde(deserialize_with = "parsed")]
     pub busy_timeout: Duration,
+    /// SQLite: the read pool's size. PostgreSQL: the pool's size, reads and writes.
     #[serde(deserialize_with = "whole::<1, 64, _, _>")]
     pub read_connections: u32,
+    /// PostgreSQL's password, from `DATABASE_PASSWORD` or the `database-password` credential.
+    #[serde(skip)]
+    pub password: Option<SecretText>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -512,6 +523,7 @@ impl Config {
         let api_key = secrets.read(PERSONA_API_KEY, &mut doc.problems);
         let smtp_password = secrets.read(SMTP_PASSWORD, &mut doc.problems);
         let webhook_secret = secrets.read(WEBHOOK_SECRET, &mut doc.problems);
+        let database_password = secrets.read(DATABASE_PASSWORD, &mut doc.problems);
 
         let mut problems = doc.problems;
         // File order first; values from the environment after.
@@ -550,7 +562,10 @@ impl Config {
             });
         }
         let base = path.parent().map(Path::to_owned).unwrap_or_default();
-        database.path = base.join(&database.path);
+        if let Location::Sqlite(file) = &mut database.location {
+            *file = base.join(&*file);
+        }
+        database.password = database_password.map(SecretText::new);
         mail.file_dir = base.join(&mail.file_dir);
         templates.dir = base.join(&templates.dir);
         persona.api_key = api_key.map(ApiKey::new);
@@ -577,7 +592,11 @@ impl Config {
     pub fn redacted_summary(&self) -> Vec<(String, String)> {
         let set = |b: bool| if b { "set" } else { "not set" }.to_owned();
         vec![
-            ("database".into(), self.database.path.display().to_string()),
+            ("database".into(), self.database.location.to_string()),
+            (
+                "database.password".into(),
+                set(self.database.password.is_some()),
+            ),
             ("persona.api_base".into(), self.persona.api_base.to_string()),
             (
                 "persona.api_version".into(),
@@ -712,7 +731,10 @@ mod tests {
     fn the_shipped_config_is_valid_and_names_every_key() {
         let c = parse(&shipped(), &[]).unwrap();
         assert_eq!(c.links.kind, LinkKind::Session);
-        assert_eq!(c.database.path, Path::new("/etc/im/inquiry-mailer.db"));
+        assert_eq!(
+            c.database.location,
+            Location::Sqlite("/etc/im/inquiry-mailer.db".into())
+        );
         let text = shipped();
         for section in std::iter::once("").chain(SECTION_NAMES) {
             for key in known_keys(section) {
@@ -794,6 +816,49 @@ mod tests {
         assert!(
             e.contains("[inquiries] max_resume is not a known key (did you mean \"max_resumes\"?)"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_postgres_url_takes_its_password_from_the_secret_and_refuses_one_of_its_own() {
+        let text = shipped().replace(
+            "url = \"sqlite://inquiry-mailer.db\"",
+            "url = \"postgres://app@db.internal:5432/app\"",
+        );
+        let c = parse(&text, &[("DATABASE_PASSWORD", "pg-secret")]).unwrap();
+        assert_eq!(
+            c.database.location.to_string(),
+            "postgres://app@db.internal:5432/app"
+        );
+        assert_eq!(c.database.password.as_ref().unwrap().expose(), "pg-secret");
+        let summary = format!("{:?}", c.redacted_summary());
+        assert!(
+            summary.contains("(\"database.password\", \"set\")"),
+            "{summary}"
+        );
+        assert!(!summary.contains("pg-secret"), "{summary}");
+        assert!(!format!("{c:?}").contains("pg-secret"));
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("database-password"), "from-file\n").unwrap();
+        let c = parse(
+            &text,
+            &[("CREDENTIALS_DIRECTORY", dir.path().to_str().unwrap())],
+        )
+        .unwrap();
+        assert_eq!(c.database.password.as_ref().unwrap().expose(), "from-file");
+
+        let leaky = shipped().replace(
+            "url = \"sqlite://inquiry-mailer.db\"",
+            "url = \"postgres://app:hunter2@db.internal:5432/app\"",
+        );
+        let e = parse(&leaky, &[]).unwrap_err().to_string();
+        assert!(e.contains("[database] url"), "{e}");
+        assert!(e.contains("must not hold a password"), "{e}");
+        assert!(e.contains("DATABASE_PASSWORD"), "{e}");
+        assert!(
+            !e.contains("hunter2"),
+            "the refusal must not print the password: {e}"
         );
     }
 

@@ -12,6 +12,7 @@ use url::Url;
 
 use super::{LogFormat, SMTP_PASSWORD, TransportKind};
 use crate::domain::{Email, EnvironmentId, LinkKind, TemplateId};
+use crate::store::{Location, PostgresUrl};
 
 /// A value written as a string and parsed from it.
 pub(super) trait FromConfigText: Sized {
@@ -119,18 +120,46 @@ pub(super) fn path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error>
     checked(d, |s| Ok(PathBuf::from(s)))
 }
 
-pub(super) fn database_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    checked(d, |s| {
+/// `[database] url`: `sqlite://FILE` or `postgres://USER@HOST:PORT/DB` (also `postgresql://`).
+/// A PostgreSQL URL is echoed in a problem with any password in it masked.
+pub(super) fn database_location<'de, D: Deserializer<'de>>(d: D) -> Result<Location, D::Error> {
+    let value = toml::Value::deserialize(d)?;
+    if let toml::Value::String(s) = &value
+        && (s.starts_with("postgres://") || s.starts_with("postgresql://"))
+    {
+        return PostgresUrl::parse(s)
+            .map(Location::Postgres)
+            .map_err(|why| {
+                let shown = match Url::parse(s) {
+                    Ok(mut u) if u.password().is_some() => {
+                        let _ = u.set_password(Some("***"));
+                        u.to_string()
+                    }
+                    Ok(u) => u.to_string(),
+                    Err(_) => "(not a URL)".to_owned(),
+                };
+                D::Error::custom(format!("= {shown:?} {why}"))
+            });
+    }
+    let toml::Value::String(s) = value else {
+        return Err(D::Error::custom(format!(
+            "= {value} must be a string (in quotes)"
+        )));
+    };
+    let sqlite = |s: &str| -> Result<Location, String> {
         let rest = s
             .strip_prefix("sqlite://")
             .or_else(|| s.strip_prefix("sqlite:"))
-            .ok_or("must start with sqlite:// (e.g. \"sqlite://inquiry-mailer.db\")")?;
+            .ok_or(
+                "must start with sqlite:// or postgres:// (e.g. \"sqlite://inquiry-mailer.db\")",
+            )?;
         let path = rest.split('?').next().unwrap_or_default();
         if path.is_empty() || path == ":memory:" {
             return Err("must name a database file".into());
         }
-        Ok(PathBuf::from(path))
-    })
+        Ok(Location::Sqlite(PathBuf::from(path)))
+    };
+    sqlite(&s).map_err(|why| D::Error::custom(format!("= {s:?} {why}")))
 }
 
 pub(super) fn api_version<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

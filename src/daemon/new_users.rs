@@ -37,13 +37,20 @@ const RETRY: Duration = Duration::from_secs(5);
 
 /// Starts the SQLite notifier for `store`'s file. Its starting mark is taken before this
 /// returns, so rows already there are left to the start-up run and every later one is noticed.
+/// On PostgreSQL it starts nothing and says so: the cron is the only trigger there for now.
 pub async fn watch_sqlite(
     store: &Store,
     signal: NewUserSignal,
     stop: CancellationToken,
 ) -> Result<(), StoreError> {
+    let Some(path) = store.sqlite_path() else {
+        tracing::info!(
+            "the new-user watch is SQLite-only for now: on PostgreSQL new users rows wait for the [schedule] provision cron"
+        );
+        return Ok(());
+    };
     let mut watch = SqliteWatch {
-        path: store.path().to_owned(),
+        path: path.to_owned(),
         probe: None,
         version: None,
         seen: HighWater::Rowid(None),

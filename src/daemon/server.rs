@@ -18,6 +18,7 @@ use super::signals::Signals;
 use crate::app;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::jobs::JobContext;
 
 fn http_settings(config: &Config) -> HttpSettings {
     HttpSettings {
@@ -39,7 +40,15 @@ pub async fn run(
     let signals = Signals::install().context("cannot install signal handlers")?;
     notifier.status("starting: migrations, templates, Persona client");
     let clock = Clock::system();
-    let ctx = app::build(&config, clock.clone(), stop.clone(), None).await?;
+    let parts = app::build(&config, None).await?;
+    let ctx = JobContext::new(
+        &config,
+        parts.store,
+        parts.persona,
+        parts.mailer,
+        clock.clone(),
+        stop.clone(),
+    );
     if config.server.webhook_secret.is_none() {
         tracing::warn!(
             "no webhook secret (PERSONA_WEBHOOK_SECRET or credential persona-webhook-secret): every webhook is refused, statuses arrive by polling only"
@@ -170,7 +179,15 @@ async fn reload(
 ) -> anyhow::Result<Config> {
     let new = Config::load(path)?;
     let store = shared.read().await.store.clone();
-    let ctx = app::build_with_store(&new, clock.clone(), stop.clone(), None, Some(store)).await?;
+    let parts = app::build_with_store(&new, None, Some(store)).await?;
+    let ctx = JobContext::new(
+        &new,
+        parts.store,
+        parts.persona,
+        parts.mailer,
+        clock.clone(),
+        stop.clone(),
+    );
     if new.server.listen != old.server.listen {
         tracing::warn!(
             "[server] listen changed to {}; it takes effect at the next restart",

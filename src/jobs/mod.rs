@@ -78,6 +78,27 @@ pub struct JobContext {
     pub stop: CancellationToken,
 }
 
+impl JobContext {
+    /// A run's context over the parts `app::build` wired, with the settings of `config`.
+    pub fn new(
+        config: &Config,
+        store: Store,
+        persona: PersonaClient,
+        mailer: Mailer,
+        clock: Clock,
+        stop: CancellationToken,
+    ) -> JobContext {
+        JobContext {
+            store,
+            persona,
+            mailer,
+            settings: Arc::new(JobSettings::from_config(config)),
+            clock,
+            stop,
+        }
+    }
+}
+
 /// Why a whole run stopped (a single user's trouble is recorded on the user instead).
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {

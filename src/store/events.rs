@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::sqlite::rows;
+use super::row::rows;
 use super::{Result, Store, Ts, WriteTx, ts};
 use crate::domain::{InquiryId, UserId};
 
@@ -67,7 +67,8 @@ pub(super) async fn record_raw(
     .bind(detail)
     .bind(ts(at))
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 
-use super::sqlite::{row, rows};
+use super::row::{row, rows};
 use super::{Result, Store, StoreError, Ts, WriteTx, ts, ts_opt};
 use crate::domain::{InquiryId, InquiryStatus, UserId, random_alnum};
 
@@ -239,18 +239,22 @@ pub async fn begin_create_many(
 }
 
 /// Moves each user to their next generation and writes a `creating` row with a new key for
-/// each at it, two statements whatever their number. SQLite-only: the users travel as one JSON
-/// array read with `json_each` (PostgreSQL would unnest an array).
+/// each at it, two statements whatever their number. The users travel as one JSON array read
+/// with `json_each` on SQLite, as two unnested text[] on PostgreSQL (dialects differ). On
+/// PostgreSQL the first statement locks the users' rows, so the generation the second reads
+/// is the one this transaction set.
 async fn write_intents(
     tx: &mut WriteTx,
     user_ids: &[&UserId],
     template_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<InquiryRow>> {
-    const NEXT_GENERATION: &str = "UPDATE user_states SET generation = generation + 1 \
+    const SQLITE_NEXT_GENERATION: &str = "UPDATE user_states SET generation = generation + 1 \
          WHERE user_id IN (SELECT value ->> '$.user' FROM json_each($1))";
+    const POSTGRES_NEXT_GENERATION: &str = "UPDATE user_states SET generation = generation + 1 \
+         WHERE user_id = ANY($1::text[])";
     // The key reads like [`new_idempotency_key`] makes it.
-    static INSERT_INTENTS: LazyLock<String> = LazyLock::new(|| {
+    static SQLITE_INSERT_INTENTS: LazyLock<String> = LazyLock::new(|| {
         format!(
             "INSERT INTO inquiries (user_id, generation, idempotency_key, key_created_at, status, \
                template_id, created_at, updated_at) \
@@ -261,42 +265,97 @@ async fn write_intents(
              RETURNING {COLUMNS}"
         )
     });
-    let intents: Vec<serde_json::Value> = user_ids
-        .iter()
-        .map(|user| serde_json::json!({ "user": user.as_str(), "nonce": random_alnum(8) }))
-        .collect();
-    let intents = serde_json::Value::Array(intents).to_string();
-    on_tx!(tx, |c| {
-        sqlx::query(NEXT_GENERATION)
-            .bind(&intents)
-            .execute(&mut *c)
-            .await?;
-        rows(
-            &sqlx::query(INSERT_INTENTS.as_str())
-                .bind(&intents)
-                .bind(ts(now))
-                .bind(template_id)
-                .bind(RowStatus::Creating)
-                .fetch_all(c)
-                .await?,
+    static POSTGRES_INSERT_INTENTS: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "INSERT INTO inquiries (user_id, generation, idempotency_key, key_created_at, status, \
+               template_id, created_at, updated_at) \
+             SELECT s.user_id, s.generation, \
+               'im-' || s.reference_id || '-g' || s.generation || '-' || j.nonce, \
+               $2, $4, $3, $2, $2 \
+             FROM unnest($1::text[], $5::text[]) AS j(user_id, nonce) \
+               JOIN user_states s ON s.user_id = j.user_id \
+             RETURNING {COLUMNS}"
         )
-    })
+    });
+    let nonces: Vec<String> = user_ids.iter().map(|_| random_alnum(8)).collect();
+    on_tx!(
+        tx,
+        sqlite | c | {
+            let intents: Vec<serde_json::Value> = user_ids
+                .iter()
+                .zip(&nonces)
+                .map(|(user, nonce)| serde_json::json!({ "user": user.as_str(), "nonce": nonce }))
+                .collect();
+            let intents = serde_json::Value::Array(intents).to_string();
+            sqlx::query(SQLITE_NEXT_GENERATION)
+                .bind(&intents)
+                .execute(&mut *c)
+                .await?;
+            rows(
+                &sqlx::query(SQLITE_INSERT_INTENTS.as_str())
+                    .bind(&intents)
+                    .bind(ts(now))
+                    .bind(template_id)
+                    .bind(RowStatus::Creating)
+                    .fetch_all(c)
+                    .await?,
+            )
+        },
+        postgres | c | {
+            let users: Vec<&str> = user_ids.iter().map(|u| u.as_str()).collect();
+            sqlx::query(POSTGRES_NEXT_GENERATION)
+                .bind(&users)
+                .execute(&mut *c)
+                .await?;
+            rows(
+                &sqlx::query(POSTGRES_INSERT_INTENTS.as_str())
+                    .bind(&users)
+                    .bind(ts(now))
+                    .bind(template_id)
+                    .bind(RowStatus::Creating)
+                    .bind(&nonces)
+                    .fetch_all(c)
+                    .await?,
+            )
+        }
+    )
 }
 
-/// The newest unreplaced inquiry of each of `user_ids` that has one, in one statement.
-/// SQLite-only: the ids travel as one JSON array.
+/// The newest unreplaced inquiry of each of `user_ids` that has one, in one statement: the
+/// ids travel as one JSON array on SQLite, as one text[] on PostgreSQL (dialects differ).
 pub async fn current_of_users(store: &Store, user_ids: &[&UserId]) -> Result<Vec<InquiryRow>> {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
+    static SQLITE: LazyLock<String> = LazyLock::new(|| {
         format!(
             "{} i WHERE i.user_id IN (SELECT value FROM json_each($1)) AND {IS_CURRENT}",
             *SELECT
         )
     });
+    static POSTGRES: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "{} i WHERE i.user_id = ANY($1::text[]) AND {IS_CURRENT}",
+            *SELECT
+        )
+    });
     let ids: Vec<&str> = user_ids.iter().map(|u| u.as_str()).collect();
-    let ids = serde_json::to_string(&ids).expect("strings serialize");
-    on_read!(store, |c| rows(
-        &sqlx::query(SQL.as_str()).bind(ids).fetch_all(c).await?
-    ))
+    on_read!(
+        store,
+        sqlite
+            | c
+            | rows(
+                &sqlx::query(SQLITE.as_str())
+                    .bind(serde_json::to_string(&ids).expect("strings serialize"))
+                    .fetch_all(c)
+                    .await?
+            ),
+        postgres
+            | c
+            | rows(
+                &sqlx::query(POSTGRES.as_str())
+                    .bind(&ids)
+                    .fetch_all(c)
+                    .await?
+            )
+    )
 }
 
 /// Gives a still-`creating` row a new key: its old one is older than Persona keeps keys, and
@@ -317,7 +376,8 @@ pub async fn renew_key(
     .bind(row.id)
     .bind(RowStatus::Creating)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     let renewed = by_row_id_in(&mut tx, row.id).await?;
     tx.commit().await?;
     Ok(renewed)
@@ -333,7 +393,8 @@ pub async fn distrust_key(store: &Store, row_id: i64) -> Result<()> {
     .bind(row_id)
     .bind(RowStatus::Creating)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -358,7 +419,7 @@ pub async fn record_facts(
     .bind(ts(now))
     .bind(row_id)
     .execute(c)
-    .await?
+    .await?.rows_affected()
     });
     Ok(())
 }
@@ -372,7 +433,8 @@ pub async fn mark_rejected(tx: &mut WriteTx, row_id: i64, now: DateTime<Utc>) ->
     .bind(ts(now))
     .bind(row_id)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -434,7 +496,7 @@ pub async fn update_status_observed(
     .bind(status.is_finished())
     .bind(row_id)
     .execute(c)
-    .await?
+    .await?.rows_affected()
     });
     Ok(())
 }
@@ -458,7 +520,7 @@ pub async fn mark_abandoned(
     .bind(row_id)
     .bind(RowStatus::Creating)
     .execute(c)
-    .await?
+    .await?.rows_affected()
     });
     Ok(())
 }
@@ -473,7 +535,8 @@ pub async fn restore(store: &Store, row_id: i64, now: DateTime<Utc>) -> Result<(
     .bind(ts(now))
     .bind(row_id)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -497,7 +560,8 @@ pub async fn record_resume(
     .bind(ts(now))
     .bind(row_id)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -508,7 +572,8 @@ pub async fn record_session(tx: &mut WriteTx, row_id: i64) -> Result<()> {
     )
     .bind(row_id)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -527,7 +592,7 @@ pub async fn supersede(
     .bind(reason)
     .bind(row_id)
     .execute(c)
-    .await?
+    .await?.rows_affected()
     });
     Ok(())
 }
@@ -542,7 +607,8 @@ pub async fn mark_expired_remotely(store: &Store, row_id: i64, now: DateTime<Utc
     .bind(RowStatus::Persona(InquiryStatus::Expired))
     .bind(row_id)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::sqlite::Place;
+use super::row::Place;
 use super::{Result, Store, Stored, Ts, ts};
 
 pub async fn record_start(store: &Store, job: &str, at: DateTime<Utc>) -> Result<i64> {
@@ -31,7 +31,8 @@ pub async fn record_finish(
     .bind(detail)
     .bind(id)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -45,29 +46,31 @@ pub struct Run {
 
 /// The latest run of `job`.
 pub async fn latest(store: &Store, job: &str) -> Result<Option<Run>> {
-    let found = on_read!(store, |c| {
-        sqlx::query(
+    on_read!(store, |c| {
+        let found = {
+            sqlx::query(
         "SELECT id, started_at, finished_at, outcome FROM job_runs WHERE job = $1 ORDER BY id DESC LIMIT 1"
     )
     .bind(job)
     .fetch_optional(c)
     .await?
-    });
-    found
-        .as_ref()
-        .map(|r| {
-            let at = Place {
-                row: r,
-                table: "job_runs",
-                key: "id",
-            };
-            Ok(Run {
-                started_at: at.get::<Ts>("started_at")?.value(),
-                finished_at: at.get::<Option<Ts>>("finished_at")?.value(),
-                outcome: at.get("outcome")?,
+        };
+        found
+            .as_ref()
+            .map(|r| {
+                let at = Place {
+                    row: r,
+                    table: "job_runs",
+                    key: "id",
+                };
+                Ok(Run {
+                    started_at: at.get::<Ts>("started_at")?.value(),
+                    finished_at: at.get::<Option<Ts>>("finished_at")?.value(),
+                    outcome: at.get("outcome")?,
+                })
             })
-        })
-        .transpose()
+            .transpose()
+    })
 }
 
 /// When the last successful run of `job` started.

@@ -7,11 +7,11 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
-use super::sqlite::{Place, row, rows};
+use super::row::{AnyRow as _, Place, row, rows};
 use super::user_states::UserState;
-use super::{Result, Store, StoreError, Stored, Ts, WriteTx, ts, ts_opt};
+use super::{Dialect, Result, Store, StoreError, Stored, Ts, WriteTx, ts, ts_opt};
+use crate::domain::MailKind;
 use crate::domain::{ParseError, UserId};
-use crate::mail::MailKind;
 
 /// Where a mail stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,7 +134,7 @@ pub async fn enqueue_as(
     } else {
         MailStatus::Queued
     };
-    let stored = on_tx!(tx, |c| sqlx::query(ENQUEUE.as_str())
+    on_tx!(tx, |c| sqlx::query(ENQUEUE.as_str())
         .bind(user_id)
         .bind(inquiry_row)
         .bind(kind)
@@ -143,8 +143,8 @@ pub async fn enqueue_as(
         .bind(message_id)
         .bind(ts(now))
         .fetch_one(c)
-        .await?);
-    <MailRow as super::FromRow>::from_sqlite(&stored)
+        .await?
+        .decode())
 }
 
 /// What a user has had in mail so far, read where the next one is decided.
@@ -210,7 +210,7 @@ pub async fn mark_sending(
     .bind(ts(now))
     .bind(id)
     .execute(c)
-    .await?
+    .await?.rows_affected()
     });
     Ok(())
 }
@@ -231,7 +231,8 @@ pub async fn mark_sent(
     .bind(ts_opt(link_expires_at))
     .bind(id)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -253,7 +254,7 @@ pub async fn mark_retry(
     .bind(ts(now))
     .bind(id)
     .execute(c)
-    .await?
+    .await?.rows_affected()
     });
     Ok(())
 }
@@ -267,7 +268,7 @@ pub async fn unclaim(store: &Store, id: i64) -> Result<()> {
     )
     .bind(id)
     .execute(c)
-    .await?
+    .await?.rows_affected()
     });
     Ok(())
 }
@@ -281,7 +282,8 @@ pub async fn mark_failed(tx: &mut WriteTx, id: i64, error: &str, now: DateTime<U
     .bind(ts(now))
     .bind(id)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -359,54 +361,71 @@ pub struct ReminderFacts {
 
 /// Users still `invited` or `started` whose invite went out at `invited_by` or before — or,
 /// with `only_user`, that user whatever their state (for `status --user` and the re-check
-/// under the lease). SQLite-only: the recorded entries come back as one `json_group_array`.
+/// under the lease). The recorded entries come back as one JSON array of numbers:
+/// `json_group_array` on SQLite, `json_agg` on PostgreSQL (dialects differ).
 pub async fn reminder_facts(
     store: &Store,
     only_user: Option<&UserId>,
     invited_by: DateTime<Utc>,
 ) -> Result<Vec<ReminderFacts>> {
-    let found = on_read!(store, |c| {
-        sqlx::query(
+    static SQLITE: LazyLock<String> = LazyLock::new(|| {
+        reminder_facts_sql("(SELECT json_group_array(m.reminder_after) FROM mails m")
+    });
+    static POSTGRES: LazyLock<String> = LazyLock::new(|| {
+        reminder_facts_sql("(SELECT COALESCE(json_agg(m.reminder_after)::text, '[]') FROM mails m")
+    });
+    let sql = match store.dialect() {
+        Dialect::Sqlite => SQLITE.as_str(),
+        Dialect::Postgres => POSTGRES.as_str(),
+    };
+    on_read!(store, |c| {
+        let found = sqlx::query(sql)
+            .bind(only_user)
+            .bind(ts(invited_by))
+            .fetch_all(c)
+            .await?;
+        found
+            .iter()
+            .map(|r| {
+                let at = Place {
+                    row: r,
+                    table: "user_states",
+                    key: "user_id",
+                };
+                let recorded: String = at.get("recorded")?;
+                Ok(ReminderFacts {
+                    user_id: at.get("user_id")?,
+                    state: at.get("state")?,
+                    invited_at: at.get::<Ts>("invited_at")?.value(),
+                    last_mailed_at: at.get::<Option<Ts>>("last_mailed_at")?.value(),
+                    recorded: serde_json::from_str(&recorded).map_err(|e| {
+                        StoreError::BadValue {
+                            table: "mails",
+                            row: r.try_get::<String, _>("user_id").unwrap_or_default(),
+                            column: "reminder_after",
+                            why: format!("{recorded:?}: {e}"),
+                        }
+                    })?,
+                    unsent: at.get("unsent")?,
+                })
+            })
+            .collect()
+    })
+}
+
+/// [`reminder_facts`]' statement around `recorded`, the start of its one subquery that differs.
+fn reminder_facts_sql(recorded: &str) -> String {
+    format!(
         "SELECT * FROM ( \
            SELECT s.user_id, s.state, s.last_mailed_at, \
              (SELECT MIN(m.sent_at) FROM mails m WHERE m.user_id = s.user_id AND m.kind = 'invite') AS invited_at, \
-             (SELECT json_group_array(m.reminder_after) FROM mails m \
-                WHERE m.user_id = s.user_id AND m.kind = 'reminder') AS recorded, \
+             {recorded} WHERE m.user_id = s.user_id AND m.kind = 'reminder') AS recorded, \
              EXISTS (SELECT 1 FROM mails m WHERE m.user_id = s.user_id \
                 AND m.status IN ('queued', 'sending')) AS unsent \
            FROM user_states s \
-           WHERE ($1 IS NULL AND s.state IN ('invited', 'started')) OR s.user_id = $1) \
-         WHERE invited_at IS NOT NULL AND invited_at <= $2",
+           WHERE ($1 IS NULL AND s.state IN ('invited', 'started')) OR s.user_id = $1) AS facts \
+         WHERE invited_at IS NOT NULL AND invited_at <= $2"
     )
-    .bind(only_user)
-    .bind(ts(invited_by))
-    .fetch_all(c)
-    .await?
-    });
-    found
-        .iter()
-        .map(|r| {
-            let at = Place {
-                row: r,
-                table: "user_states",
-                key: "user_id",
-            };
-            let recorded: String = at.get("recorded")?;
-            Ok(ReminderFacts {
-                user_id: at.get("user_id")?,
-                state: at.get("state")?,
-                invited_at: at.get::<Ts>("invited_at")?.value(),
-                last_mailed_at: at.get::<Option<Ts>>("last_mailed_at")?.value(),
-                recorded: serde_json::from_str(&recorded).map_err(|e| StoreError::BadValue {
-                    table: "mails",
-                    row: r.try_get::<String, _>("user_id").unwrap_or_default(),
-                    column: "reminder_after",
-                    why: format!("{recorded:?}: {e}"),
-                })?,
-                unsent: at.get("unsent")?,
-            })
-        })
-        .collect()
 }
 
 /// Records a reminder for the `after` entry (seconds) and queues it, inside the caller's
@@ -485,22 +504,23 @@ pub async fn reminders_of(store: &Store, user_id: &UserId) -> Result<Vec<MailRow
 
 /// Users with a mail waiting to go out (queued, or caught mid-send).
 pub async fn users_with_unsent(store: &Store) -> Result<HashSet<UserId>> {
-    let found = on_read!(store, |c| sqlx::query(
-        "SELECT DISTINCT user_id FROM mails WHERE status IN ('queued', 'sending')",
-    )
-    .fetch_all(c)
-    .await?);
-    found
-        .iter()
-        .map(|r| {
-            Place {
-                row: r,
-                table: "mails",
-                key: "user_id",
-            }
-            .get("user_id")
-        })
-        .collect()
+    on_read!(store, |c| {
+        let found =
+            sqlx::query("SELECT DISTINCT user_id FROM mails WHERE status IN ('queued', 'sending')")
+                .fetch_all(c)
+                .await?;
+        found
+            .iter()
+            .map(|r| {
+                Place {
+                    row: r,
+                    table: "mails",
+                    key: "user_id",
+                }
+                .get("user_id")
+            })
+            .collect()
+    })
 }
 
 /// Sent mails by kind, in kind order (the demo's summary).

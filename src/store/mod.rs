@@ -7,12 +7,19 @@
 /// `#[derive(sqlx::FromRow)]` does, without sqlx's proc-macro crate, which would build a second
 /// copy of SQLite for the host and add 20 s to every cold build. `field as Via` decodes the
 /// column as `Via` and converts it ([`Stored`]); a value that does not decode is a
-/// [`StoreError::BadValue`] naming the table, the row (by `key`) and the column.
+/// [`StoreError::BadValue`] naming the table, the row (by `key`) and the column. One body
+/// serves both backends: `Place` is generic over the row type.
 macro_rules! from_row {
     ($ty:ident in $table:literal by $key:ident { $($field:ident $(as $via:ty)?),+ $(,)? }) => {
         impl $crate::store::FromRow for $ty {
             fn from_sqlite(row: &sqlx::sqlite::SqliteRow) -> $crate::store::Result<Self> {
-                let at = $crate::store::sqlite::Place { row, table: $table, key: stringify!($key) };
+                let at = $crate::store::row::Place { row, table: $table, key: stringify!($key) };
+                Ok(Self {
+                    $($field: from_row!(@get at $field $($via)?)),+
+                })
+            }
+            fn from_postgres(row: &sqlx::postgres::PgRow) -> $crate::store::Result<Self> {
+                let at = $crate::store::row::Place { row, table: $table, key: stringify!($key) };
                 Ok(Self {
                     $($field: from_row!(@get at $field $($via)?)),+
                 })
@@ -25,13 +32,23 @@ macro_rules! from_row {
     };
 }
 
-/// The dispatch point for reads: runs `$body` with `$c` bound to the backend's read pool.
+/// The dispatch point for reads: runs `$body` with `$c` bound to the backend's read pool. The
+/// body is written once and compiled per backend, so what it returns must not be a driver
+/// type (decode rows inside it). The second form gives each dialect its own body, for the few
+/// statements whose SQL differs (marked where they are).
 macro_rules! on_read {
     ($store:expr, |$c:ident| $body:expr) => {
+        on_read!($store, sqlite | $c | $body, postgres | $c | $body)
+    };
+    ($store:expr, sqlite |$c:ident| $sqlite:expr, postgres |$p:ident| $postgres:expr) => {
         match &$store.backend {
             $crate::store::Backend::Sqlite(db) => {
                 let $c = db.reader();
-                $body
+                $sqlite
+            }
+            $crate::store::Backend::Postgres(db) => {
+                let $p = db.pool();
+                $postgres
             }
         }
     };
@@ -45,6 +62,10 @@ macro_rules! on_write {
                 let $c = db.writer();
                 $body
             }
+            $crate::store::Backend::Postgres(db) => {
+                let $c = db.pool();
+                $body
+            }
         }
     };
 }
@@ -52,10 +73,17 @@ macro_rules! on_write {
 /// The dispatch point for a statement inside a [`WriteTx`]: `$c` is its connection.
 macro_rules! on_tx {
     ($tx:expr, |$c:ident| $body:expr) => {
+        on_tx!($tx, sqlite | $c | $body, postgres | $c | $body)
+    };
+    ($tx:expr, sqlite |$c:ident| $sqlite:expr, postgres |$p:ident| $postgres:expr) => {
         match &mut $tx.inner {
             $crate::store::TxInner::Sqlite(t) => {
                 let $c: &mut sqlx::SqliteConnection = &mut *t;
-                $body
+                $sqlite
+            }
+            $crate::store::TxInner::Postgres(t) => {
+                let $p: &mut sqlx::PgConnection = &mut *t;
+                $postgres
             }
         }
     };
@@ -72,9 +100,13 @@ pub mod user_states;
 pub mod users;
 pub mod webhook_events;
 
+mod location;
+mod postgres;
+mod row;
 mod sqlite;
 mod types;
 
+pub use location::{Location, PostgresUrl};
 pub use sqlite::changes;
 
 use std::path::{Path, PathBuf};
@@ -82,12 +114,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::domain::SecretText;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database {path}: cannot be opened: {source}")]
-    Open { path: PathBuf, source: DbError },
-    #[error("database {path}: migrations failed: {source}")]
-    Migrate { path: PathBuf, source: DbError },
+    #[error("database {place}: cannot be opened: {source}")]
+    Open { place: Location, source: DbError },
+    #[error("database {place}: migrations failed: {source}")]
+    Migrate { place: Location, source: DbError },
     #[error("database: {0}")]
     Sql(DbError),
     /// A stored value the daemon cannot read back (a hand edit, or a bug that wrote it).
@@ -146,17 +180,27 @@ impl From<sqlx::Error> for StoreError {
 /// Options for opening the store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    pub path: PathBuf,
+    pub location: Location,
+    /// SQLite: how long a statement waits for another process's write lock.
     pub busy_timeout: Duration,
+    /// SQLite: the read pool's size. PostgreSQL: the one pool's size (reads and writes).
     pub read_connections: u32,
+    /// PostgreSQL: the password, which never sits in the URL (it would be logged with it).
+    pub password: Option<SecretText>,
 }
 
 impl StoreOptions {
+    /// A SQLite file with the defaults.
     pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self::at(Location::Sqlite(path.into()))
+    }
+
+    pub fn at(location: Location) -> Self {
         Self {
-            path: path.into(),
+            location,
             busy_timeout: Duration::from_secs(5),
             read_connections: 4,
+            password: None,
         }
     }
 }
@@ -171,6 +215,13 @@ pub struct Store {
 #[derive(Debug, Clone)]
 enum Backend {
     Sqlite(sqlite::Db),
+    Postgres(postgres::Db),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
 /// A write transaction: commit it with [`WriteTx::commit`]; dropped uncommitted (its caller
@@ -181,19 +232,42 @@ pub struct WriteTx {
 
 enum TxInner {
     Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// READ COMMITTED: a step that reads a row to decide a write locks it (`FOR UPDATE`) or
+    /// writes conditionally, where SQLite had `BEGIN IMMEDIATE`'s one write lock.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
 impl Store {
-    /// Opens (creating if missing) the database file.
+    /// Opens the database: a SQLite file (created if missing), or a PostgreSQL database.
     pub async fn open(opts: &StoreOptions) -> Result<Store> {
-        Ok(Store {
-            backend: Backend::Sqlite(sqlite::Db::open(opts).await?),
-        })
+        let backend = match &opts.location {
+            Location::Sqlite(path) => Backend::Sqlite(sqlite::Db::open(path, opts).await?),
+            Location::Postgres(url) => Backend::Postgres(postgres::Db::open(url, opts).await?),
+        };
+        Ok(Store { backend })
     }
 
-    pub fn path(&self) -> &Path {
+    /// Where the database is (a PostgreSQL URL never holds a password).
+    pub fn location(&self) -> &Location {
         match &self.backend {
-            Backend::Sqlite(db) => db.path(),
+            Backend::Sqlite(db) => db.location(),
+            Backend::Postgres(db) => db.location(),
+        }
+    }
+
+    /// The SQLite file, for what only works on a local file (the change probe).
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite(db) => Some(db.path()),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Which SQL the database speaks, for the few statements written twice.
+    fn dialect(&self) -> Dialect {
+        match &self.backend {
+            Backend::Sqlite(_) => Dialect::Sqlite,
+            Backend::Postgres(_) => Dialect::Postgres,
         }
     }
 
@@ -201,6 +275,7 @@ impl Store {
     pub async fn migrate(&self) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(db) => db.migrate().await,
+            Backend::Postgres(db) => db.migrate().await,
         }
     }
 
@@ -208,15 +283,36 @@ impl Store {
     pub async fn pending_migrations(&self) -> Result<Vec<String>> {
         match &self.backend {
             Backend::Sqlite(db) => db.pending_migrations().await,
+            Backend::Postgres(db) => db.pending_migrations().await,
         }
     }
 
-    /// A write transaction that holds the write lock from its start (SQLite: `BEGIN
+    /// The database engine and its version, as `check` prints it ("PostgreSQL 15.4").
+    pub async fn server_version(&self) -> Result<String> {
+        on_read!(
+            self,
+            sqlite | c | {
+                let v: String = sqlx::query_scalar("SELECT sqlite_version()")
+                    .fetch_one(c)
+                    .await?;
+                Ok(format!("SQLite {v}"))
+            },
+            postgres | c | {
+                let v: String = sqlx::query_scalar("SHOW server_version")
+                    .fetch_one(c)
+                    .await?;
+                Ok(format!("PostgreSQL {v}"))
+            }
+        )
+    }
+
+    /// A write transaction. SQLite: it holds the write lock from its start (`BEGIN
     /// IMMEDIATE`), so it never fails half-way with "database is locked" when another process
-    /// writes too.
+    /// writes too. PostgreSQL: READ COMMITTED, its rows locked as its statements reach them.
     pub async fn begin_write(&self) -> Result<WriteTx> {
         let inner = match &self.backend {
             Backend::Sqlite(db) => TxInner::Sqlite(db.begin_write().await?),
+            Backend::Postgres(db) => TxInner::Postgres(db.begin_write().await?),
         };
         Ok(WriteTx { inner })
     }
@@ -232,14 +328,23 @@ impl Store {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(db) => db.close().await,
+            Backend::Postgres(db) => db.close().await,
         }
     }
 }
 
 impl WriteTx {
+    fn dialect(&self) -> Dialect {
+        match &self.inner {
+            TxInner::Sqlite(_) => Dialect::Sqlite,
+            TxInner::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
     pub async fn commit(self) -> Result<()> {
         match self.inner {
             TxInner::Sqlite(t) => t.commit().await?,
+            TxInner::Postgres(t) => t.commit().await?,
         }
         Ok(())
     }
@@ -251,6 +356,7 @@ pub const MAX_BATCH: usize = 500;
 /// A row type decoded by column name; implemented by `from_row!`.
 trait FromRow: Sized {
     fn from_sqlite(row: &sqlx::sqlite::SqliteRow) -> Result<Self>;
+    fn from_postgres(row: &sqlx::postgres::PgRow) -> Result<Self>;
 }
 
 /// A store-internal column type and the value a row carries for it (a time kept as text →
@@ -261,7 +367,8 @@ trait Stored {
 }
 
 /// A time as the store binds and reads it: on SQLite, the text of [`crate::clock::format_ts`]
-/// (RFC 3339, milliseconds, `Z`), which sorts as text in time order, as the queries rely on.
+/// (RFC 3339, milliseconds, `Z`), which sorts as text in time order, as the queries rely on;
+/// on PostgreSQL a timestamptz cut to milliseconds, so both keep the same instants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Ts(DateTime<Utc>);
 
@@ -275,6 +382,25 @@ impl Stored for Ts {
 impl Stored for Option<Ts> {
     type Value = Option<DateTime<Utc>>;
     fn value(self) -> Option<DateTime<Utc>> {
+        self.map(|t| t.0)
+    }
+}
+
+/// A time column read as the text [`crate::clock::format_ts`] writes, on either backend (the
+/// `status --user` summaries print it as stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TsText(String);
+
+impl Stored for TsText {
+    type Value = String;
+    fn value(self) -> String {
+        self.0
+    }
+}
+
+impl Stored for Option<TsText> {
+    type Value = Option<String>;
+    fn value(self) -> Option<String> {
         self.map(|t| t.0)
     }
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::sqlite::Place;
+use super::row::Place;
 use super::{Result, Store, ts};
 use crate::domain::{RedirectToken, UserId};
 
@@ -20,30 +20,31 @@ pub async fn insert(
     .bind(user_id)
     .bind(ts(now))
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
 /// The user a token belongs to. The lookup is by digest on the primary key, so the time it
 /// takes says nothing about how close a guess came.
 pub async fn user_of(store: &Store, token: &RedirectToken) -> Result<Option<UserId>> {
-    let found = on_read!(store, |c| sqlx::query(
-        "SELECT user_id FROM redirect_tokens WHERE token_hash = $1"
-    )
-    .bind(token.digest().as_slice())
-    .fetch_optional(c)
-    .await?);
-    found
-        .as_ref()
-        .map(|r| {
-            Place {
-                row: r,
-                table: "redirect_tokens",
-                key: "user_id",
-            }
-            .get("user_id")
-        })
-        .transpose()
+    on_read!(store, |c| {
+        let found = sqlx::query("SELECT user_id FROM redirect_tokens WHERE token_hash = $1")
+            .bind(token.digest().as_slice())
+            .fetch_optional(c)
+            .await?;
+        found
+            .as_ref()
+            .map(|r| {
+                Place {
+                    row: r,
+                    table: "redirect_tokens",
+                    key: "user_id",
+                }
+                .get("user_id")
+            })
+            .transpose()
+    })
 }
 
 /// Stamps the token's last click.
@@ -54,6 +55,7 @@ pub async fn mark_used(store: &Store, token: &RedirectToken, now: DateTime<Utc>)
     .bind(ts(now))
     .bind(token.digest().as_slice())
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }

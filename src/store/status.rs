@@ -4,8 +4,8 @@ use serde::Serialize;
 use sqlx::Row;
 
 use super::events::{self, Event};
-use super::sqlite::rows;
-use super::{Result, Store};
+use super::row::{row, rows};
+use super::{Result, Store, TsText};
 
 /// The user states of SPEC.md, in the order `status` prints them.
 pub const STATES: [&str; 5] = ["pending", "invited", "started", "finished", "skipped"];
@@ -45,44 +45,46 @@ pub struct MailCounts {
 
 /// Users by state; a row the daemon has not looked at yet counts as pending.
 pub async fn state_counts(store: &Store) -> Result<StateCounts> {
-    let found = on_read!(store, |c| sqlx::query(
-        "SELECT COALESCE(s.state, 'pending') AS state, COUNT(*) AS n \
+    on_read!(store, |c| {
+        let found = sqlx::query(
+            "SELECT COALESCE(s.state, 'pending') AS state, COUNT(*) AS n \
          FROM users u LEFT JOIN user_states s ON s.user_id = u.id GROUP BY 1",
-    )
-    .fetch_all(c)
-    .await?);
-    let mut c = StateCounts::default();
-    for r in found {
-        let n: i64 = r.get("n");
-        match r.get::<String, _>("state").as_str() {
-            "pending" => c.pending = n,
-            "invited" => c.invited = n,
-            "started" => c.started = n,
-            "finished" => c.finished = n,
-            "skipped" => c.skipped = n,
-            _ => {}
+        )
+        .fetch_all(c)
+        .await?;
+        let mut c = StateCounts::default();
+        for r in found {
+            let n: i64 = r.get("n");
+            match r.get::<String, _>("state").as_str() {
+                "pending" => c.pending = n,
+                "invited" => c.invited = n,
+                "started" => c.started = n,
+                "finished" => c.finished = n,
+                "skipped" => c.skipped = n,
+                _ => {}
+            }
         }
-    }
-    Ok(c)
+        Ok(c)
+    })
 }
 
 pub async fn mail_counts(store: &Store) -> Result<MailCounts> {
-    let found = on_read!(store, |c| sqlx::query(
-        "SELECT status, COUNT(*) AS n FROM mails GROUP BY status"
-    )
-    .fetch_all(c)
-    .await?);
-    let mut c = MailCounts::default();
-    for r in found {
-        let n: i64 = r.get("n");
-        match r.get::<String, _>("status").as_str() {
-            "queued" | "sending" => c.queued += n,
-            "sent" => c.sent = n,
-            "failed" => c.failed = n,
-            _ => {}
+    on_read!(store, |c| {
+        let found = sqlx::query("SELECT status, COUNT(*) AS n FROM mails GROUP BY status")
+            .fetch_all(c)
+            .await?;
+        let mut c = MailCounts::default();
+        for r in found {
+            let n: i64 = r.get("n");
+            match r.get::<String, _>("status").as_str() {
+                "queued" | "sending" => c.queued += n,
+                "sent" => c.sent = n,
+                "failed" => c.failed = n,
+                _ => {}
+            }
         }
-    }
-    Ok(c)
+        Ok(c)
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +101,16 @@ pub struct UserSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_mailed_at: Option<String>,
 }
+
+from_row!(UserSummary in "users" by id {
+    id,
+    email,
+    state,
+    reason,
+    outcome,
+    reference_id,
+    last_mailed_at as Option<TsText>,
+});
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InquirySummary {
@@ -117,8 +129,8 @@ from_row!(InquirySummary in "inquiries" by generation {
     inquiry_id,
     status,
     template_version_id,
-    created_at,
-    expires_at,
+    created_at as TsText,
+    expires_at as Option<TsText>,
     resume_count,
     superseded_reason
 });
@@ -140,10 +152,10 @@ from_row!(MailSummary in "mails" by message_id {
     status,
     message_id,
     attempts,
-    sent_at,
-    next_attempt_at,
+    sent_at as Option<TsText>,
+    next_attempt_at as Option<TsText>,
     last_error,
-    created_at
+    created_at as TsText
 });
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,25 +168,16 @@ pub struct UserHistory {
 
 /// Everything about one user, with no secret in it (none is stored). `None`: no such user.
 pub async fn user_history(store: &Store, user_id: &str) -> Result<Option<UserHistory>> {
-    let found = on_read!(store, |c| sqlx::query(
+    let found = on_read!(store, |c| row(sqlx::query(
         "SELECT u.id, u.email, COALESCE(s.state, 'pending') AS state, s.reason, s.outcome, \
                 s.reference_id, s.last_mailed_at \
          FROM users u LEFT JOIN user_states s ON s.user_id = u.id WHERE u.id = $1",
     )
     .bind(user_id)
     .fetch_optional(c)
-    .await?);
-    let Some(row) = found else {
+    .await?))?;
+    let Some(user) = found else {
         return Ok(None);
-    };
-    let user = UserSummary {
-        id: row.get("id"),
-        email: row.get("email"),
-        state: row.get("state"),
-        reason: row.get("reason"),
-        outcome: row.get("outcome"),
-        reference_id: row.get("reference_id"),
-        last_mailed_at: row.get("last_mailed_at"),
     };
     let inquiries = on_read!(store, |c| {
         rows(

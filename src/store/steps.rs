@@ -8,8 +8,8 @@ use super::inquiries::{self, InquiryFacts, InquiryRow};
 use super::mails::{self, MailHistory, MailRow};
 use super::user_states::UserState;
 use super::{Result, Store, events, user_states};
+use crate::domain::MailKind;
 use crate::domain::{InquiryId, UserId};
-use crate::mail::MailKind;
 
 /// Persona's answer for a `creating` row, and the event that records it.
 #[derive(Debug, Clone, Copy)]

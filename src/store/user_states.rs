@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row};
 
-use super::sqlite::{Place, rows};
-use super::{FromRow, Result, Store, Stored, Ts, WriteTx, events, ts, ts_opt};
+use super::row::{AnyRow, Place, rows};
+use super::{Dialect, Result, Store, Stored, Ts, WriteTx, events, ts, ts_opt};
 use crate::domain::{InquiryId, ParseError, RawUser, ReferenceId, User, UserId};
 
 /// A user's state (SPEC.md, "User states").
@@ -95,9 +95,14 @@ fn process_alive(pid: i32) -> bool {
 }
 
 /// Frees the leases of processes that no longer exist (a daemon killed mid-run), so their
-/// users are taken up again now rather than when the lease lapses. The database is a local
-/// SQLite file, so every process that can hold a lease runs on this machine.
+/// users are taken up again now rather than when the lease lapses. Only on SQLite: a local
+/// file means every process that can hold a lease runs on this machine, so a pid says whether
+/// it lives. A PostgreSQL server may be shared by processes elsewhere, whose pids mean nothing
+/// here: their users come back when the lease runs out.
 pub async fn release_orphaned(store: &Store, now: DateTime<Utc>) -> Result<u64> {
+    if store.dialect() == Dialect::Postgres {
+        return Ok(0);
+    }
     let owners: Vec<String> = on_read!(store, |c| {
         sqlx::query_scalar(
         "SELECT DISTINCT lease_owner FROM user_states WHERE lease_owner IS NOT NULL AND lease_until > $1",
@@ -155,7 +160,7 @@ pub async fn discover(
     // connection thread, and a backlog of a million would otherwise take minutes to see.
     let mut tx = store.begin_write().await?;
     let inserted: HashSet<String> = on_tx!(tx, |c| {
-        let mut insert = QueryBuilder::<Sqlite>::new(
+        let mut insert = QueryBuilder::new(
             "INSERT INTO user_states (user_id, reference_id, state, reason, row_fingerprint, created_at, updated_at) ",
         );
         insert.push_values(&verdicts, |mut row, (raw, reason)| {
@@ -196,8 +201,7 @@ pub async fn discover(
     }
     if !new.is_empty() {
         on_tx!(tx, |c| {
-            let mut events =
-                QueryBuilder::<Sqlite>::new("INSERT INTO events (user_id, kind, detail, at) ");
+            let mut events = QueryBuilder::new("INSERT INTO events (user_id, kind, detail, at) ");
             events.push_values(&new, |mut row, (raw, reason)| {
                 let (kind, detail) = match reason {
                     None => ("user.discovered", "new user, pending"),
@@ -230,7 +234,7 @@ pub struct Discovered {
 
 /// Skipped users whose row the application has since edited get validated again.
 pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usize> {
-    let found = on_read!(store, |c| {
+    let found: Vec<(RawUser, String)> = on_read!(store, |c| {
         sqlx::query(
         "SELECT u.id, u.email, u.name_first, u.name_last, u.birthdate, u.phone_number, u.locale, s.row_fingerprint \
          FROM users u JOIN user_states s ON s.user_id = u.id \
@@ -238,9 +242,8 @@ pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usiz
     )
     .fetch_all(c)
     .await?
-    });
-    let mut changed = 0;
-    for r in found {
+    .iter()
+    .map(|r| {
         let raw = RawUser {
             id: r.get("id"),
             email: r.get("email"),
@@ -250,7 +253,12 @@ pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usiz
             phone_number: r.get("phone_number"),
             locale: r.get("locale"),
         };
-        let old: String = r.get("row_fingerprint");
+        (raw, r.get("row_fingerprint"))
+    })
+    .collect()
+    });
+    let mut changed = 0;
+    for (raw, old) in found {
         let fp = raw.fingerprint();
         if fp == old {
             continue;
@@ -275,7 +283,7 @@ pub async fn revalidate_edited(store: &Store, now: DateTime<Utc>) -> Result<usiz
         .bind(ts(now))
         .bind(&raw.id)
         .execute(c)
-        .await?
+        .await?.rows_affected()
         });
         events::record_raw(&mut tx, now, Some(&raw.id), None, kind, &detail).await?;
         tx.commit().await?;
@@ -288,6 +296,16 @@ fn lease_end(now: DateTime<Utc>, lease: std::time::Duration) -> Ts {
     ts(now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(5)))
 }
 
+const CLAIM_PENDING_HEAD: &str = "UPDATE user_states SET lease_until = $1, lease_owner = $5 \
+     WHERE user_id IN ( \
+         SELECT s.user_id FROM user_states s \
+         WHERE s.state = 'pending' AND (s.lease_until IS NULL OR s.lease_until < $4) \
+           AND NOT EXISTS (SELECT 1 FROM mails m WHERE m.user_id = s.user_id \
+                           AND m.status IN ('queued', 'sending') AND m.next_attempt_at > $2) \
+         ORDER BY s.created_at, s.user_id LIMIT $3";
+const CLAIM_PENDING_TAIL: &str =
+    ") RETURNING user_id, reference_id, generation, row_fingerprint, last_mailed_at";
+
 /// Leases up to `limit` pending users that have work now: no inquiry or mail yet, an unfinished
 /// create, or a mail that is due. Users whose mail waits for a later retry are left alone, and so
 /// are users deferred during this run (their lease was stamped after `run_started`).
@@ -298,26 +316,30 @@ pub async fn claim_pending(
     lease: std::time::Duration,
     limit: u32,
 ) -> Result<Vec<Claimed>> {
+    // PostgreSQL: READ COMMITTED lets two claims pick the same rows in their subquery, so it
+    // locks what it picks and skips rows another claim holds (dialects differ).
+    static SQLITE: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("{CLAIM_PENDING_HEAD}{CLAIM_PENDING_TAIL}"));
+    static POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("{CLAIM_PENDING_HEAD} FOR UPDATE SKIP LOCKED{CLAIM_PENDING_TAIL}")
+    });
+    let sql = match store.dialect() {
+        Dialect::Sqlite => SQLITE.as_str(),
+        Dialect::Postgres => POSTGRES.as_str(),
+    };
     let mut tx = store.begin_write().await?;
-    let claimed = on_tx!(tx, |c| sqlx::query(
-        "UPDATE user_states SET lease_until = $1, lease_owner = $5 \
-         WHERE user_id IN ( \
-             SELECT s.user_id FROM user_states s \
-             WHERE s.state = 'pending' AND (s.lease_until IS NULL OR s.lease_until < $4) \
-               AND NOT EXISTS (SELECT 1 FROM mails m WHERE m.user_id = s.user_id \
-                               AND m.status IN ('queued', 'sending') AND m.next_attempt_at > $2) \
-             ORDER BY s.created_at, s.user_id LIMIT $3) \
-         RETURNING user_id, reference_id, generation, row_fingerprint, last_mailed_at",
-    )
-    .bind(lease_end(now, lease))
-    .bind(ts(now))
-    .bind(i64::from(limit))
-    .bind(ts(run_started))
-    .bind(lease_owner())
-    .fetch_all(c)
-    .await?);
+    let claimed = on_tx!(tx, |c| rows(
+        &sqlx::query(sql)
+            .bind(lease_end(now, lease))
+            .bind(ts(now))
+            .bind(i64::from(limit))
+            .bind(ts(run_started))
+            .bind(lease_owner())
+            .fetch_all(c)
+            .await?
+    ))?;
     tx.commit().await?;
-    rows(&claimed)
+    Ok(claimed)
 }
 
 /// Leases one user by id whatever their state (refresh and webhooks use this); `None` when the
@@ -339,9 +361,12 @@ pub async fn claim_one(
     .bind(ts(now))
     .bind(lease_owner())
     .fetch_optional(c)
-    .await?);
+    .await?
+    .as_ref()
+    .map(AnyRow::decode)
+    .transpose())?;
     tx.commit().await?;
-    claimed.as_ref().map(Claimed::from_sqlite).transpose()
+    Ok(claimed)
 }
 
 /// Ends a lease. `defer_until`: the user is not to be taken again before then (a run that
@@ -357,7 +382,8 @@ pub async fn release(
     .bind(ts_opt(defer_until))
     .bind(user_id)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -381,7 +407,7 @@ pub async fn set_state(
     .bind(ts(now))
     .bind(user_id)
     .execute(c)
-    .await?
+    .await?.rows_affected()
     });
     Ok(())
 }
@@ -426,7 +452,7 @@ pub async fn mark_mailed(
         .bind(ts(now))
         .bind(user_id)
         .execute(c)
-        .await?
+        .await?.rows_affected()
         });
     } else {
         on_tx!(tx, |c| sqlx::query(
@@ -435,7 +461,8 @@ pub async fn mark_mailed(
         .bind(ts(now))
         .bind(user_id)
         .execute(c)
-        .await?);
+        .await?
+        .rows_affected());
     }
     Ok(())
 }
@@ -447,7 +474,8 @@ pub async fn end_lease(tx: &mut WriteTx, user_id: &UserId) -> Result<()> {
     )
     .bind(user_id)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -465,7 +493,8 @@ pub async fn note_possibly_mailed(
     .bind(ts(at))
     .bind(user_id)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -480,48 +509,50 @@ pub async fn reason_of(store: &Store, user_id: &UserId) -> Result<Option<String>
 }
 
 pub async fn reference_of(store: &Store, user_id: &UserId) -> Result<Option<ReferenceId>> {
-    let found = on_read!(store, |c| sqlx::query(
-        "SELECT user_id, reference_id FROM user_states WHERE user_id = $1"
-    )
-    .bind(user_id)
-    .fetch_optional(c)
-    .await?);
-    found
-        .as_ref()
-        .map(|r| {
-            Place {
-                row: r,
-                table: "user_states",
-                key: "user_id",
-            }
-            .get("reference_id")
-        })
-        .transpose()
+    on_read!(store, |c| {
+        let found = sqlx::query("SELECT user_id, reference_id FROM user_states WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(c)
+            .await?;
+        found
+            .as_ref()
+            .map(|r| {
+                Place {
+                    row: r,
+                    table: "user_states",
+                    key: "user_id",
+                }
+                .get("reference_id")
+            })
+            .transpose()
+    })
 }
 
 /// Unfinished users (invited or started) with when they were last mailed.
 pub async fn last_mailed_of_unfinished(
     store: &Store,
 ) -> Result<Vec<(UserId, Option<DateTime<Utc>>)>> {
-    let found = on_read!(store, |c| sqlx::query(
-        "SELECT user_id, last_mailed_at FROM user_states WHERE state IN ('invited', 'started')",
-    )
-    .fetch_all(c)
-    .await?);
-    found
-        .iter()
-        .map(|r| {
-            let at = Place {
-                row: r,
-                table: "user_states",
-                key: "user_id",
-            };
-            Ok((
-                at.get("user_id")?,
-                at.get::<Option<Ts>>("last_mailed_at")?.value(),
-            ))
-        })
-        .collect()
+    on_read!(store, |c| {
+        let found = sqlx::query(
+            "SELECT user_id, last_mailed_at FROM user_states WHERE state IN ('invited', 'started')",
+        )
+        .fetch_all(c)
+        .await?;
+        found
+            .iter()
+            .map(|r| {
+                let at = Place {
+                    row: r,
+                    table: "user_states",
+                    key: "user_id",
+                };
+                Ok((
+                    at.get("user_id")?,
+                    at.get::<Option<Ts>>("last_mailed_at")?.value(),
+                ))
+            })
+            .collect()
+    })
 }
 
 /// Only the reason (e.g. which limit holds the user back), leaving the state alone.
@@ -538,48 +569,49 @@ pub async fn set_reason_in(tx: &mut WriteTx, user_id: &UserId, reason: Option<&s
     .bind(reason)
     .bind(user_id)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
 pub async fn get_state(store: &Store, user_id: &UserId) -> Result<Option<UserState>> {
-    let found = on_read!(store, |c| sqlx::query(
-        "SELECT user_id, state FROM user_states WHERE user_id = $1"
-    )
-    .bind(user_id)
-    .fetch_optional(c)
-    .await?);
-    found
-        .as_ref()
-        .map(|r| {
-            Place {
-                row: r,
-                table: "user_states",
-                key: "user_id",
-            }
-            .get("state")
-        })
-        .transpose()
+    on_read!(store, |c| {
+        let found = sqlx::query("SELECT user_id, state FROM user_states WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(c)
+            .await?;
+        found
+            .as_ref()
+            .map(|r| {
+                Place {
+                    row: r,
+                    table: "user_states",
+                    key: "user_id",
+                }
+                .get("state")
+            })
+            .transpose()
+    })
 }
 
 pub async fn by_reference(store: &Store, reference_id: &ReferenceId) -> Result<Option<UserId>> {
-    let found = on_read!(store, |c| sqlx::query(
-        "SELECT user_id FROM user_states WHERE reference_id = $1"
-    )
-    .bind(reference_id)
-    .fetch_optional(c)
-    .await?);
-    found
-        .as_ref()
-        .map(|r| {
-            Place {
-                row: r,
-                table: "user_states",
-                key: "user_id",
-            }
-            .get("user_id")
-        })
-        .transpose()
+    on_read!(store, |c| {
+        let found = sqlx::query("SELECT user_id FROM user_states WHERE reference_id = $1")
+            .bind(reference_id)
+            .fetch_optional(c)
+            .await?;
+        found
+            .as_ref()
+            .map(|r| {
+                Place {
+                    row: r,
+                    table: "user_states",
+                    key: "user_id",
+                }
+                .get("user_id")
+            })
+            .transpose()
+    })
 }
 
 /// A finished user's outcome moves on (`completed` → `approved`), inside the caller's
@@ -598,7 +630,7 @@ pub async fn set_outcome(
     .bind(ts(now))
     .bind(user_id)
     .execute(c)
-    .await?
+    .await?.rows_affected()
     });
     Ok(())
 }
@@ -608,23 +640,28 @@ pub async fn state_and_outcome_in(
     tx: &mut WriteTx,
     user_id: &UserId,
 ) -> Result<Option<(UserState, Option<String>)>> {
-    let found = on_tx!(tx, |c| sqlx::query(
-        "SELECT user_id, state, outcome FROM user_states WHERE user_id = $1"
-    )
-    .bind(user_id)
-    .fetch_optional(c)
-    .await?);
-    found
-        .as_ref()
-        .map(|r| {
-            let at = Place {
-                row: r,
-                table: "user_states",
-                key: "user_id",
-            };
-            Ok((at.get("state")?, at.get("outcome")?))
-        })
-        .transpose()
+    // PostgreSQL: the caller decides its writes on what it reads here, so the row stays locked
+    // until its commit, as SQLite's BEGIN IMMEDIATE kept every row (dialects differ).
+    let sql = match tx.dialect() {
+        Dialect::Sqlite => "SELECT user_id, state, outcome FROM user_states WHERE user_id = $1",
+        Dialect::Postgres => {
+            "SELECT user_id, state, outcome FROM user_states WHERE user_id = $1 FOR UPDATE"
+        }
+    };
+    on_tx!(tx, |c| {
+        let found = sqlx::query(sql).bind(user_id).fetch_optional(c).await?;
+        found
+            .as_ref()
+            .map(|r| {
+                let at = Place {
+                    row: r,
+                    table: "user_states",
+                    key: "user_id",
+                };
+                Ok((at.get("state")?, at.get("outcome")?))
+            })
+            .transpose()
+    })
 }
 
 /// Whether the user still wants links: pending, invited or started (not finished, not skipped).

@@ -1,7 +1,7 @@
 //! The application's `users` table: the daemon reads it; the `users` commands write it for
 //! operators who have no application yet.
 
-use sqlx::Row;
+use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use super::{Result, Store, StoreError, WriteTx};
 use crate::domain::RawUser;
@@ -14,7 +14,12 @@ pub enum Written {
     Unchanged,
 }
 
-fn raw_from_row(row: &sqlx::sqlite::SqliteRow) -> RawUser {
+/// The application's columns, all text on both backends.
+fn raw_from_row<R: Row>(row: &R) -> RawUser
+where
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
     RawUser {
         id: row.get("id"),
         email: row.get("email"),
@@ -64,7 +69,8 @@ async fn insert(tx: &mut WriteTx, user: &RawUser) -> Result<()> {
     .bind(&user.phone_number)
     .bind(&user.locale)
     .execute(c)
-    .await?);
+    .await?
+    .rows_affected());
     Ok(())
 }
 
@@ -77,8 +83,8 @@ pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written
         let existing = on_tx!(tx, |c| sqlx::query(SELECT_ONE.as_str())
             .bind(&user.id)
             .fetch_optional(c)
-            .await?)
-        .map(|r| raw_from_row(&r));
+            .await?
+            .map(|r| raw_from_row(&r)));
         let written = match existing {
             None => {
                 insert(&mut tx, user).await?;
@@ -98,7 +104,8 @@ pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written
                 .bind(&user.locale)
                 .bind(&user.id)
                 .execute(c)
-                .await?);
+                .await?
+                .rows_affected());
                 Written::Updated
             }
         };
@@ -108,23 +115,44 @@ pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written
     Ok(out)
 }
 
-/// The rows of `ids` that exist, in one statement whatever their number. SQLite-only: the ids
-/// travel as one JSON array.
+/// The rows of `ids` that exist, in one statement whatever their number: the ids travel as
+/// one JSON array on SQLite, as one text[] on PostgreSQL (dialects differ).
 pub async fn get_many(store: &Store, ids: &[&str]) -> Result<Vec<RawUser>> {
-    let sql = format!("SELECT {COLUMNS} FROM users WHERE id IN (SELECT value FROM json_each($1))");
-    let found = on_read!(store, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(serde_json::to_string(ids).expect("strings serialize"))
-        .fetch_all(c)
-        .await?);
-    Ok(found.iter().map(raw_from_row).collect())
+    static SQLITE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT {COLUMNS} FROM users WHERE id IN (SELECT value FROM json_each($1))")
+    });
+    static POSTGRES: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("SELECT {COLUMNS} FROM users WHERE id = ANY($1::text[])")
+    });
+    Ok(on_read!(
+        store,
+        sqlite
+            | c
+            | sqlx::query(SQLITE.as_str())
+                .bind(serde_json::to_string(ids).expect("strings serialize"))
+                .fetch_all(c)
+                .await?
+                .iter()
+                .map(raw_from_row)
+                .collect(),
+        postgres
+            | c
+            | sqlx::query(POSTGRES.as_str())
+                .bind(ids)
+                .fetch_all(c)
+                .await?
+                .iter()
+                .map(raw_from_row)
+                .collect()
+    ))
 }
 
 pub async fn get(store: &Store, id: &str) -> Result<Option<RawUser>> {
-    let found = on_read!(store, |c| sqlx::query(SELECT_ONE.as_str())
+    Ok(on_read!(store, |c| sqlx::query(SELECT_ONE.as_str())
         .bind(id)
         .fetch_optional(c)
-        .await?);
-    Ok(found.map(|r| raw_from_row(&r)))
+        .await?
+        .map(|r| raw_from_row(&r))))
 }
 
 /// Rows the daemon has not seen yet (no `user_states` row), in id order after `after`, at most
@@ -143,10 +171,14 @@ pub async fn unseen(store: &Store, after: Option<&str>, limit: u32) -> Result<Ve
          AND NOT EXISTS (SELECT 1 FROM user_states s WHERE s.user_id = u.id) \
          ORDER BY u.id LIMIT $2"
     );
-    let found = on_read!(store, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(after)
-        .bind(i64::from(limit))
-        .fetch_all(c)
-        .await?);
-    Ok(found.iter().map(raw_from_row).collect())
+    Ok(on_read!(store, |c| sqlx::query(sqlx::AssertSqlSafe(
+        sql.clone()
+    ))
+    .bind(after)
+    .bind(i64::from(limit))
+    .fetch_all(c)
+    .await?
+    .iter()
+    .map(raw_from_row)
+    .collect()))
 }

@@ -30,7 +30,7 @@ pub async fn record(
     .bind(inquiry_id)
     .bind(ts(at))
     .execute(c)
-    .await?
+    .await?.rows_affected()
     });
     Ok(())
 }

@@ -400,14 +400,18 @@ async fn quiet_run_calls(n: usize) -> (BTreeMap<String, usize>, usize) {
     .await;
     stack.add_users(n);
     let outbox = Transport::memory();
-    let ctx: JobContext = inquiry_mailer::app::build(
-        &stack.config(),
+    let config = stack.config();
+    let parts = inquiry_mailer::app::build(&config, Some(outbox))
+        .await
+        .unwrap();
+    let ctx = JobContext::new(
+        &config,
+        parts.store,
+        parts.persona,
+        parts.mailer,
         stack.clock.clone(),
         CancellationToken::new(),
-        Some(outbox),
-    )
-    .await
-    .unwrap();
+    );
     let provisioned = provision::run(&ctx).await.unwrap();
     assert_eq!(provisioned.inquiries_created, n, "{provisioned}");
     just_after_a_tick(&stack);

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use inquiry_mailer::domain::RawUser;
-use inquiry_mailer::jobs::{provision, refresh};
+use inquiry_mailer::jobs::{JobContext, provision, refresh};
 use inquiry_mailer::mail::Transport;
 use inquiry_mailer::store::users;
 use tokio_util::sync::CancellationToken;
@@ -29,14 +29,17 @@ async fn ten_thousand_live_inquiries_cost_one_listing_and_one_template_call() {
     let config = stack.config();
     let outbox = Transport::memory();
     let sent = outbox.outbox().expect("memory transport").clone();
-    let ctx = inquiry_mailer::app::build(
+    let parts = inquiry_mailer::app::build(&config, Some(outbox))
+        .await
+        .unwrap();
+    let ctx = JobContext::new(
         &config,
+        parts.store,
+        parts.persona,
+        parts.mailer,
         stack.clock.clone(),
         CancellationToken::new(),
-        Some(outbox),
-    )
-    .await
-    .unwrap();
+    );
 
     let started = Instant::now();
     let rows: Vec<RawUser> = (0..USERS)

@@ -252,7 +252,15 @@ dir = "templates"
     settings.transport = TransportKind::File;
     settings.file_dir = outbox.to_owned();
     let transport = Transport::from_settings(&settings)?;
-    context::build(&config, clock, CancellationToken::new(), Some(transport)).await
+    let parts = context::build(&config, Some(transport)).await?;
+    Ok(JobContext::new(
+        &config,
+        parts.store,
+        parts.persona,
+        parts.mailer,
+        clock,
+        CancellationToken::new(),
+    ))
 }
 
 /// What differs between the demo's two pipelines: the session-link one most users are on, and

@@ -33,7 +33,7 @@ impl ChangeProbe {
             .connect()
             .await
             .map_err(|source| StoreError::Open {
-                path: path.to_owned(),
+                place: super::super::Location::Sqlite(path.to_owned()),
                 source: source.into(),
             })?;
         Ok(ChangeProbe { conn })

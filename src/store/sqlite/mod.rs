@@ -8,29 +8,29 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row as _, Sqlite, SqlitePool, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
 
-use super::{Result, StoreError};
+use super::{Location, Result, StoreError};
 
 #[derive(Debug, Clone)]
 pub(super) struct Db {
     write: SqlitePool,
     read: SqlitePool,
+    location: Location,
     path: PathBuf,
 }
 
 impl Db {
     /// Pragmas are set in the connect options so every connection of both pools has them, not
     /// just the first.
-    pub(super) async fn open(opts: &super::StoreOptions) -> Result<Db> {
+    pub(super) async fn open(path: &Path, opts: &super::StoreOptions) -> Result<Db> {
+        let location = Location::Sqlite(path.to_owned());
         let open_err = |source: sqlx::Error| StoreError::Open {
-            path: opts.path.clone(),
+            place: location.clone(),
             source: source.into(),
         };
-        if let Some(parent) = opts.path.parent()
+        if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
             && !parent.exists()
         {
@@ -40,7 +40,7 @@ impl Db {
         }
         let base = SqliteConnectOptions::from_str("sqlite://")
             .map_err(open_err)?
-            .filename(&opts.path)
+            .filename(path)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(opts.busy_timeout)
@@ -65,8 +65,13 @@ impl Db {
         Ok(Db {
             write,
             read,
-            path: opts.path.clone(),
+            path: path.to_owned(),
+            location,
         })
+    }
+
+    pub(super) fn location(&self) -> &Location {
+        &self.location
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -86,7 +91,7 @@ impl Db {
             .run(&self.write)
             .await
             .map_err(|source| StoreError::Migrate {
-                path: self.path.clone(),
+                place: self.location.clone(),
                 source: source.into(),
             })
     }
@@ -121,46 +126,4 @@ impl Db {
         self.write.close().await;
         self.read.close().await;
     }
-}
-
-/// Where a column is read, so a value that does not decode is reported with its place.
-pub(super) struct Place<'r> {
-    pub row: &'r SqliteRow,
-    pub table: &'static str,
-    /// The column that names the row in the error (its primary key).
-    pub key: &'static str,
-}
-
-impl<'r> Place<'r> {
-    pub fn get<T>(&self, column: &'static str) -> Result<T>
-    where
-        T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
-    {
-        self.row.try_get(column).map_err(|e| match e {
-            sqlx::Error::ColumnDecode { source, .. } => StoreError::BadValue {
-                table: self.table,
-                row: self.key_text(),
-                column,
-                why: source.to_string(),
-            },
-            other => other.into(),
-        })
-    }
-
-    fn key_text(&self) -> String {
-        self.row
-            .try_get::<i64, _>(self.key)
-            .map(|k| k.to_string())
-            .or_else(|_| self.row.try_get::<String, _>(self.key))
-            .unwrap_or_else(|_| "?".to_owned())
-    }
-}
-
-/// Decodes each row fetched; the first that does not decode fails the lot.
-pub(super) fn rows<T: super::FromRow>(rows: &[SqliteRow]) -> Result<Vec<T>> {
-    rows.iter().map(T::from_sqlite).collect()
-}
-
-pub(super) fn row<T: super::FromRow>(row: Option<SqliteRow>) -> Result<Option<T>> {
-    row.as_ref().map(T::from_sqlite).transpose()
 }

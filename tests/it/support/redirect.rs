@@ -7,7 +7,7 @@ use persona_sim::SimHandle;
 
 use super::daemon::{Daemon, free_port, listen_on, wait_for_status};
 use super::smtp::ReceivedMail;
-use super::stack::Stack;
+use super::stack::{Backend, Stack};
 
 /// What the shipped config.toml has for `public_url` (commented out).
 const PUBLIC_URL_LINE: &str = "# public_url = \"https://verify.example.com\"";
@@ -19,12 +19,24 @@ pub async fn redirect_daemon(
     edits: &[(&str, &str)],
     env: &[(&str, &str)],
 ) -> (Stack, Daemon, Vec<ReceivedMail>) {
+    redirect_daemon_on(Backend::Sqlite, users, edits, env)
+        .await
+        .expect("a SQLite stack always starts")
+}
+
+/// [`redirect_daemon`] on `backend`; `None` when PostgreSQL is not installed (the test skips).
+pub async fn redirect_daemon_on(
+    backend: Backend,
+    users: usize,
+    edits: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> Option<(Stack, Daemon, Vec<ReceivedMail>)> {
     let port = free_port();
     let listen = listen_on(port);
     let public = format!("public_url = \"http://127.0.0.1:{port}\"");
     let mut all: Vec<(&str, &str)> = vec![(listen.0, &listen.1), (PUBLIC_URL_LINE, &public)];
     all.extend_from_slice(edits);
-    let stack = Stack::start("redirect", &all).await;
+    let stack = Stack::start_on(backend, "redirect", &all).await?;
     stack.add_users(users);
     let mut daemon = Daemon::start(&stack, port, env);
     daemon.wait_ready().await;
@@ -33,7 +45,7 @@ pub async fn redirect_daemon(
     })
     .await;
     let invites = stack.smtp.wait_for_messages(users).await;
-    (stack, daemon, invites)
+    Some((stack, daemon, invites))
 }
 
 /// The mailed link of `user` (`usr_3`) among `mails`.

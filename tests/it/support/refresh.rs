@@ -37,7 +37,17 @@ pub async fn provisioned(stack: &Stack, n: usize) -> JobContext {
 
 /// user id → reference id, and back.
 pub async fn references(stack: &Stack) -> (HashMap<String, String>, HashMap<String, String>) {
-    let by_user = crate::provisioning::reference_ids(stack).await;
+    let by_user: HashMap<String, String> = stack
+        .text_rows("SELECT user_id, reference_id FROM user_states")
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].clone().expect("user_id"),
+                r[1].clone().expect("reference_id"),
+            )
+        })
+        .collect();
     let by_ref = by_user
         .iter()
         .map(|(u, r)| (r.clone(), u.clone()))

@@ -33,16 +33,9 @@ pub async fn connect(db: &Path) -> SqliteConnection {
         .expect("open the stack's database")
 }
 
-/// Runs one statement on the stack's database; returns the rows it changed.
+/// Runs one statement on the stack's database (either backend); returns the rows it changed.
 pub async fn execute(stack: &Stack, statement: &'static str) -> u64 {
-    let mut conn = connect(&stack.app.db_path()).await;
-    let n = sqlx::query(statement)
-        .execute(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("{statement}: {e}"))
-        .rows_affected();
-    conn.close().await.unwrap();
-    n
+    stack.execute(statement).await
 }
 
 /// Inserts a `users` row straight into SQLite, as the application would (no validation).
@@ -151,13 +144,19 @@ fn ending(status: ExitStatus) -> Ending {
 /// Mails a run marked `sending` and never settled, as (user, attempt): a kill caught them between
 /// counting the attempt and recording its outcome, so the next run sends again.
 pub async fn sends_in_flight(stack: &Stack) -> Vec<(String, i64)> {
-    let mut conn = connect(&stack.app.db_path()).await;
-    let rows = sqlx::query_as("SELECT user_id, attempts FROM mails WHERE status = 'sending'")
-        .fetch_all(&mut conn)
+    stack
+        .text_rows("SELECT user_id, CAST(attempts AS TEXT) FROM mails WHERE status = 'sending'")
         .await
-        .expect("read the outbox");
-    conn.close().await.unwrap();
-    rows
+        .into_iter()
+        .map(|r| {
+            let attempts = r[1]
+                .as_deref()
+                .expect("attempts")
+                .parse()
+                .expect("a number");
+            (r[0].clone().expect("user_id"), attempts)
+        })
+        .collect()
 }
 
 /// How many mails the SMTP server has stored so far (cheaper than parsing them).

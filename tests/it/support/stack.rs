@@ -1,5 +1,6 @@
 //! The whole pipeline on loopback: the Persona simulator, a real SMTP server (aiosmtpd), a
-//! temp folder with config.toml and the SQLite file. Jobs run in-process (sharing the
+//! temp folder with config.toml and the database: the SQLite file, or a fresh database on the
+//! test process's PostgreSQL server ([`Backend`]). Jobs run in-process (sharing the
 //! simulator's clock) or through the real binary.
 
 use std::path::PathBuf;
@@ -13,14 +14,29 @@ use persona_sim::{SimConfig, SimHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::app::{Run, TestApp};
+use super::postgres::{TestDatabase, fresh_database};
 use super::sim::{API_KEY, start_sim};
 use super::smtp::SmtpServer;
+
+/// The database a stack's daemon keeps its state in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `inquiry-mailer.db` in the stack's folder (the shipped config).
+    Sqlite,
+    /// A fresh database on the test process's PostgreSQL server, `[database] url = "postgres://…"`.
+    Postgres,
+}
+
+/// The shipped config's database line, which a PostgreSQL stack replaces.
+const SHIPPED_DATABASE_URL: &str = "url = \"sqlite://inquiry-mailer.db\"";
 
 pub struct Stack {
     pub sim: SimHandle,
     pub smtp: SmtpServer,
     pub app: TestApp,
     pub clock: Clock,
+    /// The PostgreSQL database of a [`Backend::Postgres`] stack.
+    pub database: Option<TestDatabase>,
 }
 
 impl Stack {
@@ -30,6 +46,25 @@ impl Stack {
     }
 
     pub async fn start_with(
+        kind: &str,
+        edits: &[(&str, &str)],
+        tune: impl FnOnce(&mut SimConfig),
+    ) -> Stack {
+        Self::start_in(None, kind, edits, tune).await
+    }
+
+    /// [`Stack::start`] on `backend`; `None` (the test skips) when it is PostgreSQL and the
+    /// server binaries are not installed; with `CI=true` that fails instead.
+    pub async fn start_on(backend: Backend, kind: &str, edits: &[(&str, &str)]) -> Option<Stack> {
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(fresh_database().await?),
+        };
+        Some(Self::start_in(database, kind, edits, |_| {}).await)
+    }
+
+    async fn start_in(
+        database: Option<TestDatabase>,
         kind: &str,
         edits: &[(&str, &str)],
         tune: impl FnOnce(&mut SimConfig),
@@ -61,6 +96,10 @@ impl Stack {
             ),
         ];
         all.extend_from_slice(edits);
+        let database_line = database.as_ref().map(|d| format!("url = \"{}\"", d.url));
+        if let Some(line) = &database_line {
+            all.push((SHIPPED_DATABASE_URL, line.as_str()));
+        }
         // Tests are not rate-budget tests unless they say so.
         if !edits
             .iter()
@@ -84,7 +123,73 @@ impl Stack {
             smtp,
             app,
             clock,
+            database,
         }
+    }
+
+    pub fn backend(&self) -> Backend {
+        if self.database.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// Runs one statement on the stack's database, as the application (or a hand edit) would;
+    /// returns the rows it changed. Placeholder-free SQL that both dialects read alike.
+    pub async fn execute(&self, statement: &str) -> u64 {
+        let sql = sqlx::AssertSqlSafe(statement.to_owned());
+        let done = match &self.database {
+            None => {
+                let pool = self.db().await;
+                let n = sqlx::query(sql)
+                    .execute(&pool)
+                    .await
+                    .map(|r| r.rows_affected());
+                pool.close().await;
+                n
+            }
+            Some(database) => {
+                let pool = database.pool().await;
+                let n = sqlx::query(sql)
+                    .execute(&pool)
+                    .await
+                    .map(|r| r.rows_affected());
+                pool.close().await;
+                n
+            }
+        };
+        done.unwrap_or_else(|e| panic!("{statement}: {e}"))
+    }
+
+    /// The rows of a query whose columns are all text (or NULL) on both backends: cast the
+    /// others (`CAST(n AS TEXT)`).
+    pub async fn text_rows(&self, query: &str) -> Vec<Vec<Option<String>>> {
+        use sqlx::Row as _;
+        let sql = sqlx::AssertSqlSafe(query.to_owned());
+        let found = match &self.database {
+            None => {
+                let pool = self.db().await;
+                let rows = sqlx::query(sql).fetch_all(&pool).await.map(|rows| {
+                    rows.iter()
+                        .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
+                        .collect()
+                });
+                pool.close().await;
+                rows
+            }
+            Some(database) => {
+                let pool = database.pool().await;
+                let rows = sqlx::query(sql).fetch_all(&pool).await.map(|rows| {
+                    rows.iter()
+                        .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
+                        .collect()
+                });
+                pool.close().await;
+                rows
+            }
+        };
+        found.unwrap_or_else(|e| panic!("{query}: {e}"))
     }
 
     pub fn config(&self) -> Config {
@@ -95,9 +200,17 @@ impl Stack {
     /// The jobs' context, in-process, on the simulator's clock and the real SMTP server.
     pub async fn context(&self) -> JobContext {
         let config = self.config();
-        inquiry_mailer::app::build(&config, self.clock.clone(), CancellationToken::new(), None)
+        let parts = inquiry_mailer::app::build(&config, None)
             .await
-            .expect("job context builds")
+            .expect("job context builds");
+        JobContext::new(
+            &config,
+            parts.store,
+            parts.persona,
+            parts.mailer,
+            self.clock.clone(),
+            CancellationToken::new(),
+        )
     }
 
     pub async fn store(&self) -> Store {
