@@ -5,7 +5,8 @@
 //! cargo bench --bench pipeline -- rss 1000            # peak RSS of `once` over 1,000 pending users
 //! cargo bench --bench pipeline -- rss 1000000 120     # … over a million, stopped (SIGTERM) after 120 s
 //! cargo bench --bench pipeline -- rate                # 1,500 users at 600/min against 300 ms latency
-//! cargo bench --bench pipeline -- refresh 10000       # Persona calls of a refresh with nothing due
+//! cargo bench --bench pipeline -- refresh 10000       # Persona calls of refresh runs: full, nothing changed
+//! cargo bench --bench pipeline -- refresh 10000 50    # … and after 50 inquiries completed
 //! cargo bench --bench pipeline -- ready 10            # `run` start to READY=1, median of 10
 //! cargo bench --bench pipeline -- latency 20          # `run` up: insert → SMTP accepted, 20 users at random moments
 //! cargo bench --bench pipeline -- idle 600            # `run` up with nothing to do: its CPU over 600 s, per hour
@@ -55,7 +56,7 @@ fn main() -> anyhow::Result<()> {
         Some("throughput") => rt.block_on(throughput(number(1, 1000)?)),
         Some("rss") => rt.block_on(rss(number(1, 1000)?, number(2, 0)?)),
         Some("rate") => rt.block_on(rate(number(1, 1500)?)),
-        Some("refresh") => rt.block_on(refresh(number(1, 10_000)?)),
+        Some("refresh") => rt.block_on(refresh(number(1, 10_000)?, number(2, 0)?)),
         Some("ready") => rt.block_on(ready(number(1, 10)?)),
         Some("latency") => rt.block_on(latency(number(1, 20)?)),
         Some("idle") => rt.block_on(idle(number(1, 600)?)),
@@ -63,7 +64,7 @@ fn main() -> anyhow::Result<()> {
         _ => {
             eprintln!(
                 "usage: cargo bench --bench pipeline -- \
-                 throughput [N] | rss [N] [SECONDS] | rate [N] | refresh [N] | ready [TIMES] | \
+                 throughput [N] | rss [N] [SECONDS] | rate [N] | refresh [N] [K] | ready [TIMES] | \
                  latency [USERS] | idle [SECONDS] | bulk [ROWS] [ROWS_PER_COMMIT]"
             );
             Ok(())
@@ -180,11 +181,15 @@ async fn rate(users: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Persona calls of one refresh over `live` inquiries of which none is due.
-async fn refresh(live: u64) -> anyhow::Result<()> {
+/// Persona calls of refresh runs over `live` inquiries of which none is due: the first (a full
+/// reconciliation: no cursor yet), one with nothing changed (incremental), and, when `changes`
+/// is given, one after that many inquiries were completed at the simulator.
+async fn refresh(live: u64, changes: u64) -> anyhow::Result<()> {
     let sink = Sink::start()?;
-    let sim = start_sim(|_| {}).await?;
-    let work = Workdir::new(&sim, &sink.url(), &[])?;
+    // The index trails by 1 s (Persona: about a minute) and the overlap is 5 s, so the runs need
+    // not wait minutes for it; what a run costs does not depend on either.
+    let sim = start_sim(|c| c.switches.search_lag_seconds = 1).await?;
+    let work = Workdir::new(&sim, &sink.url(), &[("overlap", "overlap = \"5s\"")])?;
     work.seed(live).await?;
     let provisioned = work.once("provision", None)?;
     anyhow::ensure!(
@@ -192,26 +197,46 @@ async fn refresh(live: u64) -> anyhow::Result<()> {
         "provisioning failed: {}",
         provisioned.stderr_tail
     );
+    // The creations must be older than a search of the second run looks back.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    println!("live inquiries        {live}, nothing due");
+    refresh_once(&sim, &work, "full run (first)")?;
+    refresh_once(&sim, &work, "nothing changed")?;
+    if changes > 0 {
+        let ids: Vec<String> = sim
+            .inquiries()
+            .into_iter()
+            .take(changes as usize)
+            .map(|i| i.id)
+            .collect();
+        for id in &ids {
+            sim.act(id, sim::Action::Complete)?;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        refresh_once(&sim, &work, &format!("after {changes} completed"))?;
+    }
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// One `once --job refresh`, with the Persona calls it made by endpoint.
+fn refresh_once(sim: &SimHandle, work: &Workdir, what: &str) -> anyhow::Result<()> {
     sim.clear_requests();
     let run = work.once("refresh", None)?;
-    let requests = sim.requests();
+    anyhow::ensure!(run.status == 0, "refresh failed: {}", run.stderr_tail);
     let by = |method: &str, route: &str| sim.count_requests(method, route);
-    println!("live inquiries        {live}, nothing due");
     println!(
-        "refresh run           {:.2?} wall, {:.2?} CPU",
+        "{what:<21} {:.2?} wall, {:.2?} CPU; Persona calls {} = {} search pages + {} list/lookup pages + {} template + {} retrieve + {} resume + {} create",
         run.wall,
-        run.cpu()
-    );
-    println!(
-        "Persona calls         {} = {} list pages + {} template + {} retrieve + {} resume + {} create",
-        requests.len(),
+        run.cpu(),
+        sim.requests().len(),
+        by("POST", "/inquiries/search"),
         by("GET", "/inquiries"),
         by("GET", "/inquiry-templates/{inquiry-template-id}"),
         by("GET", "/inquiries/{inquiry-id}"),
         by("POST", "/inquiries/{inquiry-id}/resume"),
         by("POST", "/inquiries")
     );
-    sim.shutdown().await;
     Ok(())
 }
 
@@ -635,6 +660,8 @@ transport = "smtp"
 smtp_url = "{smtp_url}"
 from = "Verification <verify@example.com>"
 messages_per_minute = 1000000
+[sync]
+overlap = "2m"
 [server]
 listen = "{listen}"
 [templates]

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::UsageError;
 use crate::app::open_store;
 use crate::config::Config;
+use crate::jobs::refresh::{LastSyncRun, last_sync};
 use crate::jobs::reminders::{self, Standing};
 use crate::store::status::{self, STATES, UserHistory};
 
@@ -32,11 +33,10 @@ pub async fn run(config: &Config, as_json: bool, user: Option<&str>) -> anyhow::
         None => {
             let users = status::state_counts(&store).await?;
             let mails = status::mail_counts(&store).await?;
+            let sync = last_sync(&store).await?;
             if as_json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({ "users": users, "mails": mails }))?
-                );
+                let all = json!({ "users": users, "mails": mails, "last_sync": sync });
+                println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
                 println!("users ({} in all)", users.total());
                 for s in STATES {
@@ -46,12 +46,28 @@ pub async fn run(config: &Config, as_json: bool, user: Option<&str>) -> anyhow::
                     "mails: {} sent, {} waiting, {} failed",
                     mails.sent, mails.queued, mails.failed
                 );
+                println!("{}", sync_line(sync.as_ref()));
             }
             Ok(ExitCode::SUCCESS)
         }
     };
     store.close().await;
     result
+}
+
+/// The last refresh run's status sync: its mode (and why it was full) and its Persona calls.
+fn sync_line(sync: Option<&LastSyncRun>) -> String {
+    let Some(s) = sync else {
+        return "last status sync: none yet".into();
+    };
+    let why = s
+        .full_because
+        .map(|w| format!(" ({w})"))
+        .unwrap_or_default();
+    format!(
+        "last status sync: {}{why} at {}, {} Persona calls",
+        s.mode, s.started_at, s.persona_calls
+    )
 }
 
 fn print_history(h: &UserHistory) {

@@ -27,7 +27,7 @@ mod secrets;
 
 use document::{Document, keys_of, line_of};
 use read::{
-    api_version, boolean, cron, database_location, mailbox, optional, optional_email,
+    api_version, boolean, cron, database_location, full_every, mailbox, optional, optional_email,
     optional_mailbox, parsed, path, public_url, smtp_url, text, whole,
 };
 pub use read::{parse_cron, parse_duration};
@@ -99,6 +99,10 @@ min_resend_interval = "24h"
 [reminders]
 after = []
 
+[sync]
+overlap = "2m"
+full_every = "24h"
+
 [provision]
 batch_size = 100
 concurrency = 16
@@ -147,6 +151,7 @@ pub struct Config {
     pub links: LinksConfig,
     pub inquiries: InquiriesConfig,
     pub reminders: RemindersConfig,
+    pub sync: SyncConfig,
     pub provision: ProvisionConfig,
     pub mail: MailConfig,
     pub schedule: ScheduleConfig,
@@ -263,6 +268,23 @@ pub struct InquiriesConfig {
     #[serde(deserialize_with = "parsed")]
     pub min_resend_interval: Duration,
 }
+
+/// `[sync]`: how refresh learns what changed at Persona (SPEC "Status sync settings").
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Each incremental sync searches from the last one's start minus this: it covers
+    /// Persona's search lag (about a minute) and clock skew. Longer than zero.
+    #[serde(deserialize_with = "parsed")]
+    pub overlap: Duration,
+    /// A complete reconciliation by listing, at most this often; at least [`MIN_FULL_EVERY`].
+    #[serde(deserialize_with = "full_every")]
+    pub full_every: Duration,
+}
+
+/// A full reconciliation lists every live inquiry (100 a call): more often than this would be
+/// nearly every run, the cost `[sync]` exists to avoid.
+pub const MIN_FULL_EVERY: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -482,6 +504,7 @@ impl Config {
         let links: Option<LinksConfig> = doc.section("links");
         let inquiries: Option<InquiriesConfig> = doc.section("inquiries");
         let reminders: Option<RemindersConfig> = doc.section("reminders");
+        let sync: Option<SyncConfig> = doc.section("sync");
         let provision: Option<ProvisionConfig> = doc.section("provision");
         let mail: Option<MailConfig> = doc.section("mail");
         let schedule: Option<ScheduleConfig> = doc.section("schedule");
@@ -509,8 +532,8 @@ impl Config {
             _ => usize::MAX,
         });
         let complete = (
-            top, database, persona, links, inquiries, reminders, provision, mail, schedule, server,
-            templates,
+            top, database, persona, links, inquiries, reminders, sync, provision, mail, schedule,
+            server, templates,
         );
         let (
             Some(top),
@@ -519,6 +542,7 @@ impl Config {
             Some(links),
             Some(inquiries),
             Some(reminders),
+            Some(sync),
             Some(provision),
             Some(mut mail),
             Some(schedule),
@@ -555,6 +579,7 @@ impl Config {
             links,
             inquiries,
             reminders,
+            sync,
             provision,
             mail,
             schedule,
@@ -594,6 +619,14 @@ impl Config {
                     .map_or_else(|| "not set".into(), Url::to_string),
             ),
             ("reminders.after".into(), self.reminders.describe()),
+            (
+                "sync".into(),
+                format!(
+                    "overlap {}, full every {}",
+                    humantime::format_duration(self.sync.overlap),
+                    humantime::format_duration(self.sync.full_every)
+                ),
+            ),
             (
                 "mail.transport".into(),
                 match self.mail.transport {
@@ -639,6 +672,7 @@ pub fn known_keys(section: &str) -> std::collections::BTreeSet<&'static str> {
         "links" => keys_of::<LinksConfig>(),
         "inquiries" => keys_of::<InquiriesConfig>(),
         "reminders" => keys_of::<RemindersConfig>(),
+        "sync" => keys_of::<SyncConfig>(),
         "provision" => keys_of::<ProvisionConfig>(),
         "mail" => keys_of::<MailConfig>(),
         "schedule" => keys_of::<ScheduleConfig>(),
@@ -650,12 +684,13 @@ pub fn known_keys(section: &str) -> std::collections::BTreeSet<&'static str> {
 }
 
 /// The sections `Config::parse_with` reads, for suggestions.
-const SECTION_NAMES: [&str; 10] = [
+const SECTION_NAMES: [&str; 11] = [
     "database",
     "persona",
     "links",
     "inquiries",
     "reminders",
+    "sync",
     "provision",
     "mail",
     "schedule",
@@ -740,6 +775,38 @@ mod tests {
         assert_eq!(c.links.kind, LinkKind::Redirect);
         assert_eq!(c.links.redirect_persona_calls_per_hour.get(), 60);
         assert_eq!(c.links.redirect_requests_per_minute.get(), 60);
+    }
+
+    #[test]
+    fn sync_settings_default_and_are_validated_with_their_place() {
+        let c = parse(&shipped(), &[]).unwrap();
+        assert_eq!(c.sync.overlap, Duration::from_secs(120));
+        assert_eq!(c.sync.full_every, Duration::from_secs(24 * 3600));
+        let without = shipped()
+            .replace("overlap = \"2m\"", "")
+            .replace("full_every = \"24h\"", "");
+        assert_eq!(parse(&without, &[]).unwrap().sync, c.sync);
+
+        let text = shipped()
+            .replace("overlap = \"2m\"", "overlap = \"0s\"")
+            .replace("full_every = \"24h\"", "full_every = \"5m\"");
+        let e = parse(&text, &[]).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("[sync] overlap = \"0s\" must be longer than zero (line"),
+            "{s}"
+        );
+        assert!(
+            s.contains("[sync] full_every = \"5m\" must be at least 10m: a full reconciliation lists every live inquiry"),
+            "{s}"
+        );
+        assert_eq!(e.problems.len(), 2, "{s}");
+
+        let typo = shipped().replace("full_every", "full_evry");
+        let e = parse(&typo, &[]).unwrap_err().to_string();
+        assert!(e.contains("[sync] full_evry is not a known key"), "{e}");
+        let env = parse(&shipped(), &[("INQUIRY_MAILER__SYNC__FULL_EVERY", "1h")]).unwrap();
+        assert_eq!(env.sync.full_every, Duration::from_secs(3600));
     }
 
     #[test]

@@ -272,6 +272,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `[sync] full_every`: a duration of at least [`super::MIN_FULL_EVERY`].
+pub(super) fn full_every<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    checked(d, |s| {
+        let d = parse_duration(s)?;
+        if d < super::MIN_FULL_EVERY {
+            return Err(format!(
+                "must be at least {}: a full reconciliation lists every live inquiry, and more often is nearly every run",
+                humantime::format_duration(super::MIN_FULL_EVERY)
+            ));
+        }
+        Ok(d)
+    })
+}
+
 /// Validates a six-field cron expression (with seconds), as tokio-cron-scheduler reads it.
 pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
     croner::parser::CronParser::builder()

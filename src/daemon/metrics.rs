@@ -22,6 +22,12 @@ pub const JOB_DURATION_SECONDS: &str = "job_duration_seconds";
 pub const WEBHOOK_EVENTS_TOTAL: &str = "webhook_events_total";
 /// Users by state; label `state` (pending, invited, started, finished, skipped).
 pub const USERS: &str = "users";
+/// Refresh status syncs; labels `mode` (incremental, full, static), `reason` (why full, else empty).
+pub const REFRESH_SYNCS_TOTAL: &str = "refresh_syncs_total";
+/// 1 when the last refresh run's status sync was a full reconciliation, else 0.
+pub const REFRESH_SYNC_FULL: &str = "refresh_sync_full";
+/// Persona calls of the last refresh run's status sync (search, list and lookup pages).
+pub const REFRESH_SYNC_PERSONA_CALLS: &str = "refresh_sync_persona_calls";
 
 /// Job runs last from under a second (nothing to do) to many minutes (a large first batch).
 const JOB_DURATION_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0];
@@ -104,6 +110,18 @@ fn describe() {
         "Persona webhook deliveries received, by outcome"
     );
     metrics::describe_gauge!(USERS, "Users by state, as `status` counts them");
+    metrics::describe_counter!(
+        REFRESH_SYNCS_TOTAL,
+        "Refresh status syncs, by mode and (for full ones) reason"
+    );
+    metrics::describe_gauge!(
+        REFRESH_SYNC_FULL,
+        "Whether the last refresh run's status sync was a full reconciliation (1) or not (0)"
+    );
+    metrics::describe_gauge!(
+        REFRESH_SYNC_PERSONA_CALLS,
+        "Persona calls of the last refresh run's status sync"
+    );
 }
 
 #[cfg(test)]

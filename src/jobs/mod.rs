@@ -40,6 +40,7 @@ pub struct JobSettings {
     pub concurrency: usize,
     pub mail_max_attempts: u32,
     pub one_time_link_expires_after: Duration,
+    pub sync: refresh::SyncSettings,
 }
 
 impl JobSettings {
@@ -60,6 +61,7 @@ impl JobSettings {
             concurrency: config.provision.concurrency,
             mail_max_attempts: config.mail.max_attempts,
             one_time_link_expires_after: config.links.one_time_link_expires_after,
+            sync: refresh::SyncSettings::from_config(config),
         }
     }
 }

@@ -10,6 +10,7 @@ mod crashes_lose_nothing;
 mod daemon_lifecycle;
 mod demo;
 mod fault_tolerance;
+mod incremental_sync;
 mod inquiry_search;
 mod job_overlap;
 mod lifecycle_adoption;

@@ -117,6 +117,25 @@ pub fn decide(s: &Situation<'_>, cfg: &crate::config::InquiriesConfig, kind: Lin
     action
 }
 
+/// Whether the daemon's own clock makes this current inquiry one that refresh may act on (near
+/// or past expiry, too old, out of resumes): such a row is read fresh every run, whatever the
+/// search said, so the renewal is decided on what Persona says now.
+pub fn due_by_clock(
+    row: &InquiryRow,
+    now: DateTime<Utc>,
+    cfg: &crate::config::InquiriesConfig,
+    kind: LinkKind,
+) -> bool {
+    let s = Situation {
+        row,
+        now,
+        latest_version: None,
+        // The resend spacing only holds a due renewal back; the row is due all the same.
+        last_mailed_at: None,
+    };
+    !matches!(decide(&s, cfg, kind), Decision::Nothing)
+}
+
 /// A user whose mail waits for a retry is left to `retry_unsent` unless the decision is to
 /// replace the inquiry (which drops that mail): resuming again would spend a resume per run
 /// of an outage.

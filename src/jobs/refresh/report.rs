@@ -1,9 +1,18 @@
 //! What a refresh run did, as `once` prints it and the scheduler logs it.
 
 use super::super::deliver::Delivery;
+use super::plan::SyncMode;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RefreshReport {
+    /// How the statuses were synced: incremental, or full and why.
+    pub sync: SyncMode,
+    /// Persona calls of the status sync (search, list and lookup pages); the renewals' own
+    /// calls (resume, create, expire) are per user and counted by `persona_requests_total`.
+    pub sync_calls: usize,
+    /// Inquiries an incremental sync read fresh by id (changed, due, or awaiting a decision).
+    pub sync_reads: usize,
+    /// Live inquiries a full listing saw (0 when the run did not list them).
     pub live_inquiries: usize,
     pub statuses_changed: usize,
     pub users_finished: usize,
@@ -24,7 +33,10 @@ impl std::fmt::Display for RefreshReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} live inquiries, {} status changes ({} users finished), {} resumed, {} recreated, {} held back by limits, {} mails sent, {} waiting for a retry, {} failed, {} replaced inquiries expired, {} reminders sent",
+            "status sync {} ({} Persona calls, {} read by id), {} live inquiries listed, {} status changes ({} users finished), {} resumed, {} recreated, {} held back by limits, {} mails sent, {} waiting for a retry, {} failed, {} replaced inquiries expired, {} reminders sent",
+            self.sync,
+            self.sync_calls,
+            self.sync_reads,
             self.live_inquiries,
             self.statuses_changed,
             self.users_finished,

@@ -1,29 +1,61 @@
-//! Status sync: what Persona says of every followed inquiry, in bulk (a list of the live ones,
-//! lookups by id for the rest; for static links, a list of what was created since the last run).
+//! Status sync: what Persona says of the followed inquiries. Usually incremental (incremental.rs:
+//! a search for what changed, then fresh reads of those and of the rows due); a full
+//! reconciliation (a list of the live ones, lookups by id for the rest) when plan.rs says so;
+//! for static links, a list of what was created since the last run.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
 use super::RefreshReport;
+use super::bookmarks::{self, LastSync};
+use super::incremental;
+use super::plan::{Plan, SyncMode, plan};
 use crate::clock::format_ts;
 use crate::domain::{InquiryId, InquiryStatus, ReferenceId};
 use crate::jobs::fresh_link;
 use crate::jobs::status::{self, Applied};
 use crate::jobs::{JobContext, JobError};
-use crate::persona::{Inquiry, ListFilter, PersonaError};
+use crate::persona::{Inquiry, InquiryPages, ListFilter, PersonaError};
 use crate::store::inquiries::{self, InquiryRow, RowStatus};
 use crate::store::user_states;
 use crate::store::{events, job_runs, mails};
+
+/// This run's status sync, incremental or full as the bookmarks allow; the cursor moves only
+/// when it succeeded.
+pub(super) async fn sync_statuses(
+    ctx: &JobContext,
+    report: &mut RefreshReport,
+) -> Result<(), JobError> {
+    let started = ctx.clock.now();
+    let cursor = bookmarks::cursor(&ctx.store).await?;
+    let mode = match plan(started, &cursor, &ctx.settings.sync) {
+        Plan::Incremental { since } => match incremental::sync(ctx, report, since).await? {
+            Ok(()) => SyncMode::Incremental,
+            Err(why) => {
+                sync_full(ctx, report).await?;
+                SyncMode::Full(why)
+            }
+        },
+        Plan::Full(why) => {
+            sync_full(ctx, report).await?;
+            SyncMode::Full(why)
+        }
+    };
+    report.sync = mode.clone();
+    let last = LastSync {
+        mode,
+        persona_calls: report.sync_calls,
+    };
+    bookmarks::record(&ctx.store, started, ctx.clock.now(), &last).await?;
+    Ok(())
+}
 
 /// One list of the template's live inquiries (100 a page), then lookups by id, 100 a call, for
 /// the followed rows that were not in it: ones that expired or finished, and finished ones
 /// still awaiting a decision (`completed` → `approved`). Replaced inquiries not yet expired
 /// are followed too: a user who finishes one of those is finished.
-pub(super) async fn sync_statuses(
-    ctx: &JobContext,
-    report: &mut RefreshReport,
-) -> Result<(), JobError> {
+async fn sync_full(ctx: &JobContext, report: &mut RefreshReport) -> Result<(), JobError> {
     let now = ctx.clock.now();
     let mine: Vec<InquiryRow> = inquiries::followed(&ctx.store, now).await?;
     let mut by_id = by_inquiry_id(&mine);
@@ -33,7 +65,7 @@ pub(super) async fn sync_statuses(
         ..ListFilter::default()
     };
     let mut pages = ctx.persona.inquiry_pages(&filter);
-    while let Some(page) = pages.next_page().await.map_err(persona_error)? {
+    while let Some(page) = next_page(&mut pages, report).await? {
         for inquiry in page {
             report.live_inquiries += 1;
             if let Some(row) = by_id.remove(&inquiry.id) {
@@ -41,7 +73,17 @@ pub(super) async fn sync_statuses(
             }
         }
     }
-    look_up_missing(ctx, report, &by_id, now).await
+    read_by_id(ctx, report, &by_id, now).await
+}
+
+/// The next page of a listing, counted as one Persona call of the sync.
+pub(super) async fn next_page(
+    pages: &mut InquiryPages,
+    report: &mut RefreshReport,
+) -> Result<Option<Vec<Inquiry>>, JobError> {
+    let page = pages.next_page().await.map_err(persona_error)?;
+    report.sync_calls += usize::from(page.is_some());
+    Ok(page)
 }
 
 /// Marks the static-link sync in `job_runs`: its `started_at` is where the next one lists from.
@@ -70,9 +112,10 @@ pub(super) async fn sync_static(
         template_id: Some(ctx.settings.template_id.clone()),
         ..ListFilter::default()
     };
+    report.sync = SyncMode::Static;
     let mut pages = ctx.persona.inquiry_pages(&filter);
     let mut unknown = Vec::new();
-    'pages: while let Some(page) = pages.next_page().await.map_err(persona_error)? {
+    'pages: while let Some(page) = next_page(&mut pages, report).await? {
         for inquiry in page {
             if inquiry.created_at.is_some_and(|t| t < since) {
                 break 'pages;
@@ -88,9 +131,14 @@ pub(super) async fn sync_static(
     for inquiry in unknown.iter().rev() {
         adopt_static(ctx, report, inquiry, now).await?;
     }
-    look_up_missing(ctx, report, &by_id, now).await?;
+    read_by_id(ctx, report, &by_id, now).await?;
     let detail = format!("listed the inquiries created since {}", format_ts(since));
     job_runs::set_bookmark(&ctx.store, STATIC_SYNC, now, ctx.clock.now(), &detail).await?;
+    let last = LastSync {
+        mode: SyncMode::Static,
+        persona_calls: report.sync_calls,
+    };
+    bookmarks::record(&ctx.store, now, ctx.clock.now(), &last).await?;
     Ok(())
 }
 
@@ -104,15 +152,16 @@ async fn static_sync_since(ctx: &JobContext) -> Result<Option<DateTime<Utc>>, Jo
     Ok(since.map(|t| t - STATIC_SYNC_OVERLAP))
 }
 
-fn by_inquiry_id(rows: &[InquiryRow]) -> HashMap<InquiryId, &InquiryRow> {
+pub(super) fn by_inquiry_id(rows: &[InquiryRow]) -> HashMap<InquiryId, &InquiryRow> {
     rows.iter()
         .filter_map(|r| r.inquiry_id.clone().map(|id| (id, r)))
         .collect()
 }
 
-/// Lookups by id, 100 a call, for followed inquiries a listing did not show (they expired or
-/// finished, or are older than a static sync lists).
-async fn look_up_missing(
+/// Fresh reads by id (`filter[inquiry-id]`), 100 a call, applied to their rows: the followed
+/// inquiries a listing did not show (they expired or finished, or are older than a static sync
+/// lists), or the ones an incremental sync picked.
+pub(super) async fn read_by_id(
     ctx: &JobContext,
     report: &mut RefreshReport,
     by_id: &HashMap<InquiryId, &InquiryRow>,
@@ -126,20 +175,18 @@ async fn look_up_missing(
         inquiry_ids: missing,
         ..ListFilter::default()
     };
-    let found = ctx
-        .persona
-        .list_inquiries(&filter)
-        .await
-        .map_err(persona_error)?;
-    for inquiry in found {
-        if let Some(row) = by_id.get(&inquiry.id) {
-            apply(ctx, report, row, &inquiry, "status sync", now).await?;
+    let mut pages = ctx.persona.inquiry_pages(&filter);
+    while let Some(page) = next_page(&mut pages, report).await? {
+        for inquiry in page {
+            if let Some(row) = by_id.get(&inquiry.id) {
+                apply(ctx, report, row, &inquiry, "status sync", now).await?;
+            }
         }
     }
     Ok(())
 }
 
-async fn apply(
+pub(super) async fn apply(
     ctx: &JobContext,
     report: &mut RefreshReport,
     row: &InquiryRow,
@@ -213,6 +260,6 @@ async fn adopt_static(
     apply(ctx, report, &placeholder, inquiry, "status sync", now).await
 }
 
-fn persona_error(e: PersonaError) -> JobError {
+pub(super) fn persona_error(e: PersonaError) -> JobError {
     JobError::Persona(e)
 }
