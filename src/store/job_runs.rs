@@ -42,6 +42,8 @@ pub struct Run {
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
     pub outcome: Option<String>,
+    /// What the run covered (a bookmark's note).
+    pub detail: Option<String>,
 }
 
 /// The latest run of `job`.
@@ -49,7 +51,7 @@ pub async fn latest(store: &Store, job: &str) -> Result<Option<Run>> {
     on_read!(store, |c| {
         let found = {
             sqlx::query(
-        "SELECT id, started_at, finished_at, outcome FROM job_runs WHERE job = $1 ORDER BY id DESC LIMIT 1"
+        "SELECT id, started_at, finished_at, outcome, detail FROM job_runs WHERE job = $1 ORDER BY id DESC LIMIT 1"
     )
     .bind(job)
     .fetch_optional(c)
@@ -67,6 +69,7 @@ pub async fn latest(store: &Store, job: &str) -> Result<Option<Run>> {
                     started_at: at.get::<Ts>("started_at")?.value(),
                     finished_at: at.get::<Option<Ts>>("finished_at")?.value(),
                     outcome: at.get("outcome")?,
+                    detail: at.get("detail")?,
                 })
             })
             .transpose()

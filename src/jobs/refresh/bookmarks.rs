@@ -12,7 +12,7 @@ use crate::store::{Result, Store, job_runs};
 const CURSOR: &str = "refresh.sync";
 /// The last full reconciliation: the next periodic one is due `full_every` after its start.
 const FULL: &str = "refresh.full-sync";
-/// What the last sync was; its `outcome` is the [`LastSync`] line.
+/// What the last sync was; its `detail` is the [`LastSync`] line.
 const LAST: &str = "refresh.sync-report";
 
 pub(super) async fn cursor(store: &Store) -> Result<Cursor> {
@@ -38,18 +38,13 @@ pub(super) async fn record(
     if matches!(last.mode, SyncMode::Full(_)) {
         job_runs::set_bookmark(store, FULL, started, finished, &line).await?;
     }
-    // `set_bookmark` keeps one row (outcome "ok", an instant, so the two rows never look like
-    // overlapping runs); the row after it carries the line as its outcome, which
-    // `job_runs::latest` reads back. Two rows at most, replaced every run.
-    job_runs::set_bookmark(store, LAST, started, started, &line).await?;
-    let id = job_runs::record_start(store, LAST, started).await?;
-    job_runs::record_finish(store, id, finished, &line, &line).await
+    job_runs::set_bookmark(store, LAST, started, finished, &line).await
 }
 
 /// The last status sync, as `status` shows it.
 pub async fn last_sync(store: &Store) -> Result<Option<LastSyncRun>> {
     Ok(job_runs::latest(store, LAST).await?.and_then(|run| {
-        let last = LastSync::parse(run.outcome.as_deref()?)?;
+        let last = LastSync::parse(run.detail.as_deref()?)?;
         Some(LastSyncRun {
             started_at: format_ts(run.started_at),
             finished_at: run.finished_at.map(format_ts),
