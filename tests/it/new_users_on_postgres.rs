@@ -31,7 +31,7 @@ async fn provision_runs(stack: &Stack) -> i64 {
     .await
 }
 
-/// Waits until `want` has no provision run left unfinished, for up to [`PATIENCE`].
+/// Waits until no provision run is left unfinished, for up to [`PATIENCE`].
 async fn until_runs_finish(stack: &Stack, daemon: &Daemon) {
     let deadline = Instant::now() + PATIENCE;
     while count(
