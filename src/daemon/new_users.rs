@@ -1,6 +1,6 @@
 //! Noticing new `users` rows while `run` is up: the signal the scheduler provisions on, and the
-//! SQLite notifier that raises it. Another backend only adds its own notifier raising the same
-//! signal (PostgreSQL: LISTEN for a NOTIFY sent by a trigger on `users`).
+//! notifier that raises it, one per backend: SQLite polls the file's change counter, PostgreSQL
+//! LISTENs for the NOTIFY a trigger on `users` sends. The scheduler debounces the raises.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::changes::{ChangeProbe, HighWater};
+use crate::store::changes::{ChangeProbe, HighWater, Hint, UsersFeed};
 use crate::store::{Store, StoreError};
 
 /// "The application may have added users". Raises the scheduler has not taken yet collapse into
@@ -32,21 +32,22 @@ impl NewUserSignal {
 /// table, so a tenth of a second costs next to nothing and keeps the wait well under a second.
 const POLL: Duration = Duration::from_millis(100);
 
-/// After the probe failed, how long before it reopens its connection and tries again.
+/// After the probe or the feed failed, how long before it reconnects and tries again.
 const RETRY: Duration = Duration::from_secs(5);
 
-/// Starts the SQLite notifier for `store`'s file. Its starting mark is taken before this
-/// returns, so rows already there are left to the start-up run and every later one is noticed.
-/// On PostgreSQL it starts nothing and says so: the cron is the only trigger there for now.
-pub async fn watch_sqlite(
+/// Starts `store`'s notifier. It is looking before this returns (SQLite: its starting mark is
+/// taken; PostgreSQL: it LISTENs), so rows already there are left to the start-up run and
+/// every later one is noticed.
+pub async fn watch(
     store: &Store,
     signal: NewUserSignal,
     stop: CancellationToken,
 ) -> Result<(), StoreError> {
     let Some(path) = store.sqlite_path() else {
-        tracing::info!(
-            "the new-user watch is SQLite-only for now: on PostgreSQL new users rows wait for the [schedule] provision cron"
-        );
+        // Not a file: PostgreSQL, which tells of new rows itself.
+        if let Some(feed) = store.users_feed().await? {
+            tokio::spawn(listen(feed, signal, stop));
+        }
         return Ok(());
     };
     let mut watch = SqliteWatch {
@@ -65,6 +66,47 @@ pub async fn watch_sqlite(
     }
     tokio::spawn(watch.run(signal, stop));
     Ok(())
+}
+
+/// Raises the signal on each NOTIFY, and once after each reconnect: NOTIFYs sent while the
+/// connection was down are lost, and the run that follows finds what they announced. No
+/// polling: between notifications this only waits on the socket.
+async fn listen(mut feed: UsersFeed, signal: NewUserSignal, stop: CancellationToken) {
+    let mut failing = false;
+    loop {
+        let hint = tokio::select! {
+            _ = stop.cancelled() => break,
+            hint = feed.recv() => hint,
+        };
+        match hint {
+            Ok(hint) => {
+                if failing {
+                    tracing::info!("new-user watch works again");
+                    failing = false;
+                }
+                if hint == Hint::Reconnected {
+                    tracing::info!(
+                        "new-user watch lost its connection and is listening again; provisioning what came meanwhile"
+                    );
+                }
+                tracing::debug!(?hint, "new users rows may be committed; provisioning");
+                signal.raise();
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(
+                        error = %e,
+                        "new-user watch cannot listen on the database; trying again every {RETRY:?}, new rows wait for the cron meanwhile"
+                    );
+                    failing = true;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(RETRY) => {}
+                }
+            }
+        }
+    }
 }
 
 /// Polls `PRAGMA data_version`; only when some connection committed does it read the `users`
@@ -154,7 +196,7 @@ mod sqlite_watch {
     use tokio::time::timeout;
     use tokio_util::sync::CancellationToken;
 
-    use super::{NewUserSignal, watch_sqlite};
+    use super::{NewUserSignal, watch};
     use crate::domain::RawUser;
     use crate::store::{Store, StoreOptions, job_runs, users};
 
@@ -181,9 +223,7 @@ mod sqlite_watch {
         insert_user(&store, "usr_before").await;
         let signal = NewUserSignal::default();
         let stop = CancellationToken::new();
-        watch_sqlite(&store, signal.clone(), stop.clone())
-            .await
-            .unwrap();
+        watch(&store, signal.clone(), stop.clone()).await.unwrap();
 
         // Commits that add no user — the daemon's own bookkeeping — move data_version only.
         for _ in 0..5 {

@@ -105,7 +105,7 @@ pub async fn run(
 
     // Before the start-up run, so a row is either there for it or noticed as new.
     let new_users = NewUserSignal::default();
-    new_users::watch_sqlite(&shared.read().await.store, new_users.clone(), stop.clone()).await?;
+    new_users::watch(&shared.read().await.store, new_users.clone(), stop.clone()).await?;
     scheduler::provision_on_new_users(&runner, new_users, stop.clone());
 
     // Missed cron ticks are not caught up: a run of each job at start-up covers the downtime.

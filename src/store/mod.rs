@@ -107,7 +107,11 @@ mod sqlite;
 mod types;
 
 pub use location::{Location, PostgresUrl};
-pub use sqlite::changes;
+/// What the new-user watch reads: SQLite's change probe, PostgreSQL's LISTEN feed.
+pub mod changes {
+    pub use super::postgres::feed::{APPLICATION_NAME as FEED_APPLICATION_NAME, Hint, UsersFeed};
+    pub use super::sqlite::changes::{ChangeProbe, HighWater};
+}
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -260,6 +264,15 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(db) => Some(db.path()),
             Backend::Postgres(_) => None,
+        }
+    }
+
+    /// PostgreSQL: a LISTEN for new `users` rows on a connection of its own, listening when
+    /// this returns. SQLite has no such feed (`None`): its watch polls the file instead.
+    pub async fn users_feed(&self) -> Result<Option<changes::UsersFeed>> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(db) => Ok(Some(db.users_feed().await?)),
         }
     }
 

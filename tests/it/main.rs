@@ -24,6 +24,7 @@ mod lifecycle_webhook_order;
 mod mail_delivery;
 mod mail_templates;
 mod new_users_at_once;
+mod new_users_on_postgres;
 mod on_postgres;
 mod per_user_language;
 mod persona_client;

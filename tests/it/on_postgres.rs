@@ -10,6 +10,7 @@ use inquiry_mailer::daemon::signature::sign;
 use inquiry_mailer::domain::{InquiryId, InquiryStatus, RawUser, RedirectToken, UserId};
 use inquiry_mailer::jobs::{LEASE, refresh};
 use inquiry_mailer::mail::MailKind;
+use inquiry_mailer::store::changes::FEED_APPLICATION_NAME;
 use inquiry_mailer::store::inquiries::{self, InquiryFacts, RowStatus};
 use inquiry_mailer::store::mails::{self, MailStatus};
 use inquiry_mailer::store::user_states::{self, UserState};
@@ -243,11 +244,14 @@ async fn a_signed_completed_webhook_finishes_the_user_in_the_view(backend: Backe
     assert_eq!(view["usr_1"].1, None, "{view:?}");
     assert_spec_time(&view["usr_0"].2);
     if backend == Backend::Postgres {
-        assert!(
-            daemon.stderr().contains("new-user watch is SQLite-only"),
-            "the daemon says the watch is off:\n{}",
-            daemon.stderr()
-        );
+        // The new-user watch LISTENs on a session of its own (new_users_on_postgres).
+        let listening = stack
+            .text_rows(&format!(
+                "SELECT CAST(COUNT(*) AS TEXT) FROM pg_stat_activity WHERE application_name = \
+                 '{FEED_APPLICATION_NAME}' AND datname = current_database()"
+            ))
+            .await;
+        assert_eq!(listening[0][0].as_deref(), Some("1"), "{}", daemon.stderr());
     }
     daemon.stop().await;
 }

@@ -1,8 +1,9 @@
 //! The PostgreSQL backend: one pool for reads and writes on the application's database, and
-//! the migrations embedded from `migrations/postgres/`. No change probe (the new-user watch is
-//! SQLite-only for now) and no TLS stack: the connection is plain unless the server is local
+//! the migrations embedded from `migrations/postgres/`, and the LISTEN feed of new users
+//! (`feed`) on a connection of its own. No TLS stack: the connection is plain unless the server is local
 //! enough not to need it (`sslmode` in the URL is honoured as far as sqlx can without TLS).
 
+pub(super) mod feed;
 mod migrations;
 
 use std::str::FromStr;
@@ -52,6 +53,11 @@ impl Db {
 
     pub(super) fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub(super) async fn users_feed(&self) -> Result<feed::UsersFeed> {
+        // The pool's own options (password included), for a connection outside the pool.
+        feed::UsersFeed::open(&self.pool.connect_options(), &self.location).await
     }
 
     pub(super) async fn migrate(&self) -> Result<()> {
