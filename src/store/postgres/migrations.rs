@@ -6,11 +6,18 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The migrations of `migrations/postgres/`: (version, description, SQL). A new file there
 /// must be listed here too (a unit test compares the two).
-const MIGRATIONS: [(i64, &str, &str); 1] = [(
-    1,
-    "schema",
-    include_str!("../../../migrations/postgres/0001_schema.sql"),
-)];
+const MIGRATIONS: [(i64, &str, &str); 2] = [
+    (
+        1,
+        "schema",
+        include_str!("../../../migrations/postgres/0001_schema.sql"),
+    ),
+    (
+        3,
+        "job fires",
+        include_str!("../../../migrations/postgres/0003_job_fires.sql"),
+    ),
+];
 
 /// The migrator over [`MIGRATIONS`], with the checksums `sqlx::migrate!` would compute.
 pub(super) static MIGRATOR: std::sync::LazyLock<Migrator> = std::sync::LazyLock::new(|| {

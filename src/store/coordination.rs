@@ -1,0 +1,142 @@
+//! Which replica runs each job (`job_fires`): several daemons on one PostgreSQL database take
+//! each cron tick once, by compare-and-swap on the tick in the statement that records it, and
+//! never run one job at the same time, by a short busy lease the running replica renews. No
+//! session state is involved (no advisory lock), so a transaction-mode pooler cannot break it.
+//! On a SQLite file the one daemon wins every claim; a lease left by a killed daemon is freed
+//! at once when its pid is gone, as `user_states::release_orphaned` does for users.
+
+use chrono::{DateTime, Utc};
+
+use super::{Dialect, Result, Store, ts, ts_opt};
+
+/// What a claim is for: a cron tick (taken once across replicas) or a run the replica decided
+/// itself (start-up, new users), which only needs the job to be free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fire {
+    Tick(DateTime<Utc>),
+    Unscheduled,
+}
+
+/// Takes `job` for `owner` until `busy_until` when no other run holds it (its lease ended
+/// before `now`) and, for a tick, when no replica has taken this tick or a later one yet.
+/// One statement: of two replicas claiming the same tick, exactly one gets `true`.
+pub async fn claim(
+    store: &Store,
+    job: &str,
+    fire: Fire,
+    owner: &str,
+    now: DateTime<Utc>,
+    busy_until: DateTime<Utc>,
+) -> Result<bool> {
+    if claim_once(store, job, fire, owner, now, busy_until).await? {
+        return Ok(true);
+    }
+    if store.dialect() == Dialect::Sqlite && free_if_owner_died(store, job).await? {
+        return claim_once(store, job, fire, owner, now, busy_until).await;
+    }
+    Ok(false)
+}
+
+async fn claim_once(
+    store: &Store,
+    job: &str,
+    fire: Fire,
+    owner: &str,
+    now: DateTime<Utc>,
+    busy_until: DateTime<Utc>,
+) -> Result<bool> {
+    // The conflict arm re-reads the row under its lock, so two concurrent claims are ordered:
+    // the second sees the first's fire_at and busy_until and updates nothing.
+    let sql = match fire {
+        Fire::Tick(_) => {
+            "INSERT INTO job_fires (job, fire_at, owner, busy_until) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (job) DO UPDATE SET fire_at = excluded.fire_at, owner = excluded.owner, \
+             busy_until = excluded.busy_until \
+             WHERE (job_fires.fire_at IS NULL OR job_fires.fire_at < excluded.fire_at) \
+             AND (job_fires.busy_until IS NULL OR job_fires.busy_until < $5) \
+             RETURNING job"
+        }
+        Fire::Unscheduled => {
+            "INSERT INTO job_fires (job, fire_at, owner, busy_until) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (job) DO UPDATE SET owner = excluded.owner, \
+             busy_until = excluded.busy_until \
+             WHERE job_fires.busy_until IS NULL OR job_fires.busy_until < $5 \
+             RETURNING job"
+        }
+    };
+    let tick = match fire {
+        Fire::Tick(t) => ts_opt(Some(t)),
+        Fire::Unscheduled => ts_opt(None),
+    };
+    let won: Option<String> = on_write!(store, |c| sqlx::query_scalar(sql)
+        .bind(job)
+        .bind(tick)
+        .bind(owner)
+        .bind(ts(busy_until))
+        .bind(ts(now))
+        .fetch_optional(c)
+        .await?);
+    Ok(won.is_some())
+}
+
+/// Extends `owner`'s hold on `job`; `false` when it is no longer theirs (their lease lapsed and
+/// another replica took the job).
+pub async fn renew(
+    store: &Store,
+    job: &str,
+    owner: &str,
+    busy_until: DateTime<Utc>,
+) -> Result<bool> {
+    let changed = on_write!(store, |c| {
+        sqlx::query(
+        "UPDATE job_fires SET busy_until = $1 WHERE job = $2 AND owner = $3 AND busy_until IS NOT NULL"
+    )
+    .bind(ts(busy_until))
+    .bind(job)
+    .bind(owner)
+    .execute(c)
+    .await?
+    .rows_affected()
+    });
+    Ok(changed == 1)
+}
+
+/// Ends `owner`'s hold on `job` (the run is over), so the next tick anywhere may take it.
+pub async fn release(store: &Store, job: &str, owner: &str) -> Result<()> {
+    on_write!(store, |c| sqlx::query(
+        "UPDATE job_fires SET busy_until = NULL WHERE job = $1 AND owner = $2"
+    )
+    .bind(job)
+    .bind(owner)
+    .execute(c)
+    .await?
+    .rows_affected());
+    Ok(())
+}
+
+/// SQLite only: frees `job` when the process holding it is gone (every process that can hold
+/// it runs on this machine), so a restarted daemon does not wait for its dead self's lease.
+async fn free_if_owner_died(store: &Store, job: &str) -> Result<bool> {
+    let owner: Option<String> = on_read!(store, |c| sqlx::query_scalar(
+        "SELECT owner FROM job_fires WHERE job = $1 AND busy_until IS NOT NULL"
+    )
+    .bind(job)
+    .fetch_optional(c)
+    .await?);
+    let Some(owner) = owner else {
+        return Ok(false);
+    };
+    let pid = owner.split(':').next().and_then(|p| p.parse::<i32>().ok());
+    if owner == super::user_states::lease_owner() || !pid.is_some_and(|p| p > 0 && !alive(p)) {
+        return Ok(false);
+    }
+    release(store, job, &owner).await?;
+    Ok(true)
+}
+
+fn alive(pid: i32) -> bool {
+    // Signal 0 checks existence only; EPERM means it exists but is someone else's.
+    // SAFETY: kill with signal 0 sends nothing; it only reports whether the pid exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

@@ -1,0 +1,211 @@
+//! Several `run` replicas on one PostgreSQL database: each cron tick runs on exactly one of
+//! them and no two runs of a job overlap, counted from `job_runs`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::app::BIN;
+use crate::support::daemon::{free_port, wait_for_status};
+use crate::support::sim::API_KEY;
+use crate::support::stack::{Backend, Stack};
+
+/// Cron every two seconds for both jobs: several ticks in a short test.
+const EVERY_TWO_SECONDS: &str = "*/2 * * * * *";
+const TICK_SECONDS: i64 = 2;
+/// What the scheduler logs when another replica claimed the tick.
+const TAKEN_ELSEWHERE: &str = "another replica has this tick";
+
+/// One `inquiry-mailer run` on the stack's database, with a config of its own (its own
+/// listen port) and its own stderr file. Dropped, it is killed.
+pub struct Replica {
+    child: Child,
+    pub name: String,
+    log: PathBuf,
+}
+
+impl Replica {
+    pub fn start(stack: &Stack, name: &str) -> Replica {
+        let shipped = std::fs::read_to_string(&stack.app.config).expect("stack config");
+        let port = free_port();
+        let text = replace_line(
+            &shipped,
+            "listen = ",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+        let config = stack.app.path().join(format!("config-{name}.toml"));
+        std::fs::write(&config, text).expect("write replica config");
+        let log = stack.app.path().join(format!("{name}.stderr"));
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env("PERSONA_API_KEY", API_KEY)
+            // The scheduler's debug line tells a tick another replica took.
+            .env("RUST_LOG", "info,inquiry_mailer::daemon::scheduler=debug")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("INQUIRY_MAILER_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("stderr file"))
+            .spawn()
+            .expect("spawn inquiry-mailer run");
+        Replica {
+            child,
+            name: name.to_owned(),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits")
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: signals our own child by its pid.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{} did not stop; stderr:\n{}", self.name, self.stderr());
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `text` with the first line starting with `prefix` replaced by `line`.
+pub fn replace_line(text: &str, prefix: &str, line: &str) -> String {
+    let mut done = false;
+    let out: Vec<&str> = text
+        .lines()
+        .map(|l| {
+            if !done && l.starts_with(prefix) {
+                done = true;
+                line
+            } else {
+                l
+            }
+        })
+        .collect();
+    assert!(done, "config has no line starting with {prefix:?}");
+    out.join("\n") + "\n"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_run_each_cron_tick_once_and_never_at_the_same_time() {
+    let provision = format!("provision = \"{EVERY_TWO_SECONDS}\"");
+    let refresh = format!("refresh = \"{EVERY_TWO_SECONDS}\"");
+    let Some(stack) = Stack::start_on(
+        Backend::Postgres,
+        "session",
+        &[
+            ("provision = \"0 * * * * *\"", provision.as_str()),
+            ("refresh = \"0 */15 * * * *\"", refresh.as_str()),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    stack.add_users(4);
+    let mut a = Replica::start(&stack, "a");
+    let mut b = Replica::start(&stack, "b");
+    wait_for_status(&stack, &[], "every user invited", |s| {
+        s["users"]["invited"].as_i64() == Some(4)
+    })
+    .await;
+    // The start-up runs are behind us; from here on every run is a cron tick's.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let from = first_tick_after(chrono::Utc::now());
+    let ticks = 8;
+    let until = from + chrono::Duration::seconds(TICK_SECONDS * ticks);
+    let wait = (until - chrono::Utc::now()).to_std().unwrap() + Duration::from_secs(2);
+    tokio::time::sleep(wait).await;
+    for r in [&mut a, &mut b] {
+        let status = r.stop().await;
+        assert_eq!(status.code(), Some(0), "{} stderr:\n{}", r.name, r.stderr());
+    }
+
+    let runs = stack
+        .text_rows(&format!(
+            "SELECT job, CAST(FLOOR(EXTRACT(EPOCH FROM started_at) / {TICK_SECONDS}) AS TEXT), \
+             CAST(EXTRACT(EPOCH FROM started_at) AS TEXT), CAST(EXTRACT(EPOCH FROM finished_at) AS TEXT) \
+             FROM job_runs WHERE started_at >= '{}' AND started_at < '{}' ORDER BY started_at",
+            from.to_rfc3339(),
+            until.to_rfc3339()
+        ))
+        .await;
+    for job in ["provision", "refresh"] {
+        let of_job: Vec<&Vec<Option<String>>> = runs
+            .iter()
+            .filter(|r| r[0].as_deref() == Some(job))
+            .collect();
+        let mut per_tick = std::collections::BTreeMap::<i64, usize>::new();
+        for r in &of_job {
+            *per_tick
+                .entry(r[1].as_deref().unwrap().parse().unwrap())
+                .or_default() += 1;
+        }
+        eprintln!(
+            "{job}: {} runs over {ticks} ticks: {per_tick:?}",
+            of_job.len()
+        );
+        assert_eq!(
+            per_tick.len(),
+            ticks as usize,
+            "{job}: every tick ran: {per_tick:?}"
+        );
+        assert!(
+            per_tick.values().all(|n| *n == 1),
+            "{job}: each tick ran once, not on both replicas: {per_tick:?}"
+        );
+        // Never overlapping: each run finished before the next one started.
+        let spans: Vec<(f64, f64)> = of_job
+            .iter()
+            .map(|r| {
+                let at = |i: usize| r[i].as_deref().expect("finished").parse::<f64>().unwrap();
+                (at(2), at(3))
+            })
+            .collect();
+        for pair in spans.windows(2) {
+            assert!(pair[0].1 <= pair[1].0, "{job}: runs overlap: {spans:?}");
+        }
+    }
+    // Both replicas were there to contend: each tick's loser logged the winner's claim.
+    let lost: usize = [&a, &b]
+        .iter()
+        .map(|r| r.stderr().matches(TAKEN_ELSEWHERE).count())
+        .sum();
+    eprintln!("ticks lost to the other replica: {lost}");
+    assert!(
+        lost >= 2 * ticks as usize,
+        "each of {ticks} ticks of both jobs had a loser: {lost}"
+    );
+    let owners = stack
+        .text_rows("SELECT job, owner, CAST(busy_until AS TEXT) FROM job_fires ORDER BY job")
+        .await;
+    assert_eq!(owners.len(), 2, "{owners:?}");
+    assert!(
+        owners.iter().all(|r| r[2].is_none()),
+        "stopped replicas hold no job: {owners:?}"
+    );
+}
+
+/// The first tick of the two-second schedule strictly after `t`.
+fn first_tick_after(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    let secs = t.timestamp().div_euclid(TICK_SECONDS) * TICK_SECONDS + TICK_SECONDS;
+    chrono::DateTime::from_timestamp(secs, 0).unwrap()
+}
