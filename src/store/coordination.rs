@@ -4,6 +4,9 @@
 //! session state is involved (no advisory lock), so a transaction-mode pooler cannot break it.
 //! On a SQLite file the one daemon wins every claim; a lease left by a killed daemon is freed
 //! at once when its pid is gone, as `user_states::release_orphaned` does for users.
+//! On PostgreSQL the replicas also share one Persona request budget (`persona_budget`).
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
@@ -139,4 +142,63 @@ fn alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 sends nothing; it only reports whether the pid exists.
     let r = unsafe { libc::kill(pid, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Whether other processes elsewhere may share this database (PostgreSQL), so what they spend
+/// (the Persona budget) must be counted in it. A SQLite file has one daemon.
+pub fn shared_by_replicas(store: &Store) -> bool {
+    store.dialect() == Dialect::Postgres
+}
+
+/// The shared budget's one row.
+const BUDGET: &str = "persona";
+
+/// Takes one request slot of the replicas' shared GCRA (emission period `period`, `burst`
+/// requests at once): `Ok` when taken, `Err(wait)` until the next slot. One statement per
+/// request, on the server's clock (`statement_timestamp()`), so the replicas' clocks do not
+/// matter and no slot is lost when a replica dies. PostgreSQL only.
+pub async fn take_budget_slot(
+    store: &Store,
+    period: Duration,
+    burst: u32,
+) -> Result<std::result::Result<(), Duration>> {
+    let period_us = micros(period);
+    // A slot is free when the theoretical arrival time is at most burst-1 periods ahead.
+    let tolerance_us = period_us.saturating_mul(i64::from(burst.saturating_sub(1)));
+    let taken: Option<i32> = on_write!(store, |c| {
+        sqlx::query_scalar(
+        "INSERT INTO persona_budget (name, tat) \
+         VALUES ($1, statement_timestamp() + $2 * interval '1 microsecond') \
+         ON CONFLICT (name) DO UPDATE \
+         SET tat = GREATEST(persona_budget.tat, statement_timestamp()) + $2 * interval '1 microsecond' \
+         WHERE persona_budget.tat <= statement_timestamp() + $3 * interval '1 microsecond' \
+         RETURNING 1"
+    )
+    .bind(BUDGET)
+    .bind(period_us)
+    .bind(tolerance_us)
+    .fetch_optional(c)
+    .await?
+    });
+    if taken.is_some() {
+        return Ok(Ok(()));
+    }
+    let wait_us: i64 =
+        on_read!(store, |c| {
+            sqlx::query_scalar(
+        "SELECT CAST(EXTRACT(EPOCH FROM (tat - statement_timestamp())) * 1000000 AS bigint) - $2 \
+         FROM persona_budget WHERE name = $1"
+    )
+    .bind(BUDGET)
+    .bind(tolerance_us)
+    .fetch_one(c)
+    .await?
+        });
+    Ok(Err(Duration::from_micros(
+        u64::try_from(wait_us).unwrap_or(0),
+    )))
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }

@@ -1,6 +1,7 @@
 //! Several `run` replicas on one PostgreSQL database: each cron tick runs on exactly one of
 //! them and no two runs of a job overlap, counted from `job_runs`.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -15,6 +16,8 @@ const EVERY_TWO_SECONDS: &str = "*/2 * * * * *";
 const TICK_SECONDS: i64 = 2;
 /// What the scheduler logs when another replica claimed the tick.
 const TAKEN_ELSEWHERE: &str = "another replica has this tick";
+/// What the Persona client logs (at debug) for each answer it got.
+const PERSONA_ANSWERED: &str = "Persona answered";
 
 /// One `inquiry-mailer run` on the stack's database, with a config of its own (its own
 /// listen port) and its own stderr file. Dropped, it is killed.
@@ -26,6 +29,11 @@ pub struct Replica {
 
 impl Replica {
     pub fn start(stack: &Stack, name: &str) -> Replica {
+        Self::spawn(stack, name, &["run"])
+    }
+
+    /// The binary with `args` (e.g. `once --job provision`) on the stack's database.
+    pub fn spawn(stack: &Stack, name: &str, args: &[&str]) -> Replica {
         let shipped = std::fs::read_to_string(&stack.app.config).expect("stack config");
         let port = free_port();
         let text = replace_line(
@@ -39,10 +47,13 @@ impl Replica {
         let child = Command::new(BIN)
             .arg("--config")
             .arg(&config)
-            .arg("run")
+            .args(args)
             .env("PERSONA_API_KEY", API_KEY)
             // The scheduler's debug line tells a tick another replica took.
-            .env("RUST_LOG", "info,inquiry_mailer::daemon::scheduler=debug")
+            .env(
+                "RUST_LOG",
+                "info,inquiry_mailer::daemon::scheduler=debug,inquiry_mailer::persona=debug",
+            )
             .env_remove("NOTIFY_SOCKET")
             .env_remove("INQUIRY_MAILER_CONFIG")
             .stdin(Stdio::null())
@@ -208,4 +219,96 @@ async fn two_replicas_run_each_cron_tick_once_and_never_at_the_same_time() {
 fn first_tick_after(t: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
     let secs = t.timestamp().div_euclid(TICK_SECONDS) * TICK_SECONDS + TICK_SECONDS;
     chrono::DateTime::from_timestamp(secs, 0).unwrap()
+}
+
+/// Persona's budget in the budget test: the daemon's `requests_per_minute` and the simulator's
+/// limit alike.
+const BUDGET_PER_MINUTE: usize = 120;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_one_persona_budget() {
+    let rpm = format!("requests_per_minute = {BUDGET_PER_MINUTE}");
+    let Some(stack) = Stack::start_on_with(
+        Backend::Postgres,
+        "session",
+        &[("requests_per_minute = 240", rpm.as_str())],
+        |sim| sim.rate_limit_per_minute = Some(BUDGET_PER_MINUTE as u32),
+    )
+    .await
+    else {
+        return;
+    };
+    // More users than the budget allows in the test's minute: both replicas are held back
+    // by it all along, so without sharing they would spend twice the budget.
+    let users = 2 * BUDGET_PER_MINUTE;
+    stack.add_users(users);
+    // Two `run` replicas (one of them provisions: a job runs on one replica at a time) and a
+    // `once` beside them, provisioning the same backlog at the same time (users are leased
+    // row by row): two processes spend the budget at once all along.
+    let mut a = Replica::start(&stack, "a");
+    let mut b = Replica::start(&stack, "b");
+    let mut c = Replica::spawn(&stack, "c", &["once", "--job", "provision"]);
+    // Past one full window of Persona's, so the first window is filled and the next begun.
+    tokio::time::sleep(Duration::from_secs(70)).await;
+    for r in [&mut a, &mut b] {
+        let status = r.stop().await;
+        assert_eq!(status.code(), Some(0), "{} stderr:\n{}", r.name, r.stderr());
+    }
+    // `once` has no graceful stop: SIGTERM ends it where it is (users leased row by row).
+    let status = c.stop().await;
+    assert!(
+        status.success() || status.signal() == Some(libc::SIGTERM),
+        "once: {status}; stderr:\n{}",
+        c.stderr()
+    );
+
+    let log = stack.sim.requests();
+    let refused = log.iter().filter(|r| r.status == Some(429)).count();
+    let arrivals: Vec<chrono::DateTime<chrono::Utc>> = log
+        .iter()
+        .map(|r| {
+            chrono::DateTime::parse_from_rfc3339(&r.at)
+                .unwrap()
+                .to_utc()
+        })
+        .collect();
+    let minute = chrono::Duration::seconds(60);
+    let busiest = (0..arrivals.len())
+        .map(|i| {
+            arrivals[i..]
+                .iter()
+                .take_while(|t| **t < arrivals[i] + minute)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    let answered: Vec<usize> = [&a, &b, &c]
+        .iter()
+        .map(|r| r.stderr().matches(PERSONA_ANSWERED).count())
+        .collect();
+    let invited = stack
+        .text_rows("SELECT CAST(COUNT(*) AS TEXT) FROM user_states WHERE state = 'invited'")
+        .await[0][0]
+        .clone()
+        .unwrap();
+    eprintln!(
+        "{} requests, {refused} refused with 429, busiest 60 s: {busiest} (budget {BUDGET_PER_MINUTE}), \
+         answers per process (run a, run b, once c) {answered:?}, {invited} of {users} users invited",
+        log.len()
+    );
+    assert_eq!(refused, 0, "no 429: the replicas kept to the shared budget");
+    assert!(
+        busiest <= BUDGET_PER_MINUTE,
+        "at most {BUDGET_PER_MINUTE} requests in any 60 s, not {busiest}"
+    );
+    // The `run` replicas and the `once` each made a good share of the calls.
+    let (runs, once) = (answered[0] + answered[1], answered[2]);
+    assert!(
+        runs >= BUDGET_PER_MINUTE / 10 && once >= BUDGET_PER_MINUTE / 10,
+        "both sides called Persona: {answered:?}"
+    );
+    assert!(
+        invited.parse::<usize>().unwrap() < users,
+        "the budget, not the users, bounded the calls: {invited} of {users} invited"
+    );
 }

@@ -14,8 +14,8 @@ const MIGRATIONS: [(i64, &str, &str); 2] = [
     ),
     (
         3,
-        "job fires",
-        include_str!("../../../migrations/postgres/0003_job_fires.sql"),
+        "replicas",
+        include_str!("../../../migrations/postgres/0003_replicas.sql"),
     ),
 ];
 

@@ -8,3 +8,10 @@ CREATE TABLE job_fires (
     owner      text NOT NULL,        -- the replica (pid:nonce) that claimed it
     busy_until timestamptz           -- the running run's lease; NULL when none runs
 );
+
+-- The Persona request budget shared by the replicas: one GCRA, its theoretical arrival time
+-- (tat) advanced by one emission period per request in the statement that admits it.
+CREATE TABLE persona_budget (
+    name text PRIMARY KEY,
+    tat  timestamptz NOT NULL
+);
