@@ -183,9 +183,8 @@ pub async fn take_budget_slot(
     if taken.is_some() {
         return Ok(Ok(()));
     }
-    let wait_us: i64 =
-        on_read!(store, |c| {
-            sqlx::query_scalar(
+    let wait_us: i64 = on_read!(store, |c| {
+        sqlx::query_scalar(
         "SELECT CAST(EXTRACT(EPOCH FROM (tat - statement_timestamp())) * 1000000 AS bigint) - $2 \
          FROM persona_budget WHERE name = $1"
     )
@@ -193,7 +192,7 @@ pub async fn take_budget_slot(
     .bind(tolerance_us)
     .fetch_one(c)
     .await?
-        });
+    });
     Ok(Err(Duration::from_micros(
         u64::try_from(wait_us).unwrap_or(0),
     )))
@@ -201,4 +200,24 @@ pub async fn take_budget_slot(
 
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Extends every user lease `owner` holds that has not lapsed at `now` to `until`: one
+/// statement for all the users a process works on, the heartbeat that keeps leases short.
+/// A lapsed lease is not revived: another worker may have taken the user since.
+pub async fn renew_user_leases(
+    store: &Store,
+    owner: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<u64> {
+    Ok(on_write!(store, |c| sqlx::query(
+        "UPDATE user_states SET lease_until = $1 WHERE lease_owner = $2 AND lease_until > $3"
+    )
+    .bind(ts(until))
+    .bind(owner)
+    .bind(ts(now))
+    .execute(c)
+    .await?
+    .rows_affected()))
 }

@@ -76,6 +76,13 @@ impl Replica {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// kill -9: no shutdown, leases left as they are.
+    pub fn kill(&mut self) {
+        // SAFETY: signals our own child by its pid.
+        unsafe { libc::kill(self.pid(), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub async fn stop(&mut self) -> std::process::ExitStatus {
         // SAFETY: signals our own child by its pid.
@@ -311,4 +318,120 @@ async fn two_replicas_share_one_persona_budget() {
         invited.parse::<usize>().unwrap() < users,
         "the budget, not the users, bounded the calls: {invited} of {users} invited"
     );
+}
+
+const FAILOVER_USERS: usize = 60;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_killed_mid_provisioning_leaves_its_users_to_the_other() {
+    let provision = "provision = \"*/5 * * * * *\"";
+    let Some(stack) = Stack::start_on(
+        Backend::Postgres,
+        "session",
+        &[("provision = \"0 * * * * *\"", provision)],
+    )
+    .await
+    else {
+        return;
+    };
+    // Slow answers, so provisioning is still going when one replica dies.
+    stack.sim.set_faults(persona_sim::Faults {
+        extra_latency_ms: 400,
+        ..persona_sim::Faults::default()
+    });
+    stack.add_users(FAILOVER_USERS);
+    let mut replicas = vec![Replica::start(&stack, "a"), Replica::start(&stack, "b")];
+
+    // Kill -9 whichever replica is provisioning, once it has invited a few users.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let victim = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "provisioning never got going"
+        );
+        let invited = count(
+            &stack,
+            "SELECT COUNT(*) FROM user_states WHERE state = 'invited'",
+        )
+        .await;
+        let holder = stack
+            .text_rows(
+                "SELECT owner FROM job_fires WHERE job = 'provision' AND busy_until IS NOT NULL",
+            )
+            .await;
+        if invited >= 3 {
+            if let Some(owner) = holder.first().and_then(|r| r[0].clone()) {
+                let pid: i32 = owner.split(':').next().unwrap().parse().unwrap();
+                if let Some(i) = replicas.iter().position(|r| r.pid() == pid) {
+                    break i;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let invited_at_kill = count(
+        &stack,
+        "SELECT COUNT(*) FROM user_states WHERE state = 'invited'",
+    )
+    .await;
+    let leased_at_kill = count(
+        &stack,
+        "SELECT COUNT(*) FROM user_states WHERE lease_until IS NOT NULL",
+    )
+    .await;
+    replicas[victim].kill();
+    let killed_at = std::time::Instant::now();
+    assert!(
+        invited_at_kill < FAILOVER_USERS as i64,
+        "killed mid-provisioning: {invited_at_kill} of {FAILOVER_USERS} invited"
+    );
+
+    // The survivor takes the job and the dead one's users once their leases lapse (30 s).
+    let deadline = killed_at + Duration::from_secs(120);
+    loop {
+        let invited = count(
+            &stack,
+            "SELECT COUNT(*) FROM user_states WHERE state = 'invited'",
+        )
+        .await;
+        if invited == FAILOVER_USERS as i64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the survivor finished only {invited} of {FAILOVER_USERS}; stderr:\n{}",
+            replicas[1 - victim].stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = killed_at.elapsed();
+    let survivor = &mut replicas[1 - victim];
+    let status = survivor.stop().await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", survivor.stderr());
+
+    let mut per_user = std::collections::HashMap::<String, usize>::new();
+    for inq in stack.sim.inquiries() {
+        *per_user
+            .entry(inq.reference_id.clone().unwrap())
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = per_user.iter().filter(|(_, n)| **n > 1).collect();
+    eprintln!(
+        "killed {} with {invited_at_kill} invited and {leased_at_kill} leased; the other \
+         finished all {FAILOVER_USERS} {took:?} later; {} inquiries for {} users",
+        replicas[victim].name,
+        per_user.values().sum::<usize>(),
+        per_user.len()
+    );
+    assert_eq!(per_user.len(), FAILOVER_USERS, "every user has an inquiry");
+    assert!(twice.is_empty(), "nobody got two inquiries: {twice:?}");
+}
+
+async fn count(stack: &Stack, query: &str) -> i64 {
+    let sql = query.replacen("COUNT(*)", "CAST(COUNT(*) AS TEXT)", 1);
+    stack.text_rows(&sql).await[0][0]
+        .as_deref()
+        .unwrap()
+        .parse()
+        .unwrap()
 }

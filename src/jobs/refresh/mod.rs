@@ -28,6 +28,7 @@ use sync::{sync_static, sync_statuses};
 
 pub async fn run(ctx: &JobContext) -> Result<RefreshReport, JobError> {
     let mut report = RefreshReport::default();
+    let _leases = super::lease_keeper::LeaseKeeper::start(ctx);
     user_states::release_orphaned(&ctx.store, ctx.clock.now()).await?;
     if ctx.settings.link_kind == LinkKind::Static {
         // Static links never expire; what is left is learning who finished.
