@@ -340,7 +340,7 @@ async fn a_replica_killed_mid_provisioning_leaves_its_users_to_the_other() {
         ..persona_sim::Faults::default()
     });
     stack.add_users(FAILOVER_USERS);
-    let mut replicas = vec![Replica::start(&stack, "a"), Replica::start(&stack, "b")];
+    let mut replicas = [Replica::start(&stack, "a"), Replica::start(&stack, "b")];
 
     // Kill -9 whichever replica is provisioning, once it has invited a few users.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -359,13 +359,15 @@ async fn a_replica_killed_mid_provisioning_leaves_its_users_to_the_other() {
                 "SELECT owner FROM job_fires WHERE job = 'provision' AND busy_until IS NOT NULL",
             )
             .await;
-        if invited >= 3 {
-            if let Some(owner) = holder.first().and_then(|r| r[0].clone()) {
-                let pid: i32 = owner.split(':').next().unwrap().parse().unwrap();
-                if let Some(i) = replicas.iter().position(|r| r.pid() == pid) {
-                    break i;
-                }
-            }
+        let pid = holder
+            .first()
+            .and_then(|r| r[0].as_deref())
+            .and_then(|owner| owner.split(':').next())
+            .and_then(|pid| pid.parse::<i32>().ok());
+        if let (true, Some(pid)) = (invited >= 3, pid)
+            && let Some(i) = replicas.iter().position(|r| r.pid() == pid)
+        {
+            break i;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
