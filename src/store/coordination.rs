@@ -20,7 +20,7 @@ pub enum Fire {
     Unscheduled,
 }
 
-/// Takes `job` for `owner` until `busy_until` when no other run holds it (its lease ended
+/// Takes `job` for `owner` until `lease_until` when no other run holds it (its lease ended
 /// before `now`) and, for a tick, when no replica has taken this tick or a later one yet.
 /// One statement: of two replicas claiming the same tick, exactly one gets `true`.
 pub async fn claim(
@@ -29,13 +29,13 @@ pub async fn claim(
     fire: Fire,
     owner: &str,
     now: DateTime<Utc>,
-    busy_until: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
 ) -> Result<bool> {
-    if claim_once(store, job, fire, owner, now, busy_until).await? {
+    if claim_once(store, job, fire, owner, now, lease_until).await? {
         return Ok(true);
     }
     if store.dialect() == Dialect::Sqlite && free_if_owner_died(store, job).await? {
-        return claim_once(store, job, fire, owner, now, busy_until).await;
+        return claim_once(store, job, fire, owner, now, lease_until).await;
     }
     Ok(false)
 }
@@ -46,24 +46,24 @@ async fn claim_once(
     fire: Fire,
     owner: &str,
     now: DateTime<Utc>,
-    busy_until: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
 ) -> Result<bool> {
     // The conflict arm re-reads the row under its lock, so two concurrent claims are ordered:
-    // the second sees the first's fire_at and busy_until and updates nothing.
+    // the second sees the first's fire_at and lease_until and updates nothing.
     let sql = match fire {
         Fire::Tick(_) => {
-            "INSERT INTO job_fires (job, fire_at, owner, busy_until) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO job_fires (job, fire_at, owner, lease_until) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (job) DO UPDATE SET fire_at = excluded.fire_at, owner = excluded.owner, \
-             busy_until = excluded.busy_until \
+             lease_until = excluded.lease_until \
              WHERE (job_fires.fire_at IS NULL OR job_fires.fire_at < excluded.fire_at) \
-             AND (job_fires.busy_until IS NULL OR job_fires.busy_until < $5) \
+             AND (job_fires.lease_until IS NULL OR job_fires.lease_until < $5) \
              RETURNING job"
         }
         Fire::Unscheduled => {
-            "INSERT INTO job_fires (job, fire_at, owner, busy_until) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO job_fires (job, fire_at, owner, lease_until) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (job) DO UPDATE SET owner = excluded.owner, \
-             busy_until = excluded.busy_until \
-             WHERE job_fires.busy_until IS NULL OR job_fires.busy_until < $5 \
+             lease_until = excluded.lease_until \
+             WHERE job_fires.lease_until IS NULL OR job_fires.lease_until < $5 \
              RETURNING job"
         }
     };
@@ -75,7 +75,7 @@ async fn claim_once(
         .bind(job)
         .bind(tick)
         .bind(owner)
-        .bind(ts(busy_until))
+        .bind(ts(lease_until))
         .bind(ts(now))
         .fetch_optional(c)
         .await?);
@@ -88,13 +88,13 @@ pub async fn renew(
     store: &Store,
     job: &str,
     owner: &str,
-    busy_until: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
 ) -> Result<bool> {
     let changed = on_write!(store, |c| {
         sqlx::query(
-        "UPDATE job_fires SET busy_until = $1 WHERE job = $2 AND owner = $3 AND busy_until IS NOT NULL"
+        "UPDATE job_fires SET lease_until = $1 WHERE job = $2 AND owner = $3 AND lease_until IS NOT NULL"
     )
-    .bind(ts(busy_until))
+    .bind(ts(lease_until))
     .bind(job)
     .bind(owner)
     .execute(c)
@@ -107,7 +107,7 @@ pub async fn renew(
 /// Ends `owner`'s hold on `job` (the run is over), so the next tick anywhere may take it.
 pub async fn release(store: &Store, job: &str, owner: &str) -> Result<()> {
     on_write!(store, |c| sqlx::query(
-        "UPDATE job_fires SET busy_until = NULL WHERE job = $1 AND owner = $2"
+        "UPDATE job_fires SET lease_until = NULL WHERE job = $1 AND owner = $2"
     )
     .bind(job)
     .bind(owner)
@@ -121,7 +121,7 @@ pub async fn release(store: &Store, job: &str, owner: &str) -> Result<()> {
 /// it runs on this machine), so a restarted daemon does not wait for its dead self's lease.
 async fn free_if_owner_died(store: &Store, job: &str) -> Result<bool> {
     let owner: Option<String> = on_read!(store, |c| sqlx::query_scalar(
-        "SELECT owner FROM job_fires WHERE job = $1 AND busy_until IS NOT NULL"
+        "SELECT owner FROM job_fires WHERE job = $1 AND lease_until IS NOT NULL"
     )
     .bind(job)
     .fetch_optional(c)
@@ -167,11 +167,11 @@ pub async fn take_budget_slot(
     let tolerance_us = period_us.saturating_mul(i64::from(burst.saturating_sub(1)));
     let taken: Option<i32> = on_write!(store, |c| {
         sqlx::query_scalar(
-        "INSERT INTO persona_budget (name, tat) \
+        "INSERT INTO persona_budget (name, arrival_at) \
          VALUES ($1, statement_timestamp() + $2 * interval '1 microsecond') \
          ON CONFLICT (name) DO UPDATE \
-         SET tat = GREATEST(persona_budget.tat, statement_timestamp()) + $2 * interval '1 microsecond' \
-         WHERE persona_budget.tat <= statement_timestamp() + $3 * interval '1 microsecond' \
+         SET arrival_at = GREATEST(persona_budget.arrival_at, statement_timestamp()) + $2 * interval '1 microsecond' \
+         WHERE persona_budget.arrival_at <= statement_timestamp() + $3 * interval '1 microsecond' \
          RETURNING 1"
     )
     .bind(BUDGET)
@@ -185,7 +185,7 @@ pub async fn take_budget_slot(
     }
     let wait_us: i64 = on_read!(store, |c| {
         sqlx::query_scalar(
-        "SELECT CAST(EXTRACT(EPOCH FROM (tat - statement_timestamp())) * 1000000 AS bigint) - $2 \
+        "SELECT CAST(EXTRACT(EPOCH FROM (arrival_at - statement_timestamp())) * 1000000 AS bigint) - $2 \
          FROM persona_budget WHERE name = $1"
     )
     .bind(BUDGET)

@@ -213,7 +213,7 @@ async fn two_replicas_run_each_cron_tick_once_and_never_at_the_same_time() {
         "each of {ticks} ticks of both jobs had a loser: {lost}"
     );
     let owners = stack
-        .text_rows("SELECT job, owner, CAST(busy_until AS TEXT) FROM job_fires ORDER BY job")
+        .text_rows("SELECT job, owner, CAST(lease_until AS TEXT) FROM job_fires ORDER BY job")
         .await;
     assert_eq!(owners.len(), 2, "{owners:?}");
     assert!(
@@ -356,7 +356,7 @@ async fn a_replica_killed_mid_provisioning_leaves_its_users_to_the_other() {
         .await;
         let holder = stack
             .text_rows(
-                "SELECT owner FROM job_fires WHERE job = 'provision' AND busy_until IS NOT NULL",
+                "SELECT owner FROM job_fires WHERE job = 'provision' AND lease_until IS NOT NULL",
             )
             .await;
         let pid = holder

@@ -54,8 +54,8 @@ const MIGRATIONS: [(i64, &str, &str); 10] = [
     ),
     (
         10,
-        "job fires",
-        include_str!("../../../migrations/sqlite/0010_job_fires.sql"),
+        "replicas",
+        include_str!("../../../migrations/sqlite/0010_replicas.sql"),
     ),
 ];
 
