@@ -117,14 +117,16 @@ async fn three_replicas_killed_at_random_lose_and_duplicate_nothing() {
              CAST(EXTRACT(EPOCH FROM finished_at) AS TEXT) FROM job_runs ORDER BY job, started_at",
         )
         .await;
-    let mut overlaps = Vec::new();
     let mut counted: HashMap<String, usize> = HashMap::new();
+    for r in &runs {
+        *counted.entry(r[0].clone().unwrap()).or_default() += 1;
+    }
+    let mut overlaps = Vec::new();
     for pair in runs.windows(2) {
         let (a, b) = (&pair[0], &pair[1]);
         if a[0] != b[0] {
             continue;
         }
-        *counted.entry(a[0].clone().unwrap()).or_default() += 1;
         let Some(a_end) = a[2].as_deref() else {
             continue;
         };
