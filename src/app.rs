@@ -8,8 +8,8 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 use crate::mail::{MailSettings, Mailer, Sender, Templates, Transport};
-use crate::persona::{ClientConfig, PersonaClient};
-use crate::store::{Store, StoreOptions};
+use crate::persona::{BudgetFuture, ClientConfig, PersonaClient, SharedBudget};
+use crate::store::{Store, StoreOptions, coordination};
 
 /// How to open the configured database: a SQLite file, or PostgreSQL with its password.
 pub fn store_options(config: &Config) -> StoreOptions {
@@ -102,9 +102,26 @@ pub async fn build_with_store(
         Some(s) if *s.location() == config.database.location => s,
         _ => open_store(config).await?,
     };
+    if coordination::shared_by_replicas(&store) {
+        persona.share_budget(Arc::new(StoreBudget(store.clone())));
+    }
     Ok(Parts {
         store,
         persona,
         mailer,
     })
+}
+
+/// The replicas' shared Persona budget, kept in the database (see
+/// [`coordination::take_budget_slot`]); persona sees only [`SharedBudget`].
+struct StoreBudget(Store);
+
+impl SharedBudget for StoreBudget {
+    fn take(&self, period: std::time::Duration, burst: u32) -> BudgetFuture<'_> {
+        Box::pin(async move {
+            coordination::take_budget_slot(&self.0, period, burst)
+                .await
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+    }
 }

@@ -1,7 +1,9 @@
 //! The two jobs on their cron schedules (tokio-cron-scheduler), and provisioning as soon as new
 //! users are signalled, each job behind a guard so a run never overlaps itself:
 //! tokio-cron-scheduler starts a job whenever it is due, even while the last run is still going.
-//! Each run is recorded in `job_runs` for `/healthz`.
+//! Each run is recorded in `job_runs` for `/healthz`. Several replicas on one database share
+//! the guard through `job_fires`: a cron tick runs on the one replica that claims it, and no
+//! run starts while another replica's run of the job holds its busy lease.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +17,17 @@ use super::new_users::NewUserSignal;
 use super::notify::Notifier;
 use crate::clock::format_ts;
 use crate::jobs::{JobContext, provision, refresh};
-use crate::store::job_runs;
+use crate::store::coordination::{self, Fire};
+use crate::store::{job_runs, user_states};
+
+/// How long a run holds its job across replicas without renewing: a killed replica's job is
+/// free again this long after its last renewal.
+const JOB_LEASE: Duration = Duration::from_secs(30);
+/// How often a running run renews its hold (three renewals per lease, so one slow or lost
+/// renewal does not free the job while the run goes on).
+const JOB_RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How often a run that must not be dropped asks again while another replica runs the job.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
 
 /// The daemon's two jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,8 +65,40 @@ pub enum RunOutcome {
     Failed(String),
     /// The previous run of the same job was still going.
     SkippedOverlap,
+    /// Another replica took this cron tick.
+    SkippedElsewhere,
     /// The daemon is stopping: no new runs.
     Stopping,
+}
+
+fn skipped_overlap(kind: JobKind, why: &'static str) -> RunOutcome {
+    tracing::warn!(job = kind.as_str(), "{why}");
+    metrics::counter!("job_runs_total", "job" => kind.as_str(), "outcome" => "skipped_overlap")
+        .increment(1);
+    RunOutcome::SkippedOverlap
+}
+
+/// Renews this process's hold on `kind` every [`JOB_RENEW_EVERY`] until aborted. A renewal
+/// that finds the job taken means this run outlived its lease (a stall longer than
+/// [`JOB_LEASE`]); it is logged, and the user leases still keep the two runs apart.
+fn renew_while_running(store: crate::store::Store, kind: JobKind) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(JOB_RENEW_EVERY).await;
+            let until = chrono::Utc::now() + JOB_LEASE;
+            match coordination::renew(&store, kind.as_str(), user_states::lease_owner(), until)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::error!(job = kind.as_str(), "job lease lost to another replica")
+                }
+                Err(e) => {
+                    tracing::warn!(job = kind.as_str(), error = %e, "cannot renew the job lease")
+                }
+            }
+        }
+    })
 }
 
 impl Runner {
@@ -70,28 +114,101 @@ impl Runner {
         &self.guards[kind as usize]
     }
 
-    /// Runs `kind` now unless a run of it is in progress (a cron tick: the next one comes).
+    /// Runs `kind` now unless a run of it is in progress here or on another replica.
     pub async fn run(&self, kind: JobKind) -> RunOutcome {
+        self.run_claimed(kind, Fire::Unscheduled).await
+    }
+
+    /// Runs the cron tick `tick` of `kind` unless a run of it is in progress, or another
+    /// replica took this tick (the next one comes).
+    pub async fn run_tick(&self, kind: JobKind, tick: chrono::DateTime<chrono::Utc>) -> RunOutcome {
+        self.run_claimed(kind, Fire::Tick(tick)).await
+    }
+
+    async fn run_claimed(&self, kind: JobKind, fire: Fire) -> RunOutcome {
         let Ok(held) = self.guard(kind).try_lock() else {
-            tracing::warn!(
-                job = kind.as_str(),
-                "previous run still going; this one is skipped"
-            );
-            metrics::counter!("job_runs_total", "job" => kind.as_str(), "outcome" => "skipped_overlap").increment(1);
-            return RunOutcome::SkippedOverlap;
+            return skipped_overlap(kind, "previous run still going; this one is skipped");
         };
-        self.run_holding(kind, held).await
+        match self.claim(kind, fire).await {
+            Ok(true) => self.run_holding(kind, held).await,
+            Ok(false) => match fire {
+                Fire::Tick(_) => {
+                    tracing::debug!(job = kind.as_str(), "another replica has this tick");
+                    RunOutcome::SkippedElsewhere
+                }
+                Fire::Unscheduled => skipped_overlap(
+                    kind,
+                    "another replica's run still going; this one is skipped",
+                ),
+            },
+            Err(e) => {
+                tracing::error!(job = kind.as_str(), error = %e, "cannot claim the job run");
+                RunOutcome::Failed(e.to_string())
+            }
+        }
     }
 
-    /// Runs `kind` as soon as the run in progress, if any, has ended: for work that must not be
-    /// dropped, such as rows the run in progress may have read past.
+    /// Runs `kind` as soon as the run in progress, if any, has ended (here or on another
+    /// replica): for work that must not be dropped, such as rows that run may have read past.
     pub async fn run_when_free(&self, kind: JobKind) -> RunOutcome {
-        let held = self.guard(kind).lock().await;
-        self.run_holding(kind, held).await
+        loop {
+            let held = self.guard(kind).lock().await;
+            match self.claim(kind, Fire::Unscheduled).await {
+                Ok(true) => return self.run_holding(kind, held).await,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(job = kind.as_str(), error = %e, "cannot claim the job run; trying again")
+                }
+            }
+            drop(held);
+            let stop = self.context.read().await.stop.clone();
+            tokio::select! {
+                _ = stop.cancelled() => return RunOutcome::Stopping,
+                _ = tokio::time::sleep(BUSY_RETRY) => {}
+            }
+        }
     }
 
-    async fn run_holding(&self, kind: JobKind, _held: MutexGuard<'_, ()>) -> RunOutcome {
+    /// Takes `kind` in `job_fires` for this process (see [`coordination::claim`]).
+    async fn claim(&self, kind: JobKind, fire: Fire) -> crate::store::Result<bool> {
         let ctx = self.context.read().await.clone();
+        if ctx.stop.is_cancelled() {
+            return Ok(false);
+        }
+        // The wall clock, as the cron schedule's: the lease is compared across replicas.
+        let now = chrono::Utc::now();
+        coordination::claim(
+            &ctx.store,
+            kind.as_str(),
+            fire,
+            user_states::lease_owner(),
+            now,
+            now + JOB_LEASE,
+        )
+        .await
+    }
+
+    /// Runs `kind` with this process's guard and the job's claim held; renews the claim while
+    /// the run goes on and gives it back at the end.
+    async fn run_holding(&self, kind: JobKind, held: MutexGuard<'_, ()>) -> RunOutcome {
+        let ctx = self.context.read().await.clone();
+        let heartbeat = renew_while_running(ctx.store.clone(), kind);
+        let outcome = self.run_guarded(kind, held, &ctx).await;
+        heartbeat.abort();
+        if let Err(e) =
+            coordination::release(&ctx.store, kind.as_str(), user_states::lease_owner()).await
+        {
+            tracing::warn!(job = kind.as_str(), error = %e, "job kept until its lease lapses");
+        }
+        outcome
+    }
+
+    async fn run_guarded(
+        &self,
+        kind: JobKind,
+        _held: MutexGuard<'_, ()>,
+        ctx: &JobContext,
+    ) -> RunOutcome {
         if ctx.stop.is_cancelled() {
             return RunOutcome::Stopping;
         }
@@ -106,8 +223,8 @@ impl Runner {
         self.notifier.status(&format!("{}: running", kind.as_str()));
         let clock = Instant::now();
         let result = match kind {
-            JobKind::Provision => provision::run(&ctx).await.map(|r| r.to_string()),
-            JobKind::Refresh => refresh::run(&ctx).await.map(|r| r.to_string()),
+            JobKind::Provision => provision::run(ctx).await.map(|r| r.to_string()),
+            JobKind::Refresh => refresh::run(ctx).await.map(|r| r.to_string()),
         };
         let secs = clock.elapsed().as_secs_f64();
         metrics::histogram!("job_duration_seconds", "job" => kind.as_str()).record(secs);
@@ -236,10 +353,21 @@ impl Schedule {
             (JobKind::Refresh, refresh_cron),
         ] {
             let runner = runner.clone();
+            let schedule = tick_schedule(cron).map_err(|e| {
+                ScheduleError(format!("[schedule] {} = {cron:?}: {e}", kind.as_str()))
+            })?;
             let job = Job::new_async(cron, move |_id, _lock| {
                 let runner = runner.clone();
+                let schedule = schedule.clone();
                 Box::pin(async move {
-                    runner.run(kind).await;
+                    // The tick this call is for: the latest due time, the same on every
+                    // replica whose clock is within one period of the others'.
+                    match due_tick(&schedule, chrono::Utc::now()) {
+                        Ok(tick) => {
+                            runner.run_tick(kind, tick).await;
+                        }
+                        Err(e) => tracing::error!(job = kind.as_str(), error = %e, "cannot tell which tick is due"),
+                    }
                 })
             })
             .map_err(|e| ScheduleError(format!("[schedule] {} = {cron:?}: {e}", kind.as_str())))?;
@@ -257,5 +385,44 @@ impl Schedule {
         if let Err(e) = self.scheduler.shutdown().await {
             tracing::warn!(error = %e, "scheduler did not stop cleanly");
         }
+    }
+}
+
+/// `cron` parsed as tokio-cron-scheduler parses it (seconds field, day-of-month and day-of-week
+/// both required), to name the tick a call is for.
+fn tick_schedule(cron: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(cron)
+}
+
+/// The latest time at or before `now` that `schedule` names, in whole seconds (croner keeps
+/// the start's fraction of a second, which differs between replicas).
+fn due_tick(
+    schedule: &croner::Cron,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, croner::errors::CronError> {
+    let whole = chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+    schedule.find_previous_occurrence(&whole, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_within_a_tick_names_the_same_tick() {
+        let schedule = tick_schedule("*/2 * * * * *").unwrap();
+        let tick = chrono::DateTime::parse_from_rfc3339("2026-01-01T10:00:04Z")
+            .unwrap()
+            .to_utc();
+        for late_ms in [0, 1, 450, 999, 1_999] {
+            let now = tick + chrono::Duration::milliseconds(late_ms);
+            assert_eq!(due_tick(&schedule, now).unwrap(), tick, "{late_ms} ms late");
+        }
+        let next = tick + chrono::Duration::seconds(2);
+        assert_eq!(due_tick(&schedule, next).unwrap(), next);
     }
 }

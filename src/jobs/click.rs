@@ -94,7 +94,10 @@ pub async fn open(
     let Some(claimed) = claim(ctx, &user_id).await? else {
         return Ok(ClickOutcome::Later("another worker holds the user".into()));
     };
-    let outcome = continue_claimed(ctx, guard, &claimed).await;
+    let outcome = {
+        let _lease = super::lease_keeper::LeaseKeeper::start(ctx);
+        continue_claimed(ctx, guard, &claimed).await
+    };
     user_states::release(&ctx.store, &user_id, None).await?;
     redirect_tokens::mark_used(&ctx.store, token, ctx.clock.now()).await?;
     outcome

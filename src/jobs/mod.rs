@@ -5,6 +5,7 @@
 pub mod click;
 pub mod deliver;
 pub mod fresh_link;
+pub mod lease_keeper;
 pub mod provision;
 pub mod refresh;
 pub mod reminders;
@@ -117,8 +118,10 @@ pub enum JobError {
     Link(#[from] crate::links::LinkError),
 }
 
-/// How long a worker keeps a user before another may take them (a crash simply lets it lapse).
-pub const LEASE: Duration = Duration::from_secs(600);
+/// How long a worker keeps a user before another may take them (a crash simply lets it lapse):
+/// short, so a killed replica's users are taken within half a minute, and renewed every
+/// [`lease_keeper::RENEW_EVERY`] while the user is still in hand.
+pub const LEASE: Duration = Duration::from_secs(30);
 
 /// What one run learned about the outside world, shared by its concurrent workers: once a
 /// server is found down, the rest of the run stops knocking on it.

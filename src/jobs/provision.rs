@@ -87,6 +87,7 @@ const DISCOVER_BATCH: u32 = 1000;
 
 pub async fn run(ctx: &JobContext) -> Result<ProvisionReport, JobError> {
     let mut report = ProvisionReport::default();
+    let _leases = super::lease_keeper::LeaseKeeper::start(ctx);
     user_states::release_orphaned(&ctx.store, ctx.clock.now()).await?;
     user_states::revalidate_edited(&ctx.store, ctx.clock.now()).await?;
 

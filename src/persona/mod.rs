@@ -26,6 +26,7 @@ pub use model::{
     InquiryTemplate, RateLimitInfo, RetrievedInquiry,
 };
 pub use search::{SearchError, SearchPages};
+pub use throttle::{BudgetFuture, SharedBudget};
 
 use throttle::Throttle;
 use transport::{Call, Transport, Verb};
@@ -122,6 +123,13 @@ impl PersonaClient {
                 retry_base_delay: cfg.retry_base_delay,
             }),
         })
+    }
+
+    /// Shares the request budget with other replicas through `budget`: every clone of this
+    /// client takes a slot of it before each request, beside its own quota. Set once; `false`
+    /// when a budget was set already.
+    pub fn share_budget(&self, budget: std::sync::Arc<dyn SharedBudget>) -> bool {
+        self.inner.throttle.share(budget)
     }
 
     pub(crate) fn transport(&self) -> &Transport {

@@ -89,6 +89,7 @@ macro_rules! on_tx {
     };
 }
 
+pub mod coordination;
 pub mod events;
 pub mod inquiries;
 pub mod job_runs;

@@ -55,7 +55,7 @@ enum Kill {
 const TIMED_KILLS: usize = 6;
 const TIMED_LATENCY_MS: u64 = 200;
 
-/// The daemon leases the users it works on for 10 minutes and a crashed run's leases simply run
+/// The daemon leases the users it works on for 30 s (renewed while in hand) and a crashed run's leases simply run
 /// out. The binary runs on the wall clock, so the test lets that time "pass" by ending them.
 async fn let_leases_lapse(stack: &Stack) {
     execute(

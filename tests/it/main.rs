@@ -41,6 +41,8 @@ mod refresh_limits;
 mod refresh_link_kinds;
 mod refresh_template_versions;
 mod reminders;
+mod replicas;
+mod replicas_chaos;
 mod secrets_stay_out_of_rest_and_logs;
 mod sim_conformance;
 mod sim_semantics;

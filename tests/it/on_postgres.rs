@@ -286,7 +286,7 @@ async fn runs_killed_mid_provisioning_lose_nobody_and_resend_only_what_a_kill_ca
         for (user, attempt) in sends_in_flight(&stack).await {
             caught.entry(user).or_default().insert(attempt);
         }
-        // The binary runs on the wall clock: a killed run's 10-minute leases "pass" here. On
+        // The binary runs on the wall clock: a killed run's 30 s leases "pass" here. On
         // PostgreSQL nothing else frees them (no pid check across machines).
         execute(
             &stack,

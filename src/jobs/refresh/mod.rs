@@ -52,6 +52,7 @@ fn record_sync_metrics(report: &RefreshReport) {
 
 async fn run_phases(ctx: &JobContext) -> Result<RefreshReport, JobError> {
     let mut report = RefreshReport::default();
+    let _leases = super::lease_keeper::LeaseKeeper::start(ctx);
     user_states::release_orphaned(&ctx.store, ctx.clock.now()).await?;
     if ctx.settings.link_kind == LinkKind::Static {
         // Static links never expire; what is left is learning who finished.

@@ -6,7 +6,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The migrations of `migrations/postgres/`: (version, description, SQL). A new file there
 /// must be listed here too (a unit test compares the two).
-const MIGRATIONS: [(i64, &str, &str); 2] = [
+const MIGRATIONS: [(i64, &str, &str); 3] = [
     (
         1,
         "schema",
@@ -16,6 +16,11 @@ const MIGRATIONS: [(i64, &str, &str); 2] = [
         2,
         "new user notify",
         include_str!("../../../migrations/postgres/0002_new_user_notify.sql"),
+    ),
+    (
+        3,
+        "replicas",
+        include_str!("../../../migrations/postgres/0003_replicas.sql"),
     ),
 ];
 

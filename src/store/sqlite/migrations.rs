@@ -6,7 +6,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 
 /// The migrations of `migrations/sqlite/`, embedded in the binary: (version, description, SQL).
 /// A new file there must be listed here too (a unit test compares the two).
-const MIGRATIONS: [(i64, &str, &str); 9] = [
+const MIGRATIONS: [(i64, &str, &str); 10] = [
     (
         1,
         "users",
@@ -51,6 +51,11 @@ const MIGRATIONS: [(i64, &str, &str); 9] = [
         9,
         "redirect tokens",
         include_str!("../../../migrations/sqlite/0009_redirect_tokens.sql"),
+    ),
+    (
+        10,
+        "replicas",
+        include_str!("../../../migrations/sqlite/0010_replicas.sql"),
     ),
 ];
 

@@ -63,6 +63,20 @@ impl Stack {
         Some(Self::start_in(database, kind, edits, |_| {}).await)
     }
 
+    /// [`Stack::start_on`] with the simulator tuned by `tune` (its rate limit, say).
+    pub async fn start_on_with(
+        backend: Backend,
+        kind: &str,
+        edits: &[(&str, &str)],
+        tune: impl FnOnce(&mut SimConfig),
+    ) -> Option<Stack> {
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(fresh_database().await?),
+        };
+        Some(Self::start_in(database, kind, edits, tune).await)
+    }
+
     async fn start_in(
         database: Option<TestDatabase>,
         kind: &str,
