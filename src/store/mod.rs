@@ -102,6 +102,7 @@ pub mod users;
 pub mod webhook_events;
 
 mod location;
+mod migrations;
 mod postgres;
 mod row;
 mod sqlite;

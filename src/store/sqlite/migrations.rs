@@ -1,12 +1,13 @@
 //! The SQLite migrations, embedded in the binary. The files' bytes must never change once
 //! released: sqlx checks each applied migration's checksum at start.
 
-use sqlx::SqlStr;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
+
+use crate::store::migrations::{Embedded, migrator};
 
 /// The migrations of `migrations/sqlite/`, embedded in the binary: (version, description, SQL).
 /// A new file there must be listed here too (a unit test compares the two).
-const MIGRATIONS: [(i64, &str, &str); 10] = [
+const MIGRATIONS: [Embedded; 10] = [
     (
         1,
         "users",
@@ -59,24 +60,9 @@ const MIGRATIONS: [(i64, &str, &str); 10] = [
     ),
 ];
 
-/// The migrator over [`MIGRATIONS`]; checksums are those `sqlx::migrate!` would compute, so
-/// databases migrated by earlier builds stay valid.
-pub(super) static MIGRATOR: std::sync::LazyLock<Migrator> = std::sync::LazyLock::new(|| {
-    Migrator::with_migrations(
-        MIGRATIONS
-            .iter()
-            .map(|&(version, description, sql)| {
-                Migration::new(
-                    version,
-                    description.into(),
-                    MigrationType::Simple,
-                    SqlStr::from_static(sql),
-                    false,
-                )
-            })
-            .collect(),
-    )
-});
+/// The migrator over [`MIGRATIONS`].
+pub(super) static MIGRATOR: std::sync::LazyLock<Migrator> =
+    std::sync::LazyLock::new(|| migrator(&MIGRATIONS));
 
 #[cfg(test)]
 mod migration_list {
@@ -84,28 +70,6 @@ mod migration_list {
 
     #[test]
     fn every_file_in_migrations_is_embedded_with_its_version_and_description() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("migrations")
-            .join("sqlite");
-        let mut files: Vec<(i64, String, String)> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
-            .map(|p| {
-                let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
-                let (version, name) = stem.split_once('_').unwrap();
-                (
-                    version.parse().unwrap(),
-                    name.replace('_', " "),
-                    std::fs::read_to_string(&p).unwrap(),
-                )
-            })
-            .collect();
-        files.sort();
-        let embedded: Vec<(i64, String, String)> = MIGRATIONS
-            .iter()
-            .map(|&(v, d, sql)| (v, d.to_owned(), sql.to_owned()))
-            .collect();
-        assert_eq!(embedded, files);
+        crate::store::migrations::assert_lists_every_file("sqlite", &MIGRATIONS);
     }
 }
