@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use sqlx::Row as _;
 
-use super::row::{AnyRow as _, Place, row, rows};
+use super::row::{AnyRow as _, Place, row, rows, value_of};
 use super::user_states::UserState;
 use super::{Dialect, Result, Store, StoreError, Stored, Ts, WriteTx, ts, ts_opt};
 use crate::domain::MailKind;
@@ -332,14 +332,7 @@ pub async fn due_users_not_pending(
             .await?;
         found
             .iter()
-            .map(|r| {
-                Place {
-                    row: r,
-                    table: "mails",
-                    key: "user_id",
-                }
-                .get("user_id")
-            })
+            .map(|r| value_of(r, "mails", "user_id", "user_id"))
             .collect()
     })
 }
@@ -511,14 +504,7 @@ pub async fn users_with_unsent(store: &Store) -> Result<HashSet<UserId>> {
                 .await?;
         found
             .iter()
-            .map(|r| {
-                Place {
-                    row: r,
-                    table: "mails",
-                    key: "user_id",
-                }
-                .get("user_id")
-            })
+            .map(|r| value_of(r, "mails", "user_id", "user_id"))
             .collect()
     })
 }

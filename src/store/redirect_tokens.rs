@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::row::Place;
+use super::row::value_of;
 use super::{Result, Store, ts};
 use crate::domain::{RedirectToken, UserId};
 
@@ -35,14 +35,7 @@ pub async fn user_of(store: &Store, token: &RedirectToken) -> Result<Option<User
             .await?;
         found
             .as_ref()
-            .map(|r| {
-                Place {
-                    row: r,
-                    table: "redirect_tokens",
-                    key: "user_id",
-                }
-                .get("user_id")
-            })
+            .map(|r| value_of(r, "redirect_tokens", "user_id", "user_id"))
             .transpose()
     })
 }

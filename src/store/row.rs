@@ -66,6 +66,21 @@ where
     }
 }
 
+/// The one column `column` of `row` (a row of `table` named by its `key` column in an error):
+/// what most single-value reads need, without spelling out a [`Place`].
+pub(super) fn value_of<'r, R: AnyRow, T>(
+    row: &'r R,
+    table: &'static str,
+    key: &'static str,
+    column: &'static str,
+) -> Result<T>
+where
+    &'static str: ColumnIndex<R>,
+    T: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Place { row, table, key }.get(column)
+}
+
 /// Decodes each row fetched; the first that does not decode fails the lot.
 pub(super) fn rows<T: FromRow, R: AnyRow>(rows: &[R]) -> Result<Vec<T>> {
     rows.iter().map(R::decode).collect()

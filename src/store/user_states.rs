@@ -7,7 +7,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row};
 
-use super::row::{AnyRow, Place, rows};
+use super::row::{AnyRow, Place, rows, value_of};
 use super::{Dialect, Result, Store, Stored, Ts, WriteTx, events, ts, ts_opt};
 use crate::domain::{InquiryId, ParseError, RawUser, ReferenceId, User, UserId};
 
@@ -516,14 +516,7 @@ pub async fn reference_of(store: &Store, user_id: &UserId) -> Result<Option<Refe
             .await?;
         found
             .as_ref()
-            .map(|r| {
-                Place {
-                    row: r,
-                    table: "user_states",
-                    key: "user_id",
-                }
-                .get("reference_id")
-            })
+            .map(|r| value_of(r, "user_states", "user_id", "reference_id"))
             .transpose()
     })
 }
@@ -582,14 +575,7 @@ pub async fn get_state(store: &Store, user_id: &UserId) -> Result<Option<UserSta
             .await?;
         found
             .as_ref()
-            .map(|r| {
-                Place {
-                    row: r,
-                    table: "user_states",
-                    key: "user_id",
-                }
-                .get("state")
-            })
+            .map(|r| value_of(r, "user_states", "user_id", "state"))
             .transpose()
     })
 }
@@ -602,14 +588,7 @@ pub async fn by_reference(store: &Store, reference_id: &ReferenceId) -> Result<O
             .await?;
         found
             .as_ref()
-            .map(|r| {
-                Place {
-                    row: r,
-                    table: "user_states",
-                    key: "user_id",
-                }
-                .get("user_id")
-            })
+            .map(|r| value_of(r, "user_states", "user_id", "user_id"))
             .transpose()
     })
 }
