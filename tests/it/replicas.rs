@@ -2,13 +2,11 @@
 //! them and no two runs of a job overlap, counted from `job_runs`.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::app::BIN;
-use crate::support::daemon::{free_port, wait_for_status};
-use crate::support::sim::API_KEY;
+use crate::support::daemon::wait_for_status;
+use crate::support::replica::Replica;
+use crate::support::runs::{job_runs_between, overlaps, runs_per_tick};
 use crate::support::stack::{Backend, Stack};
 
 /// Cron every two seconds for both jobs: several ticks in a short test.
@@ -18,109 +16,6 @@ const TICK_SECONDS: i64 = 2;
 const TAKEN_ELSEWHERE: &str = "another replica has this tick";
 /// What the Persona client logs (at debug) for each answer it got.
 const PERSONA_ANSWERED: &str = "Persona answered";
-
-/// One `inquiry-mailer run` on the stack's database, with a config of its own (its own
-/// listen port) and its own stderr file. Dropped, it is killed.
-pub struct Replica {
-    child: Child,
-    pub name: String,
-    log: PathBuf,
-}
-
-impl Replica {
-    pub fn start(stack: &Stack, name: &str) -> Replica {
-        Self::spawn(stack, name, &["run"])
-    }
-
-    /// The binary with `args` (e.g. `once --job provision`) on the stack's database.
-    pub fn spawn(stack: &Stack, name: &str, args: &[&str]) -> Replica {
-        let shipped = std::fs::read_to_string(&stack.app.config).expect("stack config");
-        let port = free_port();
-        let text = replace_line(
-            &shipped,
-            "listen = ",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        );
-        let config = stack.app.path().join(format!("config-{name}.toml"));
-        std::fs::write(&config, text).expect("write replica config");
-        let log = stack.app.path().join(format!("{name}.stderr"));
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .env("PERSONA_API_KEY", API_KEY)
-            // The scheduler's debug line tells a tick another replica took.
-            .env(
-                "RUST_LOG",
-                "info,inquiry_mailer::daemon::scheduler=debug,inquiry_mailer::persona=debug",
-            )
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("INQUIRY_MAILER_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("stderr file"))
-            .spawn()
-            .expect("spawn inquiry-mailer run");
-        Replica {
-            child,
-            name: name.to_owned(),
-            log,
-        }
-    }
-
-    pub fn pid(&self) -> i32 {
-        i32::try_from(self.child.id()).expect("pid fits")
-    }
-
-    pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// kill -9: no shutdown, leases left as they are.
-    pub fn kill(&mut self) {
-        // SAFETY: signals our own child by its pid.
-        unsafe { libc::kill(self.pid(), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    pub async fn stop(&mut self) -> std::process::ExitStatus {
-        // SAFETY: signals our own child by its pid.
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
-        for _ in 0..600 {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("{} did not stop; stderr:\n{}", self.name, self.stderr());
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `text` with the first line starting with `prefix` replaced by `line`.
-pub fn replace_line(text: &str, prefix: &str, line: &str) -> String {
-    let mut done = false;
-    let out: Vec<&str> = text
-        .lines()
-        .map(|l| {
-            if !done && l.starts_with(prefix) {
-                done = true;
-                line
-            } else {
-                l
-            }
-        })
-        .collect();
-    assert!(done, "config has no line starting with {prefix:?}");
-    out.join("\n") + "\n"
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_run_each_cron_tick_once_and_never_at_the_same_time() {
@@ -157,29 +52,14 @@ async fn two_replicas_run_each_cron_tick_once_and_never_at_the_same_time() {
         assert_eq!(status.code(), Some(0), "{} stderr:\n{}", r.name, r.stderr());
     }
 
-    let runs = stack
-        .text_rows(&format!(
-            "SELECT job, CAST(FLOOR(EXTRACT(EPOCH FROM started_at) / {TICK_SECONDS}) AS TEXT), \
-             CAST(EXTRACT(EPOCH FROM started_at) AS TEXT), CAST(EXTRACT(EPOCH FROM finished_at) AS TEXT) \
-             FROM job_runs WHERE started_at >= '{}' AND started_at < '{}' ORDER BY started_at",
-            from.to_rfc3339(),
-            until.to_rfc3339()
-        ))
-        .await;
+    let runs = job_runs_between(&stack, from, until).await;
+    let unfinished: Vec<_> = runs.iter().filter(|r| r.finished.is_none()).collect();
+    assert!(unfinished.is_empty(), "runs never finished: {unfinished:?}");
     for job in ["provision", "refresh"] {
-        let of_job: Vec<&Vec<Option<String>>> = runs
-            .iter()
-            .filter(|r| r[0].as_deref() == Some(job))
-            .collect();
-        let mut per_tick = std::collections::BTreeMap::<i64, usize>::new();
-        for r in &of_job {
-            *per_tick
-                .entry(r[1].as_deref().unwrap().parse().unwrap())
-                .or_default() += 1;
-        }
+        let per_tick = runs_per_tick(&runs, job, TICK_SECONDS);
         eprintln!(
             "{job}: {} runs over {ticks} ticks: {per_tick:?}",
-            of_job.len()
+            per_tick.values().sum::<usize>()
         );
         assert_eq!(
             per_tick.len(),
@@ -190,18 +70,10 @@ async fn two_replicas_run_each_cron_tick_once_and_never_at_the_same_time() {
             per_tick.values().all(|n| *n == 1),
             "{job}: each tick ran once, not on both replicas: {per_tick:?}"
         );
-        // Never overlapping: each run finished before the next one started.
-        let spans: Vec<(f64, f64)> = of_job
-            .iter()
-            .map(|r| {
-                let at = |i: usize| r[i].as_deref().expect("finished").parse::<f64>().unwrap();
-                (at(2), at(3))
-            })
-            .collect();
-        for pair in spans.windows(2) {
-            assert!(pair[0].1 <= pair[1].0, "{job}: runs overlap: {spans:?}");
-        }
     }
+    // Never overlapping: each run finished before the next one of its job started.
+    let overlapping = overlaps(&runs);
+    assert!(overlapping.is_empty(), "runs overlap: {overlapping:?}");
     // Both replicas were there to contend: each tick's loser logged the winner's claim.
     let lost: usize = [&a, &b]
         .iter()

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::replicas::Replica;
+use crate::support::replica::Replica;
+use crate::support::runs::{job_runs, overlaps};
 use crate::support::stack::{Backend, Stack};
 
 const USERS: usize = 150;
@@ -111,34 +112,13 @@ async fn three_replicas_killed_at_random_lose_and_duplicate_nothing() {
 
     // No two runs of one job overlapped, across all replicas (unfinished runs are a killed
     // replica's: they end at the kill, which the next run of the job started after).
-    let runs = stack
-        .text_rows(
-            "SELECT job, CAST(EXTRACT(EPOCH FROM started_at) AS TEXT), \
-             CAST(EXTRACT(EPOCH FROM finished_at) AS TEXT) FROM job_runs ORDER BY job, started_at",
-        )
-        .await;
+    let runs = job_runs(&stack).await;
     let mut counted: HashMap<String, usize> = HashMap::new();
     for r in &runs {
-        *counted.entry(r[0].clone().unwrap()).or_default() += 1;
+        *counted.entry(r.job.clone()).or_default() += 1;
     }
-    let mut overlaps = Vec::new();
-    for pair in runs.windows(2) {
-        let (a, b) = (&pair[0], &pair[1]);
-        if a[0] != b[0] {
-            continue;
-        }
-        let Some(a_end) = a[2].as_deref() else {
-            continue;
-        };
-        let (a_end, b_start): (f64, f64) = (
-            a_end.parse().unwrap(),
-            b[1].as_deref().unwrap().parse().unwrap(),
-        );
-        if a_end > b_start {
-            overlaps.push((a.clone(), b.clone()));
-        }
-    }
-    assert!(overlaps.is_empty(), "runs overlapped: {overlaps:?}");
+    let overlapping = overlaps(&runs);
+    assert!(overlapping.is_empty(), "runs overlapped: {overlapping:?}");
 
     // Persona's rate: no 429, no minute over the budget.
     let log = stack.sim.requests();

@@ -10,6 +10,8 @@ pub mod postgres;
 pub mod redirect;
 pub mod refresh;
 pub mod relay;
+pub mod replica;
+pub mod runs;
 pub mod safety;
 pub mod sim;
 pub mod smtp;
