@@ -46,18 +46,59 @@ pub async fn add(store: &Store, user: &RawUser) -> Result<()> {
     .fetch_optional(c)
     .await?);
     if exists.is_some() {
-        return Err(StoreError::Exists {
-            table: "user",
-            key: user.id.clone(),
-        });
+        return Err(exists_error(&user.id));
     }
-    insert(&mut tx, user).await?;
+    if let Err(refused) = insert(&mut tx, user).await? {
+        // Dropped, the aborted transaction is rolled back; the id is looked up after it.
+        drop(tx);
+        return Err(refused.outcome(store).await);
+    }
     tx.commit().await?;
     Ok(())
 }
 
-async fn insert(tx: &mut WriteTx, user: &RawUser) -> Result<()> {
-    on_tx!(tx, |c| sqlx::query(
+/// What `add` of an id that is there already returns.
+fn exists_error(id: &str) -> StoreError {
+    StoreError::Exists {
+        table: "user",
+        key: id.to_owned(),
+    }
+}
+
+/// An insert the database refused as a unique violation. On PostgreSQL (READ COMMITTED) two
+/// writers can both find an id missing and both insert it: the second insert waits for the
+/// first writer's commit, then fails with SQLSTATE 23505 and aborts its transaction. SQLite's
+/// writers hold the write lock from `BEGIN IMMEDIATE`, so there the check before the insert
+/// always sees the other writer's row.
+#[derive(Debug)]
+struct Refused {
+    id: String,
+    error: sqlx::Error,
+}
+
+impl Refused {
+    /// Whether the refused id is there now, outside the aborted transaction. The violation may
+    /// also be of another unique key an application put on its own `users` table: then the id
+    /// is still missing and the driver's error stands.
+    async fn id_exists(&self, store: &Store) -> Result<bool> {
+        Ok(get(store, &self.id).await?.is_some())
+    }
+
+    /// What `add` reports: [`StoreError::Exists`] when the race was over this id, as when the
+    /// check before the insert finds it.
+    async fn outcome(self, store: &Store) -> StoreError {
+        match self.id_exists(store).await {
+            Ok(true) => exists_error(&self.id),
+            Ok(false) => self.error.into(),
+            Err(e) => e,
+        }
+    }
+}
+
+/// Inserts one row; `Ok(Err(_))` when the database refused it as a duplicate key (read through
+/// sqlx's `DatabaseError::is_unique_violation`), which the callers resolve as [`Refused`] says.
+async fn insert(tx: &mut WriteTx, user: &RawUser) -> Result<Result<(), Refused>> {
+    let done = on_tx!(tx, |c| sqlx::query(
         "INSERT INTO users (id, email, name_first, name_last, birthdate, phone_number, locale) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -69,14 +110,41 @@ async fn insert(tx: &mut WriteTx, user: &RawUser) -> Result<()> {
     .bind(&user.phone_number)
     .bind(&user.locale)
     .execute(c)
-    .await?
-    .rows_affected());
-    Ok(())
+    .await
+    .map(drop));
+    match done {
+        Ok(_) => Ok(Ok(())),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(Err(Refused {
+            id: user.id.clone(),
+            error: sqlx::Error::Database(e),
+        })),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Writes many rows in one transaction: new ids are added, changed rows updated, identical rows
-/// left alone (so importing the same file twice changes nothing).
+/// left alone (so importing the same file twice changes nothing). A row another writer added
+/// meanwhile is written as if it had been there from the start: the transaction is begun again,
+/// and reads it this time.
 pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written>> {
+    // Each retry follows an id of `users` that another writer committed during the attempt
+    // before, so the ids left to race shrink with each one: no more retries than rows (unless
+    // rows are deleted meanwhile, which the daemon never does).
+    let mut retries = 0;
+    loop {
+        match upsert_once(store, users).await? {
+            Ok(written) => return Ok(written),
+            Err(refused) if retries < users.len() && refused.id_exists(store).await? => {
+                retries += 1;
+            }
+            Err(refused) => return Err(refused.error.into()),
+        }
+    }
+}
+
+/// One attempt at [`upsert_many`]; `Ok(Err(_))` when an insert lost a race (the transaction is
+/// rolled back then).
+async fn upsert_once(store: &Store, users: &[RawUser]) -> Result<Result<Vec<Written>, Refused>> {
     let mut tx = store.begin_write().await?;
     let mut out = Vec::with_capacity(users.len());
     for user in users {
@@ -87,7 +155,9 @@ pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written
             .map(|r| raw_from_row(&r)));
         let written = match existing {
             None => {
-                insert(&mut tx, user).await?;
+                if let Err(refused) = insert(&mut tx, user).await? {
+                    return Ok(Err(refused));
+                }
                 Written::Added
             }
             Some(old) if old == *user => Written::Unchanged,
@@ -112,7 +182,7 @@ pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written
         out.push(written);
     }
     tx.commit().await?;
-    Ok(out)
+    Ok(Ok(out))
 }
 
 /// The rows of `ids` that exist, in one statement whatever their number: the ids travel as

@@ -31,6 +31,7 @@ mod persona_client;
 mod postgres_schema;
 mod preview_sends_nothing;
 mod provisioning;
+mod racing_imports_on_postgres;
 mod redirect_in_a_browser;
 mod redirect_links;
 mod refresh;
