@@ -17,7 +17,7 @@ use super::new_users::NewUserSignal;
 use super::notify::Notifier;
 use crate::clock::format_ts;
 use crate::jobs::{JobContext, provision, refresh};
-use crate::store::coordination::{self, Fire};
+use crate::store::coordination::{self, Fence, Fire};
 use crate::store::{job_runs, user_states};
 
 /// How long a run holds its job across replicas without renewing: a killed replica's job is
@@ -28,6 +28,12 @@ const JOB_LEASE: Duration = Duration::from_secs(30);
 const JOB_RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How often a run that must not be dropped asks again while another replica runs the job.
 const BUSY_RETRY: Duration = Duration::from_secs(1);
+/// How long a run goes on acting after its last good renewal: well inside [`JOB_LEASE`], so a
+/// run cut off from the database (or stalled) has stopped before its lease lapses and another
+/// replica may take the job, even with replicas' clocks this far apart.
+const ACT_FOR: Duration = Duration::from_secs(20);
+/// How soon a renewal that failed (database trouble) is tried again.
+const RENEW_RETRY: Duration = Duration::from_secs(1);
 
 /// The daemon's two jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,27 +84,47 @@ fn skipped_overlap(kind: JobKind, why: &'static str) -> RunOutcome {
     RunOutcome::SkippedOverlap
 }
 
-/// Renews this process's hold on `kind` every [`JOB_RENEW_EVERY`] until aborted. A renewal
-/// that finds the job taken means this run outlived its lease (a stall longer than
-/// [`JOB_LEASE`]); it is logged, and the user leases still keep the two runs apart.
-fn renew_while_running(store: crate::store::Store, kind: JobKind) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(JOB_RENEW_EVERY).await;
-            let until = chrono::Utc::now() + JOB_LEASE;
-            match coordination::renew(&store, kind.as_str(), user_states::lease_owner(), until)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::error!(job = kind.as_str(), "job lease lost to another replica")
-                }
-                Err(e) => {
-                    tracing::warn!(job = kind.as_str(), error = %e, "cannot renew the job lease")
-                }
+/// Keeps `fence`'s hold on its job: renews it every [`JOB_RENEW_EVERY`] (every
+/// [`RENEW_RETRY`] after a failed renewal) and returns when the hold is lost, which ends the
+/// run: another run took the job, or no renewal succeeded within [`ACT_FOR`] (a stall, or the
+/// database out of reach).
+async fn hold(store: crate::store::Store, fence: Arc<Fence>) {
+    let job = fence.job().to_owned();
+    let mut wait = JOB_RENEW_EVERY;
+    loop {
+        let deadline = tokio::time::Instant::from_std(fence.deadline());
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(deadline) => break,
+        }
+        let sent = std::time::Instant::now();
+        let until = chrono::Utc::now() + JOB_LEASE;
+        let renewed = tokio::select! {
+            r = coordination::renew(&store, &fence, until) => r,
+            _ = tokio::time::sleep_until(deadline) => break,
+        };
+        match renewed {
+            Ok(true) => {
+                fence.renewed(sent);
+                wait = JOB_RENEW_EVERY;
+            }
+            Ok(false) => {
+                fence.lose();
+                tracing::error!(job, "another replica took the job: this run stops");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(job, error = %e, "cannot renew the job's hold; trying again");
+                wait = RENEW_RETRY;
             }
         }
-    })
+    }
+    fence.lose();
+    tracing::error!(
+        job,
+        "the job's hold was not renewed for {} s: this run stops before another replica may take the job",
+        ACT_FOR.as_secs()
+    );
 }
 
 impl Runner {
@@ -130,8 +156,8 @@ impl Runner {
             return skipped_overlap(kind, "previous run still going; this one is skipped");
         };
         match self.claim(kind, fire).await {
-            Ok(true) => self.run_holding(kind, held).await,
-            Ok(false) => match fire {
+            Ok(Some(fence)) => self.run_holding(kind, held, fence).await,
+            Ok(None) => match fire {
                 Fire::Tick(_) => {
                     tracing::debug!(job = kind.as_str(), "another replica has this tick");
                     RunOutcome::SkippedElsewhere
@@ -154,8 +180,8 @@ impl Runner {
         loop {
             let held = self.guard(kind).lock().await;
             match self.claim(kind, Fire::Unscheduled).await {
-                Ok(true) => return self.run_holding(kind, held).await,
-                Ok(false) => {}
+                Ok(Some(fence)) => return self.run_holding(kind, held, fence).await,
+                Ok(None) => {}
                 Err(e) => {
                     tracing::warn!(job = kind.as_str(), error = %e, "cannot claim the job run; trying again")
                 }
@@ -169,15 +195,17 @@ impl Runner {
         }
     }
 
-    /// Takes `kind` in `job_fires` for this process (see [`coordination::claim`]).
-    async fn claim(&self, kind: JobKind, fire: Fire) -> crate::store::Result<bool> {
+    /// Takes `kind` in `job_fires` for this process (see [`coordination::claim`]): the hold
+    /// the run will have, or `None` when the job or the tick is not to be had.
+    async fn claim(&self, kind: JobKind, fire: Fire) -> crate::store::Result<Option<Arc<Fence>>> {
         let ctx = self.context.read().await.clone();
         if ctx.stop.is_cancelled() {
-            return Ok(false);
+            return Ok(None);
         }
+        let sent = std::time::Instant::now();
         // The wall clock, as the cron schedule's: the lease is compared across replicas.
         let now = chrono::Utc::now();
-        coordination::claim(
+        let term = coordination::claim(
             &ctx.store,
             kind.as_str(),
             fire,
@@ -185,47 +213,71 @@ impl Runner {
             now,
             now + JOB_LEASE,
         )
-        .await
+        .await?;
+        Ok(term.map(|term| Arc::new(Fence::new(kind.as_str(), term, ACT_FOR, sent))))
     }
 
-    /// Runs `kind` with this process's guard and the job's claim held; renews the claim while
-    /// the run goes on and gives it back at the end.
-    async fn run_holding(&self, kind: JobKind, held: MutexGuard<'_, ()>) -> RunOutcome {
+    /// Runs `kind` with this process's guard and the job's claim held: every write of the run
+    /// goes through the fence, the hold is renewed while the run goes on, a lost hold ends the
+    /// run where it is, and the claim is given back at the end.
+    async fn run_holding(
+        &self,
+        kind: JobKind,
+        held: MutexGuard<'_, ()>,
+        fence: Arc<Fence>,
+    ) -> RunOutcome {
         let ctx = self.context.read().await.clone();
-        let heartbeat = renew_while_running(ctx.store.clone(), kind);
-        let outcome = self.run_guarded(kind, held, &ctx).await;
-        heartbeat.abort();
-        if let Err(e) =
-            coordination::release(&ctx.store, kind.as_str(), user_states::lease_owner()).await
-        {
+        let fenced = JobContext {
+            store: ctx.store.fenced(fence.clone()),
+            ..(*ctx).clone()
+        };
+        let holding = tokio::spawn(hold(ctx.store.clone(), fence.clone()));
+        let outcome = self.run_guarded(kind, held, &ctx, &fenced, holding).await;
+        if let Err(e) = coordination::release(&ctx.store, &fence).await {
             tracing::warn!(job = kind.as_str(), error = %e, "job kept until its lease lapses");
         }
         outcome
     }
 
+    /// Runs the job on `fenced` (the run's context, its writes fenced) until it ends or
+    /// `holding` ends (the hold is lost); `ctx` records the run's end, which is this process's
+    /// own bookkeeping and is written however the run ended.
     async fn run_guarded(
         &self,
         kind: JobKind,
         _held: MutexGuard<'_, ()>,
         ctx: &JobContext,
+        fenced: &JobContext,
+        mut holding: tokio::task::JoinHandle<()>,
     ) -> RunOutcome {
         if ctx.stop.is_cancelled() {
+            holding.abort();
             return RunOutcome::Stopping;
         }
         let started = ctx.clock.now();
-        let run_id = match job_runs::record_start(&ctx.store, kind.as_str(), started).await {
+        let run_id = match job_runs::record_start(&fenced.store, kind.as_str(), started).await {
             Ok(id) => id,
             Err(e) => {
+                holding.abort();
                 tracing::error!(job = kind.as_str(), error = %e, "cannot record the job run");
                 return RunOutcome::Failed(e.to_string());
             }
         };
         self.notifier.status(&format!("{}: running", kind.as_str()));
         let clock = Instant::now();
-        let result = match kind {
-            JobKind::Provision => provision::run(ctx).await.map(|r| r.to_string()),
-            JobKind::Refresh => refresh::run(ctx).await.map(|r| r.to_string()),
+        let job = async {
+            match kind {
+                JobKind::Provision => provision::run(fenced).await.map(|r| r.to_string()),
+                JobKind::Refresh => refresh::run(fenced).await.map(|r| r.to_string()),
+            }
         };
+        // A lost hold drops the run where it is, its users' tasks with it: what it left
+        // half-done is what a crash leaves, and the next holder picks it up.
+        let result = tokio::select! {
+            r = job => r.map_err(|e| e.to_string()),
+            _ = &mut holding => Err(crate::store::StoreError::Fenced { job: kind.as_str().to_owned() }.to_string()),
+        };
+        holding.abort();
         let secs = clock.elapsed().as_secs_f64();
         metrics::histogram!("job_duration_seconds", "job" => kind.as_str()).record(secs);
         let (outcome, detail, ret) = match result {
@@ -235,7 +287,7 @@ impl Runner {
             }
             Err(e) => {
                 tracing::error!(job = kind.as_str(), error = %e, "job run failed");
-                ("failed", e.to_string(), RunOutcome::Failed(e.to_string()))
+                ("failed", e.clone(), RunOutcome::Failed(e))
             }
         };
         metrics::counter!("job_runs_total", "job" => kind.as_str(), "outcome" => outcome)

@@ -6,11 +6,12 @@
 //! at once when its pid is gone, as `user_states::release_orphaned` does for users.
 //! On PostgreSQL the replicas also share one Persona request budget (`persona_budget`).
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{Dialect, Result, Store, ts, ts_opt};
+use super::{Dialect, Result, Store, StoreError, WriteTx, ts, ts_opt};
 
 /// What a claim is for: a cron tick (taken once across replicas) or a run the replica decided
 /// itself (start-up, new users), which only needs the job to be free.
@@ -21,8 +22,9 @@ pub enum Fire {
 }
 
 /// Takes `job` for `owner` until `lease_until` when no other run holds it (its lease ended
-/// before `now`) and, for a tick, when no replica has taken this tick or a later one yet.
-/// One statement: of two replicas claiming the same tick, exactly one gets `true`.
+/// before `now`) and, for a tick, when no replica has taken this tick or a later one yet: the
+/// new claim's term, or `None`. One statement: of two replicas claiming the same tick, exactly
+/// one gets a term.
 pub async fn claim(
     store: &Store,
     job: &str,
@@ -30,15 +32,20 @@ pub async fn claim(
     owner: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
-) -> Result<bool> {
-    if claim_once(store, job, fire, owner, now, lease_until).await? {
-        return Ok(true);
+) -> Result<Option<Term>> {
+    if let Some(term) = claim_once(store, job, fire, owner, now, lease_until).await? {
+        return Ok(Some(term));
     }
     if store.dialect() == Dialect::Sqlite && free_if_owner_died(store, job).await? {
         return claim_once(store, job, fire, owner, now, lease_until).await;
     }
-    Ok(false)
+    Ok(None)
 }
+
+/// One claim of a job: the claims of all replicas are numbered in the order they were taken,
+/// so a later claim's term is always greater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Term(i64);
 
 async fn claim_once(
     store: &Store,
@@ -47,31 +54,31 @@ async fn claim_once(
     owner: &str,
     now: DateTime<Utc>,
     lease_until: DateTime<Utc>,
-) -> Result<bool> {
+) -> Result<Option<Term>> {
     // The conflict arm re-reads the row under its lock, so two concurrent claims are ordered:
     // the second sees the first's fire_at and lease_until and updates nothing.
     let sql = match fire {
         Fire::Tick(_) => {
-            "INSERT INTO job_fires (job, fire_at, owner, lease_until) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO job_fires (job, fire_at, owner, lease_until, term) VALUES ($1, $2, $3, $4, 1) \
              ON CONFLICT (job) DO UPDATE SET fire_at = excluded.fire_at, owner = excluded.owner, \
-             lease_until = excluded.lease_until \
+             lease_until = excluded.lease_until, term = job_fires.term + 1 \
              WHERE (job_fires.fire_at IS NULL OR job_fires.fire_at < excluded.fire_at) \
              AND (job_fires.lease_until IS NULL OR job_fires.lease_until < $5) \
-             RETURNING job"
+             RETURNING term"
         }
         Fire::Unscheduled => {
-            "INSERT INTO job_fires (job, fire_at, owner, lease_until) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO job_fires (job, fire_at, owner, lease_until, term) VALUES ($1, $2, $3, $4, 1) \
              ON CONFLICT (job) DO UPDATE SET owner = excluded.owner, \
-             lease_until = excluded.lease_until \
+             lease_until = excluded.lease_until, term = job_fires.term + 1 \
              WHERE job_fires.lease_until IS NULL OR job_fires.lease_until < $5 \
-             RETURNING job"
+             RETURNING term"
         }
     };
     let tick = match fire {
         Fire::Tick(t) => ts_opt(Some(t)),
         Fire::Unscheduled => ts_opt(None),
     };
-    let won: Option<String> = on_write!(store, |c| sqlx::query_scalar(sql)
+    let term: Option<i64> = on_write!(store, |c| sqlx::query_scalar(sql)
         .bind(job)
         .bind(tick)
         .bind(owner)
@@ -79,41 +86,125 @@ async fn claim_once(
         .bind(ts(now))
         .fetch_optional(c)
         .await?);
-    Ok(won.is_some())
+    Ok(term.map(Term))
 }
 
-/// Extends `owner`'s hold on `job`; `false` when it is no longer theirs (their lease lapsed and
-/// another replica took the job).
-pub async fn renew(
-    store: &Store,
-    job: &str,
-    owner: &str,
-    lease_until: DateTime<Utc>,
-) -> Result<bool> {
+/// Extends the hold of `fence`'s claim on its job; `false` when the claim is no longer the
+/// job's (its lease lapsed and another run took the job).
+pub async fn renew(store: &Store, fence: &Fence, lease_until: DateTime<Utc>) -> Result<bool> {
     let changed = on_write!(store, |c| {
         sqlx::query(
-        "UPDATE job_fires SET lease_until = $1 WHERE job = $2 AND owner = $3 AND lease_until IS NOT NULL"
-    )
-    .bind(ts(lease_until))
-    .bind(job)
-    .bind(owner)
-    .execute(c)
-    .await?
-    .rows_affected()
+            "UPDATE job_fires SET lease_until = $1 \
+             WHERE job = $2 AND term = $3 AND lease_until IS NOT NULL",
+        )
+        .bind(ts(lease_until))
+        .bind(&fence.job)
+        .bind(fence.term.0)
+        .execute(c)
+        .await?
+        .rows_affected()
     });
     Ok(changed == 1)
 }
 
-/// Ends `owner`'s hold on `job` (the run is over), so the next tick anywhere may take it.
-pub async fn release(store: &Store, job: &str, owner: &str) -> Result<()> {
+/// Ends `fence`'s claim (the run is over), so the next tick anywhere may take the job; a
+/// claim another run has replaced is left alone.
+pub async fn release(store: &Store, fence: &Fence) -> Result<()> {
     on_write!(store, |c| sqlx::query(
-        "UPDATE job_fires SET lease_until = NULL WHERE job = $1 AND owner = $2"
+        "UPDATE job_fires SET lease_until = NULL WHERE job = $1 AND term = $2"
     )
-    .bind(job)
-    .bind(owner)
+    .bind(&fence.job)
+    .bind(fence.term.0)
     .execute(c)
     .await?
     .rows_affected());
+    Ok(())
+}
+
+/// A run's hold on its job, checked by every write the run makes (see [`Store::fenced`]):
+/// the write commits only while the claim's [`Term`] is still the job's, and only while the
+/// hold was renewed within `act_for`, so a run that stalled or lost the database stops acting
+/// before its lease lapses and another run may take the job.
+#[derive(Debug)]
+pub struct Fence {
+    job: String,
+    term: Term,
+    act_for: Duration,
+    renewed: std::sync::Mutex<Instant>,
+    lost: AtomicBool,
+}
+
+impl Fence {
+    /// The hold of the claim `term` on `job`, taken at `claimed` (when the claim was sent).
+    pub fn new(job: &str, term: Term, act_for: Duration, claimed: Instant) -> Fence {
+        Fence {
+            job: job.to_owned(),
+            term,
+            act_for,
+            renewed: std::sync::Mutex::new(claimed),
+            lost: AtomicBool::new(false),
+        }
+    }
+
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// A renewal sent at `sent` succeeded: the run may act until `sent + act_for`.
+    pub fn renewed(&self, sent: Instant) {
+        let mut at = self.renewed.lock().unwrap_or_else(|p| p.into_inner());
+        *at = (*at).max(sent);
+    }
+
+    /// Until when the run may act, unless a renewal comes first.
+    pub fn deadline(&self) -> Instant {
+        *self.renewed.lock().unwrap_or_else(|p| p.into_inner()) + self.act_for
+    }
+
+    /// From now on every write of the run is refused.
+    pub fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the run may no longer act: its claim was replaced, or not renewed in time.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst) || Instant::now() >= self.deadline()
+    }
+
+    fn refused(&self) -> StoreError {
+        StoreError::Fenced {
+            job: self.job.clone(),
+        }
+    }
+}
+
+/// Checks at the start of `tx` that `fence` may still act and its term is still its job's.
+/// PostgreSQL reads the row `FOR SHARE`: a claim that would replace the term waits until `tx`
+/// has ended, so no write of an older term commits after a newer claim. SQLite's write
+/// transaction holds the database's one write lock, which orders claims the same way.
+pub(super) async fn check_fence(tx: &mut WriteTx, fence: &Fence) -> Result<()> {
+    if fence.is_lost() {
+        return Err(fence.refused());
+    }
+    let term: Option<i64> = on_tx!(
+        tx,
+        sqlite | c | sqlx::query_scalar("SELECT term FROM job_fires WHERE job = $1")
+            .bind(&fence.job)
+            .fetch_optional(c)
+            .await?,
+        postgres | c | sqlx::query_scalar("SELECT term FROM job_fires WHERE job = $1 FOR SHARE")
+            .bind(&fence.job)
+            .fetch_optional(c)
+            .await?
+    );
+    if term != Some(fence.term.0) {
+        fence.lose();
+        return Err(fence.refused());
+    }
     Ok(())
 }
 
@@ -133,7 +224,14 @@ async fn free_if_owner_died(store: &Store, job: &str) -> Result<bool> {
     if owner == super::user_states::lease_owner() || !pid.is_some_and(|p| p > 0 && !alive(p)) {
         return Ok(false);
     }
-    release(store, job, &owner).await?;
+    on_write!(store, |c| sqlx::query(
+        "UPDATE job_fires SET lease_until = NULL WHERE job = $1 AND owner = $2"
+    )
+    .bind(job)
+    .bind(&owner)
+    .execute(c)
+    .await?
+    .rows_affected());
     Ok(true)
 }
 

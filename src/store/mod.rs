@@ -54,17 +54,26 @@ macro_rules! on_read {
     };
 }
 
-/// The dispatch point for a single write that needs no transaction of the caller's.
+/// The dispatch point for a single write that needs no transaction of the caller's. On a
+/// [fenced](Store::fenced) store the statement runs in a transaction of its own that checks
+/// the fence first, like every other write of the run.
 macro_rules! on_write {
     ($store:expr, |$c:ident| $body:expr) => {
-        match &$store.backend {
-            $crate::store::Backend::Sqlite(db) => {
-                let $c = db.writer();
-                $body
-            }
-            $crate::store::Backend::Postgres(db) => {
-                let $c = db.pool();
-                $body
+        if $store.fence.is_some() {
+            let mut tx = $store.begin_write().await?;
+            let out = on_tx!(tx, |$c| $body);
+            tx.commit().await?;
+            out
+        } else {
+            match &$store.backend {
+                $crate::store::Backend::Sqlite(db) => {
+                    let $c = db.writer();
+                    $body
+                }
+                $crate::store::Backend::Postgres(db) => {
+                    let $c = db.pool();
+                    $body
+                }
             }
         }
     };
@@ -144,6 +153,10 @@ pub enum StoreError {
     /// An insert refused because the row exists already (e.g. `users add` of a known id).
     #[error("{table} {key} already exists")]
     Exists { table: &'static str, key: String },
+    /// A write of a run that no longer holds its job (see [`coordination::Fence`]): another
+    /// run took the job, or this one could not renew its hold in time. Nothing was written.
+    #[error("job {job}: this run lost its hold on the job (taken by another run, or not renewed in time); it stops")]
+    Fenced { job: String },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -215,6 +228,8 @@ impl StoreOptions {
 #[derive(Debug, Clone)]
 pub struct Store {
     backend: Backend,
+    /// Set on a run's own clone: every write checks the run still holds its job.
+    fence: Option<std::sync::Arc<coordination::Fence>>,
 }
 
 /// The backends the store runs on; the `on_*` macros are where each gets its arm.
@@ -250,7 +265,21 @@ impl Store {
             Location::Sqlite(path) => Backend::Sqlite(sqlite::Db::open(path, opts).await?),
             Location::Postgres(url) => Backend::Postgres(postgres::Db::open(url, opts).await?),
         };
-        Ok(Store { backend })
+        Ok(Store {
+            backend,
+            fence: None,
+        })
+    }
+
+    /// This store for a run that holds its job by `fence`: every write through it (a
+    /// transaction or a single statement) first checks, in the same transaction, that the run
+    /// still holds the job, and is refused with [`StoreError::Fenced`] otherwise. Reads are as
+    /// before. The pools are shared with `self`.
+    pub fn fenced(&self, fence: std::sync::Arc<coordination::Fence>) -> Store {
+        Store {
+            backend: self.backend.clone(),
+            fence: Some(fence),
+        }
     }
 
     /// Where the database is (a PostgreSQL URL never holds a password).
@@ -329,7 +358,11 @@ impl Store {
             Backend::Sqlite(db) => TxInner::Sqlite(db.begin_write().await?),
             Backend::Postgres(db) => TxInner::Postgres(db.begin_write().await?),
         };
-        Ok(WriteTx { inner })
+        let mut tx = WriteTx { inner };
+        if let Some(fence) = &self.fence {
+            coordination::check_fence(&mut tx, fence).await?;
+        }
+        Ok(tx)
     }
 
     /// Whether the database answers a trivial query (for `/healthz`).

@@ -1,5 +1,9 @@
 //! The one integration-test binary: each file is a behaviour, `support` holds the set-up.
 
+// First: the macro the behaviour files below use.
+#[macro_use]
+mod on_both;
+
 mod bad_rows_are_skipped;
 mod broken_templates;
 mod check_reports_each_part;
@@ -12,6 +16,7 @@ mod demo;
 mod fault_tolerance;
 mod incremental_sync;
 mod inquiry_search;
+mod job_fencing;
 mod job_overlap;
 mod lifecycle_adoption;
 mod lifecycle_crash_mid_replace;

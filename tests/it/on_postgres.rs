@@ -38,25 +38,6 @@ use crate::webhooks::{SECRET, event_at, history, inquiry_of, result_of};
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// `mod $name { sqlite, postgres }`: the async body `$body(Backend)` once per backend.
-macro_rules! on_both {
-    ($name:ident) => {
-        mod $name {
-            use crate::support::stack::Backend;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(Backend::Sqlite).await
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(Backend::Postgres).await
-            }
-        }
-    };
-}
-
 /// The stack on `backend`, or `None` when PostgreSQL is not installed (the test skips; with
 /// `CI=true` it fails instead).
 async fn stack_on(backend: Backend, edits: &[(&str, &str)]) -> Option<Stack> {
@@ -493,7 +474,7 @@ async fn reminders_go_once_at_each_time_of_the_cadence_and_never_to_a_finished_u
 
 /// The store opened straight on `backend` (a file in `dir`, or a fresh PostgreSQL database),
 /// migrated; `None` when PostgreSQL is not installed.
-async fn bare_store(backend: Backend, dir: &std::path::Path) -> Option<Store> {
+pub async fn bare_store(backend: Backend, dir: &std::path::Path) -> Option<Store> {
     let options = match backend {
         Backend::Sqlite => StoreOptions::new(dir.join("store.db")),
         Backend::Postgres => {

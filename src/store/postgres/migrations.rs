@@ -7,7 +7,7 @@ use crate::store::migrations::{Embedded, migrator};
 
 /// The migrations of `migrations/postgres/`: (version, description, SQL). A new file there
 /// must be listed here too (a unit test compares the two).
-const MIGRATIONS: [Embedded; 3] = [
+const MIGRATIONS: [Embedded; 4] = [
     (
         1,
         "schema",
@@ -22,6 +22,11 @@ const MIGRATIONS: [Embedded; 3] = [
         3,
         "replicas",
         include_str!("../../../migrations/postgres/0003_replicas.sql"),
+    ),
+    (
+        4,
+        "job terms",
+        include_str!("../../../migrations/postgres/0004_job_terms.sql"),
     ),
 ];
 

@@ -7,7 +7,7 @@ use crate::store::migrations::{Embedded, migrator};
 
 /// The migrations of `migrations/sqlite/`, embedded in the binary: (version, description, SQL).
 /// A new file there must be listed here too (a unit test compares the two).
-const MIGRATIONS: [Embedded; 10] = [
+const MIGRATIONS: [Embedded; 11] = [
     (
         1,
         "users",
@@ -57,6 +57,11 @@ const MIGRATIONS: [Embedded; 10] = [
         10,
         "replicas",
         include_str!("../../../migrations/sqlite/0010_replicas.sql"),
+    ),
+    (
+        11,
+        "job terms",
+        include_str!("../../../migrations/sqlite/0011_job_terms.sql"),
     ),
 ];
 
