@@ -192,14 +192,18 @@ pub(super) async fn check_fence(tx: &mut WriteTx, fence: &Fence) -> Result<()> {
     }
     let term: Option<i64> = on_tx!(
         tx,
-        sqlite | c | sqlx::query_scalar("SELECT term FROM job_fires WHERE job = $1")
-            .bind(&fence.job)
-            .fetch_optional(c)
-            .await?,
-        postgres | c | sqlx::query_scalar("SELECT term FROM job_fires WHERE job = $1 FOR SHARE")
-            .bind(&fence.job)
-            .fetch_optional(c)
-            .await?
+        sqlite
+            | c
+            | sqlx::query_scalar("SELECT term FROM job_fires WHERE job = $1")
+                .bind(&fence.job)
+                .fetch_optional(c)
+                .await?,
+        postgres
+            | c
+            | sqlx::query_scalar("SELECT term FROM job_fires WHERE job = $1 FOR SHARE")
+                .bind(&fence.job)
+                .fetch_optional(c)
+                .await?
     );
     if term != Some(fence.term.0) {
         fence.lose();

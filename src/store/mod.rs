@@ -155,7 +155,9 @@ pub enum StoreError {
     Exists { table: &'static str, key: String },
     /// A write of a run that no longer holds its job (see [`coordination::Fence`]): another
     /// run took the job, or this one could not renew its hold in time. Nothing was written.
-    #[error("job {job}: this run lost its hold on the job (taken by another run, or not renewed in time); it stops")]
+    #[error(
+        "job {job}: this run lost its hold on the job (taken by another run, or not renewed in time); it stops"
+    )]
     Fenced { job: String },
 }
 

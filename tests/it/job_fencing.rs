@@ -59,10 +59,17 @@ async fn a_run_whose_job_another_run_took_writes_nothing(backend: Backend) {
     job_runs::record_start(&run_x, JOB, t0).await.unwrap();
     run_x.begin_write().await.expect("a write transaction");
     assert!(
-        coordination::claim(&store, JOB, Fire::Unscheduled, "y", t0 + seconds(1), t0 + seconds(31))
-            .await
-            .unwrap()
-            .is_none(),
+        coordination::claim(
+            &store,
+            JOB,
+            Fire::Unscheduled,
+            "y",
+            t0 + seconds(1),
+            t0 + seconds(31)
+        )
+        .await
+        .unwrap()
+        .is_none(),
         "the job is held"
     );
     assert!(
@@ -72,10 +79,17 @@ async fn a_run_whose_job_another_run_took_writes_nothing(backend: Backend) {
     );
 
     // x stalls past its lease; y takes the job.
-    let y = coordination::claim(&store, JOB, Fire::Unscheduled, "y", t0 + seconds(41), t0 + seconds(71))
-        .await
-        .unwrap()
-        .expect("a lapsed lease frees the job");
+    let y = coordination::claim(
+        &store,
+        JOB,
+        Fire::Unscheduled,
+        "y",
+        t0 + seconds(41),
+        t0 + seconds(71),
+    )
+    .await
+    .unwrap()
+    .expect("a lapsed lease frees the job");
     assert!(y > x, "a later claim has a later term: {y:?} after {x:?}");
 
     // Every write of x is refused now, single statements and transactions alike.
@@ -100,10 +114,17 @@ async fn a_run_whose_job_another_run_took_writes_nothing(backend: Backend) {
     );
     coordination::release(&store, &fence_x).await.unwrap();
     assert!(
-        coordination::claim(&store, JOB, Fire::Unscheduled, "z", t0 + seconds(50), t0 + seconds(80))
-            .await
-            .unwrap()
-            .is_none(),
+        coordination::claim(
+            &store,
+            JOB,
+            Fire::Unscheduled,
+            "z",
+            t0 + seconds(50),
+            t0 + seconds(80)
+        )
+        .await
+        .unwrap()
+        .is_none(),
         "y still holds the job"
     );
     let fence_y = Arc::new(Fence::new(JOB, y, ACT_FOR, Instant::now()));
@@ -132,7 +153,10 @@ async fn a_run_whose_hold_was_not_renewed_in_time_writes_nothing(backend: Backen
     let fence = Arc::new(Fence::new(JOB, term, ACT_FOR, long_ago));
     let run = store.fenced(fence.clone());
     assert!(fence.is_lost());
-    assert_fenced(job_runs::record_start(&run, JOB, t0).await, "a single write");
+    assert_fenced(
+        job_runs::record_start(&run, JOB, t0).await,
+        "a single write",
+    );
     assert_fenced(run.begin_write().await.map(drop), "a transaction");
     assert_eq!(latest_run(&store).await, None);
 
@@ -144,7 +168,9 @@ async fn a_run_whose_hold_was_not_renewed_in_time_writes_nothing(backend: Backen
     );
     fence.renewed(Instant::now());
     assert!(!fence.is_lost());
-    job_runs::record_start(&run, JOB, t0).await.expect("writes again");
+    job_runs::record_start(&run, JOB, t0)
+        .await
+        .expect("writes again");
     assert_eq!(latest_run(&store).await, Some(t0));
 }
 
@@ -166,8 +192,15 @@ async fn a_claim_waits_for_the_write_the_old_holder_has_in_flight(backend: Backe
     let claiming = tokio::spawn({
         let store = store.clone();
         async move {
-            coordination::claim(&store, JOB, Fire::Unscheduled, "y", t0 + seconds(2), t0 + seconds(32))
-                .await
+            coordination::claim(
+                &store,
+                JOB,
+                Fire::Unscheduled,
+                "y",
+                t0 + seconds(2),
+                t0 + seconds(32),
+            )
+            .await
         }
     });
     tokio::time::sleep(Duration::from_millis(500)).await;

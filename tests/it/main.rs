@@ -49,6 +49,7 @@ mod refresh_template_versions;
 mod reminders;
 mod replicas;
 mod replicas_chaos;
+mod replicas_fencing;
 mod secrets_stay_out_of_rest_and_logs;
 mod sim_conformance;
 mod sim_semantics;

@@ -23,7 +23,10 @@ async fn a_replica_cut_off_from_the_database_stops_its_run_before_another_takes_
         Backend::Postgres,
         "session",
         &[
-            ("provision = \"0 * * * * *\"", "provision = \"*/2 * * * * *\""),
+            (
+                "provision = \"0 * * * * *\"",
+                "provision = \"*/2 * * * * *\"",
+            ),
             // No refresh during the test: only provisioning talks to Persona.
             ("refresh = \"0 */15 * * * *\"", "refresh = \"0 0 0 1 1 *\""),
         ],
@@ -53,7 +56,10 @@ async fn a_replica_cut_off_from_the_database_stops_its_run_before_another_takes_
         &["run"],
         &[
             ("url = ", format!("url = \"{cut_url}\"")),
-            ("api_base = ", format!("api_base = \"{}\"", persona.http_url("/api/v1"))),
+            (
+                "api_base = ",
+                format!("api_base = \"{}\"", persona.http_url("/api/v1")),
+            ),
             ("smtp_url = ", format!("smtp_url = \"{}\"", smtp.smtp_url())),
         ],
     );
@@ -171,7 +177,9 @@ async fn a_replica_cut_off_from_the_database_stops_its_run_before_another_takes_
     // Everyone has one inquiry and at least one invite.
     let mut per_user = std::collections::HashMap::<String, usize>::new();
     for inquiry in stack.sim.inquiries() {
-        *per_user.entry(inquiry.reference_id.clone().unwrap()).or_default() += 1;
+        *per_user
+            .entry(inquiry.reference_id.clone().unwrap())
+            .or_default() += 1;
     }
     assert_eq!(per_user.len(), USERS, "every user has an inquiry");
     assert!(
