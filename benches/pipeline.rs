@@ -1,10 +1,10 @@
 //! Benchmarks of the whole pipeline, run by hand (never in CI, never as timed assertions):
 //!
 //! ```text
-//! cargo bench --bench pipeline -- throughput 1000     # users/s and CPU/user, rate limits lifted (floor 100/s)
+//! cargo bench --bench pipeline -- throughput 1000     # users/s and CPU/user, rate limits lifted (floor 100/s), SQLite and PostgreSQL
 //! cargo bench --bench pipeline -- rss 1000            # peak RSS of `once` over 1,000 pending users
 //! cargo bench --bench pipeline -- rss 1000000 120     # … over a million, stopped (SIGTERM) after 120 s
-//! cargo bench --bench pipeline -- rate                # 1,500 users at 600/min against 300 ms latency
+//! cargo bench --bench pipeline -- rate                # 1,500 users at 600/min against 300 ms latency, SQLite and PostgreSQL
 //! cargo bench --bench pipeline -- refresh 10000       # Persona calls of refresh runs: full, nothing changed
 //! cargo bench --bench pipeline -- refresh 10000 50    # … and after 50 inquiries completed
 //! cargo bench --bench pipeline -- ready 10            # `run` start to READY=1, median of 10
@@ -18,6 +18,10 @@
 //! aiosmtpd's discarding `Sink` handler on loopback (Python from `$TEST_PYTHON`, else the venv
 //! `.ci/run` makes under `target/`). `BENCH_WRAP="perf record -g -o /tmp/perf.data"` runs each
 //! `once` under a profiler.
+//!
+//! `throughput` and `rate` take a last word, `sqlite`, `postgres` or `both` (the default): with
+//! PostgreSQL the bench starts a throw-away server of its own (Debian's binaries, as the tests
+//! do: `tests/it/support/pg_server.rs`) and also reads the CPU of the server's processes.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
@@ -31,6 +35,9 @@ use inquiry_mailer::clock::Clock;
 use inquiry_mailer::domain::EnvironmentId;
 use persona_sim::{self as sim, SimConfig, SimHandle};
 
+#[path = "../tests/it/support/pg_server.rs"]
+mod pg_server;
+
 const API_KEY: &str = "bench-key-for-the-simulator-only";
 const ENVIRONMENT: &str = "env_benchmarkenvironment0001";
 const BIN: &str = env!("CARGO_BIN_EXE_inquiry-mailer");
@@ -38,10 +45,17 @@ const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` adds `--bench`; everything else is ours.
-    let args: Vec<String> = std::env::args()
+    let mut args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
+    let stores = match args.last().and_then(|word| Store::named(word)) {
+        Some(named) => {
+            args.pop();
+            named
+        }
+        None => vec![Store::Sqlite, Store::Postgres],
+    };
     let number = |i: usize, default: u64| -> anyhow::Result<u64> {
         args.get(i)
             .map(|s| s.replace('_', "").parse().context("a number"))
@@ -53,9 +67,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match args.first().map(String::as_str) {
-        Some("throughput") => rt.block_on(throughput(number(1, 1000)?)),
+        Some("throughput") => rt.block_on(throughput(number(1, 1000)?, &stores)),
         Some("rss") => rt.block_on(rss(number(1, 1000)?, number(2, 0)?)),
-        Some("rate") => rt.block_on(rate(number(1, 1500)?)),
+        Some("rate") => rt.block_on(rate(number(1, 1500)?, &stores)),
         Some("refresh") => rt.block_on(refresh(number(1, 10_000)?, number(2, 0)?)),
         Some("ready") => rt.block_on(ready(number(1, 10)?)),
         Some("latency") => rt.block_on(latency(number(1, 20)?)),
@@ -64,8 +78,9 @@ fn main() -> anyhow::Result<()> {
         _ => {
             eprintln!(
                 "usage: cargo bench --bench pipeline -- \
-                 throughput [N] | rss [N] [SECONDS] | rate [N] | refresh [N] [K] | ready [TIMES] | \
-                 latency [USERS] | idle [SECONDS] | bulk [ROWS] [ROWS_PER_COMMIT]"
+                 throughput [N] [STORE] | rss [N] [SECONDS] | rate [N] [STORE] | refresh [N] [K] | \
+                 ready [TIMES] | latency [USERS] | idle [SECONDS] | bulk [ROWS] [ROWS_PER_COMMIT] \
+                 (STORE: sqlite, postgres or both, the default)"
             );
             Ok(())
         }
@@ -73,44 +88,65 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Provisioning throughput and CPU per user with the rate limits lifted (the floor is 100
-/// users/s, ten times the default mail rate).
-async fn throughput(users: u64) -> anyhow::Result<()> {
+/// users/s, ten times the default mail rate), on each store in turn.
+async fn throughput(users: u64, stores: &[Store]) -> anyhow::Result<()> {
     let sink = Sink::start()?;
-    let sim = start_sim(|_| {}).await?;
-    let work = Workdir::new(&sim, &sink.url(), &[])?;
-    let seeded = work.seed(users).await?;
-    let cpu_before = own_cpu();
-    let run = work.once("provision", None)?;
-    let sim_cpu = own_cpu() - cpu_before;
-    let sent = count_sent(&work)?;
-    anyhow::ensure!(
-        sent == users,
-        "only {sent} of {users} users were mailed: {}",
-        run.stderr_tail
+    let postgres = PostgresServer::start_for(stores)?;
+    let mut rows = Vec::new();
+    for &store in stores {
+        let sim = start_sim(|_| {}).await?;
+        let database = postgres.database_for(store).await?;
+        let work = Workdir::new(&sim, &sink.url(), database, &[])?;
+        let seeded = work.seed(users).await?;
+        let sim_cpu_before = own_cpu();
+        let server_cpu_before = postgres.cpu_for(store)?;
+        let run = work.once("provision", None)?;
+        let sim_cpu = own_cpu() - sim_cpu_before;
+        let server_cpu = postgres
+            .cpu_for(store)?
+            .zip(server_cpu_before)
+            .map(|(after, before)| after - before);
+        let sent = count_sent(&work)?;
+        anyhow::ensure!(
+            sent == users,
+            "{store}: only {sent} of {users} users were mailed: {}",
+            run.stderr_tail
+        );
+        let per_user = |cpu: Duration| cpu.as_secs_f64() * 1000.0 / users as f64;
+        let calls = sim.count_requests("POST", "/inquiries");
+        println!(
+            "{store} ({}): {users} users seeded in {seeded:.2?}, mailed in {:.2?}",
+            work.database, run.wall
+        );
+        rows.push([
+            store.to_string(),
+            format!("{:.0}", users as f64 / run.wall.as_secs_f64()),
+            format!(
+                "{:.3} ms ({:.2?} user + {:.2?} system)",
+                per_user(run.cpu()),
+                run.user,
+                run.system
+            ),
+            server_cpu.map_or("-".into(), |cpu| format!("{:.3} ms", per_user(cpu))),
+            format!("{:.3} ms", per_user(sim_cpu)),
+            calls.to_string(),
+            format!("{:.1} MiB", run.max_rss_mib()),
+        ]);
+        sim.shutdown().await;
+    }
+    println!();
+    print_table(
+        &[
+            "store",
+            "users/s (floor 100)",
+            "daemon CPU per user",
+            "DB server CPU per user",
+            "simulator CPU per user",
+            "POST /inquiries",
+            "daemon peak RSS",
+        ],
+        &rows,
     );
-    let per_user = |cpu: Duration| cpu.as_secs_f64() * 1000.0 / users as f64;
-    let rate = users as f64 / run.wall.as_secs_f64();
-    println!("users                 {users} (seeded in {:.2?})", seeded);
-    println!(
-        "provisioning          {rate:.0} users/s ({:.2?} wall; floor 100 users/s)",
-        run.wall
-    );
-    println!(
-        "CPU per user          {:.3} ms ({:.2?} user + {:.2?} system, the daemon process only)",
-        per_user(run.cpu()),
-        run.user,
-        run.system
-    );
-    println!(
-        "simulator CPU         {:.3} ms per user (this process while the daemon ran)",
-        per_user(sim_cpu)
-    );
-    println!(
-        "Persona calls         {} (POST /inquiries)",
-        sim.count_requests("POST", "/inquiries")
-    );
-    println!("peak RSS              {:.1} MiB", run.max_rss_mib());
-    sim.shutdown().await;
     Ok(())
 }
 
@@ -119,7 +155,7 @@ async fn throughput(users: u64) -> anyhow::Result<()> {
 async fn rss(users: u64, seconds: u64) -> anyhow::Result<()> {
     let sink = Sink::start()?;
     let sim = start_sim(|_| {}).await?;
-    let work = Workdir::new(&sim, &sink.url(), &[])?;
+    let work = Workdir::new(&sim, &sink.url(), Database::Sqlite, &[])?;
     let seeded = work.seed(users).await?;
     let stop_after = (seconds > 0).then(|| Duration::from_secs(seconds));
     let run = work.once("provision", stop_after)?;
@@ -147,37 +183,62 @@ async fn rss(users: u64, seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Rate-budget use: 600/min configured, the simulator enforcing 600/min with 300 ms latency.
-async fn rate(users: u64) -> anyhow::Result<()> {
+/// Rate-budget use: 600/min configured, the simulator enforcing 600/min with 300 ms latency,
+/// on each store in turn.
+async fn rate(users: u64, stores: &[Store]) -> anyhow::Result<()> {
     const BUDGET: u32 = 600;
     let sink = Sink::start()?;
-    let sim = start_sim(|c| {
-        c.rate_limit_per_minute = Some(BUDGET);
-        c.latency = Duration::from_millis(300);
-    })
-    .await?;
+    let postgres = PostgresServer::start_for(stores)?;
     let rpm = format!("requests_per_minute = {BUDGET}");
-    let work = Workdir::new(&sim, &sink.url(), &[("requests_per_minute", &rpm)])?;
-    work.seed(users).await?;
-    let run = work.once("provision", None)?;
-    let requests = sim.requests();
-    let too_many = requests.iter().filter(|r| r.status == Some(429)).count();
-    // The simulator records API calls only (not its control surface), each with its answer.
-    let api = &requests;
-    let sent = count_sent(&work)?;
-    let minutes = run.wall.as_secs_f64() / 60.0;
-    let per_minute = api.len() as f64 / minutes;
-    println!(
-        "users                 {users}, {sent} mailed in {:.1?}",
-        run.wall
+    let mut rows = Vec::new();
+    for &store in stores {
+        let sim = start_sim(|c| {
+            c.rate_limit_per_minute = Some(BUDGET);
+            c.latency = Duration::from_millis(300);
+        })
+        .await?;
+        let database = postgres.database_for(store).await?;
+        let work = Workdir::new(
+            &sim,
+            &sink.url(),
+            database,
+            &[("requests_per_minute", &rpm)],
+        )?;
+        work.seed(users).await?;
+        let run = work.once("provision", None)?;
+        // The simulator records API calls only (not its control surface), each with its answer.
+        let requests = sim.requests();
+        let too_many = requests.iter().filter(|r| r.status == Some(429)).count();
+        let sent = count_sent(&work)?;
+        let per_minute = requests.len() as f64 / (run.wall.as_secs_f64() / 60.0);
+        println!(
+            "{store} ({}): {users} users, {sent} mailed in {:.1?}",
+            work.database, run.wall
+        );
+        rows.push([
+            store.to_string(),
+            format!("{sent} of {users}"),
+            format!("{:.1?}", run.wall),
+            requests.len().to_string(),
+            format!("{per_minute:.1}"),
+            format!("{:.1} %", 100.0 * per_minute / f64::from(BUDGET)),
+            too_many.to_string(),
+        ]);
+        sim.shutdown().await;
+    }
+    println!();
+    print_table(
+        &[
+            "store",
+            "mailed",
+            "wall",
+            "Persona calls",
+            "calls/min",
+            &format!("of the {BUDGET}/min budget"),
+            "429 answers",
+        ],
+        &rows,
     );
-    println!(
-        "Persona calls         {} = {per_minute:.1}/min = {:.1} % of the {BUDGET}/min budget",
-        api.len(),
-        100.0 * per_minute / f64::from(BUDGET)
-    );
-    println!("429 answers           {too_many}");
-    sim.shutdown().await;
     Ok(())
 }
 
@@ -189,7 +250,12 @@ async fn refresh(live: u64, changes: u64) -> anyhow::Result<()> {
     // The index trails by 1 s (Persona: about a minute) and the overlap is 5 s, so the runs need
     // not wait minutes for it; what a run costs does not depend on either.
     let sim = start_sim(|c| c.switches.search_lag_seconds = 1).await?;
-    let work = Workdir::new(&sim, &sink.url(), &[("overlap", "overlap = \"5s\"")])?;
+    let work = Workdir::new(
+        &sim,
+        &sink.url(),
+        Database::Sqlite,
+        &[("overlap", "overlap = \"5s\"")],
+    )?;
     work.seed(live).await?;
     let provisioned = work.once("provision", None)?;
     anyhow::ensure!(
@@ -244,7 +310,7 @@ fn refresh_once(sim: &SimHandle, work: &Workdir, what: &str) -> anyhow::Result<(
 async fn ready(times: u64) -> anyhow::Result<()> {
     let sink = Sink::start()?;
     let sim = start_sim(|_| {}).await?;
-    let work = Workdir::new(&sim, &sink.url(), &[])?;
+    let work = Workdir::new(&sim, &sink.url(), Database::Sqlite, &[])?;
     work.seed(0).await?;
     let mut samples = Vec::new();
     for _ in 0..times.max(1) {
@@ -425,7 +491,7 @@ async fn bulk(rows: u64, chunk: u64) -> anyhow::Result<()> {
 /// start-up runs over.
 async fn run_up(smtp_url: &str) -> anyhow::Result<(SimHandle, Workdir, RunningDaemon)> {
     let sim = start_sim(|_| {}).await?;
-    let work = Workdir::new(&sim, smtp_url, &[])?;
+    let work = Workdir::new(&sim, smtp_url, Database::Sqlite, &[])?;
     work.seed(0).await?;
     let daemon = work.start_run()?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -457,6 +523,168 @@ async fn insert_users(app: &sqlx::SqlitePool, first: u64, n: u64) -> anyhow::Res
     .execute(app)
     .await?;
     Ok(())
+}
+
+/// Inserts users `1..=n` in one statement, as the application would on PostgreSQL.
+async fn insert_users_on_postgres(app: &sqlx::PgPool, n: u64) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO users (id, email, name_first, name_last, birthdate, phone_number) \
+         SELECT format('usr_%s', lpad(i::text, 8, '0')), format('user%s@example.com', i), 'Sam', \
+                format('Walker%s', i), '1985-04-12', '+1 415 555 0100' \
+         FROM generate_series(1, $1::bigint) AS i",
+    )
+    .bind(n as i64)
+    .execute(app)
+    .await?;
+    Ok(())
+}
+
+/// The store a bench's daemon runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Sqlite,
+    Postgres,
+}
+
+impl Store {
+    /// What a bench's last word `sqlite`, `postgres` or `both` asks for.
+    fn named(word: &str) -> Option<Vec<Store>> {
+        match word {
+            "sqlite" => Some(vec![Store::Sqlite]),
+            "postgres" => Some(vec![Store::Postgres]),
+            "both" => Some(vec![Store::Sqlite, Store::Postgres]),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Store::Sqlite => "SQLite",
+            Store::Postgres => "PostgreSQL",
+        })
+    }
+}
+
+/// One workdir's database: the SQLite file in its folder, or a database of its own on the
+/// bench's PostgreSQL server.
+enum Database {
+    Sqlite,
+    Postgres(pg_server::TestDatabase),
+}
+
+impl std::fmt::Display for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite => f.write_str("bench.db in a temporary folder"),
+            Database::Postgres(db) => write!(f, "database {} on the bench's server", db.name),
+        }
+    }
+}
+
+impl Database {
+    fn url(&self) -> &str {
+        match self {
+            Database::Sqlite => "sqlite://bench.db",
+            Database::Postgres(db) => &db.url,
+        }
+    }
+}
+
+/// The bench's own throw-away PostgreSQL server, started when a bench runs on PostgreSQL and
+/// stopped (its folder under `target/pg-test/` removed) when dropped.
+struct PostgresServer(Option<pg_server::Server>);
+
+impl PostgresServer {
+    fn start_for(stores: &[Store]) -> anyhow::Result<PostgresServer> {
+        if !stores.contains(&Store::Postgres) {
+            return Ok(PostgresServer(None));
+        }
+        let server = pg_server::Server::start(&Path::new(REPO).join("target/pg-test"))
+            .with_context(|| {
+                format!(
+                    "no PostgreSQL server binaries under {}/<major>/bin (apt-get install postgresql)",
+                    pg_server::DEBIAN_PG_ROOT
+                )
+            })?;
+        Ok(PostgresServer(Some(server)))
+    }
+
+    /// A fresh database for a run on `store`.
+    async fn database_for(&self, store: Store) -> anyhow::Result<Database> {
+        match (store, &self.0) {
+            (Store::Sqlite, _) => Ok(Database::Sqlite),
+            (Store::Postgres, Some(server)) => {
+                Ok(Database::Postgres(server.create_database().await))
+            }
+            (Store::Postgres, None) => bail!("the PostgreSQL server was not started"),
+        }
+    }
+
+    /// The CPU the server's processes (postmaster, every backend, and the ones already gone)
+    /// have used so far, when `store` is PostgreSQL.
+    fn cpu_for(&self, store: Store) -> anyhow::Result<Option<Duration>> {
+        let (Store::Postgres, Some(server)) = (store, &self.0) else {
+            return Ok(None);
+        };
+        let group = server.process_group().context("the server has stopped")?;
+        let mut ticks = 0u64;
+        for entry in std::fs::read_dir("/proc")? {
+            let Ok(stat) = std::fs::read_to_string(entry?.path().join("stat")) else {
+                continue;
+            };
+            let Some(fields) = stat_fields(&stat) else {
+                continue;
+            };
+            // pgrp, then utime, stime, cutime, cstime: a reaped backend's time is in its
+            // parent's cutime and cstime, and in no live process's own.
+            if fields.get(2).and_then(|f| f.parse::<u32>().ok()) == Some(group) {
+                for field in &fields[11..15] {
+                    ticks += field.parse::<u64>()?;
+                }
+            }
+        }
+        Ok(Some(ticks_to_duration(ticks)))
+    }
+}
+
+/// The fields of /proc/PID/stat after the command name (field 3, the state, first).
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    // The command name (field 2) may hold spaces; the fields after it do not.
+    let after_name = stat.get(stat.rfind(')')? + 2..)?;
+    Some(after_name.split_whitespace().collect())
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| {
+            rows.iter()
+                .map(|row| row[i].chars().count())
+                .chain([header[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
 }
 
 /// A provision run's start and end, from `job_runs`.
@@ -630,14 +858,21 @@ impl Drop for Receiver {
     }
 }
 
-/// A folder with config.toml and the SQLite file, pointed at the simulator and the sink.
+/// A folder with config.toml (and the SQLite file, on SQLite), pointed at the simulator, the
+/// sink and the database.
 struct Workdir {
     dir: tempfile::TempDir,
+    database: Database,
 }
 
 impl Workdir {
     /// `edits` replace whole lines of the generated config that start with the given key.
-    fn new(sim: &SimHandle, smtp_url: &str, edits: &[(&str, &str)]) -> anyhow::Result<Workdir> {
+    fn new(
+        sim: &SimHandle,
+        smtp_url: &str,
+        database: Database,
+        edits: &[(&str, &str)],
+    ) -> anyhow::Result<Workdir> {
         let dir = tempfile::Builder::new()
             .prefix("inquiry-mailer-bench-")
             .tempdir()?;
@@ -646,7 +881,7 @@ impl Workdir {
         let config = format!(
             r#"log_format = "text"
 [database]
-url = "sqlite://bench.db"
+url = "{database_url}"
 [persona]
 api_base = "{api}"
 inquiry_template_id = "{template}"
@@ -670,6 +905,7 @@ dir = "{templates}"
             api = sim.api_base().as_str().trim_end_matches('/'),
             hosted = sim.hosted_flow_url(),
             templates = Path::new(REPO).join("templates").display(),
+            database_url = database.url(),
         );
         let config = config
             .lines()
@@ -682,7 +918,7 @@ dir = "{templates}"
             .collect::<Vec<_>>()
             .join("\n");
         std::fs::write(dir.path().join("config.toml"), config)?;
-        Ok(Workdir { dir })
+        Ok(Workdir { dir, database })
     }
 
     fn config(&self) -> PathBuf {
@@ -724,16 +960,28 @@ dir = "{templates}"
             "migrate failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let pool = self.application().await?;
         let started = Instant::now();
-        insert_users(&pool, 1, users).await?;
-        let took = started.elapsed();
-        pool.close().await;
-        Ok(took)
+        match &self.database {
+            Database::Sqlite => {
+                let pool = self.application().await?;
+                insert_users(&pool, 1, users).await?;
+                pool.close().await;
+            }
+            Database::Postgres(db) => {
+                let pool = sqlx::PgPool::connect(&db.url).await?;
+                insert_users_on_postgres(&pool, users).await?;
+                pool.close().await;
+            }
+        }
+        Ok(started.elapsed())
     }
 
-    /// A connection pool on the database, as the application has one.
+    /// A connection pool on the SQLite database, as the application has one.
     async fn application(&self) -> anyhow::Result<sqlx::SqlitePool> {
+        anyhow::ensure!(
+            matches!(self.database, Database::Sqlite),
+            "this bench reads the database as SQLite"
+        );
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(self.db())
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
@@ -834,13 +1082,9 @@ impl RunningDaemon {
     /// User + system CPU so far, from /proc/PID/stat (fields 14 and 15, in clock ticks).
     fn cpu(&self) -> anyhow::Result<Duration> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // The command name (field 2) may hold spaces; the fields after it do not.
-        let after_name = &stat[stat.rfind(')').context("/proc stat format")? + 2..];
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let fields = stat_fields(&stat).context("/proc stat format")?;
         let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-        // SAFETY: sysconf has no preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Ok(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+        Ok(ticks_to_duration(ticks))
     }
 
     /// The current resident set (VmRSS), KiB.
@@ -854,12 +1098,7 @@ impl RunningDaemon {
     }
 
     fn status_kib(&self, field: &str) -> anyhow::Result<i64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let line = status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .with_context(|| format!("no {field} in /proc status"))?;
-        Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+        proc_status_kib(self.child.id(), field)
     }
 
     fn stop(mut self) -> anyhow::Result<()> {
@@ -909,11 +1148,24 @@ fn timeval(t: libc::timeval) -> Duration {
     Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000)
 }
 
-/// What `wait4` says of a finished child.
+/// A `field:` of /proc/PID/status in KiB (VmRSS, VmHWM).
+fn proc_status_kib(pid: u32, field: &str) -> anyhow::Result<i64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .with_context(|| format!("no {field} in /proc status"))?;
+    Ok(line.trim().trim_end_matches("kB").trim().parse()?)
+}
+
+/// What `wait4` says of a finished child, and its peak RSS.
 struct Measured {
     wall: Duration,
     user: Duration,
     system: Duration,
+    /// The last VmHWM read while it ran (every 10 ms). Not wait4's ru_maxrss: the child is
+    /// spawned with vfork and exec, and the kernel counts the parent's resident set at exec
+    /// into the child's ru_maxrss, so after a big bench it reports the bench's size.
     max_rss_kib: i64,
     status: i32,
     stderr_tail: String,
@@ -940,6 +1192,21 @@ fn measure(mut child: Child, stop_after: Option<Duration>) -> anyhow::Result<Mea
         }
         text
     });
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = std::thread::spawn({
+        let done = done.clone();
+        move || {
+            let mut peak = 0;
+            // A zombie's status has no VmHWM: the last reading is the one before it exited.
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(kib) = proc_status_kib(pid as u32, "VmHWM:") {
+                    peak = kib;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        }
+    });
     if let Some(after) = stop_after {
         std::thread::spawn(move || {
             std::thread::sleep(after);
@@ -959,13 +1226,15 @@ fn measure(mut child: Child, stop_after: Option<Duration>) -> anyhow::Result<Mea
         std::io::Error::last_os_error()
     );
     let wall = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let max_rss_kib = sampler.join().unwrap_or_default();
     let stderr = reader.join().unwrap_or_default();
     let tail: String = stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
     Ok(Measured {
         wall,
         user: timeval(usage.ru_utime),
         system: timeval(usage.ru_stime),
-        max_rss_kib: usage.ru_maxrss,
+        max_rss_kib,
         status: libc::WEXITSTATUS(status),
         stderr_tail: tail,
     })

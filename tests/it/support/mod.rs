@@ -6,6 +6,7 @@ pub mod app;
 pub mod daemon;
 pub mod mail;
 pub mod persona;
+pub mod pg_server;
 pub mod postgres;
 pub mod redirect;
 pub mod refresh;
