@@ -978,3 +978,25 @@ async fn every_store_function_reads_back_what_it_wrote(backend: Backend) {
     assert_spec_time(&history.inquiries[0].created_at);
     store.close().await;
 }
+
+on_both!(migrate_applies_once_then_says_up_to_date_without_server_notices);
+async fn migrate_applies_once_then_says_up_to_date_without_server_notices(backend: Backend) {
+    let Some(stack) = stack_on(backend, &[]).await else {
+        return;
+    };
+    let first = stack.run(&["migrate"]);
+    first.assert_code(0);
+    assert!(first.stdout.contains("applied"), "{}", first.stdout);
+    let second = stack.run(&["migrate"]);
+    second.assert_code(0);
+    assert!(second.stdout.contains("up to date"), "{}", second.stdout);
+    // sqlx's bookkeeping table is created IF NOT EXISTS; the server's NOTICE that it exists
+    // is no news to an operator reading the log at INFO.
+    for run in [&first, &second] {
+        assert!(
+            !run.stderr.contains("already exists"),
+            "a server notice reached the log:\n{}",
+            run.stderr
+        );
+    }
+}

@@ -9,8 +9,8 @@ mod migrations;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, Transaction};
 
 use super::{Location, PostgresUrl, Result, StoreError};
 
@@ -60,14 +60,32 @@ impl Db {
         feed::UsersFeed::open(&self.pool.connect_options(), &self.location).await
     }
 
+    /// On a connection of its own that asks the server for warnings and errors only: sqlx's
+    /// migrator creates its bookkeeping table `IF NOT EXISTS`, and the server's NOTICE that it
+    /// already exists would be logged at INFO on every start.
     pub(super) async fn migrate(&self) -> Result<()> {
-        migrations::MIGRATOR
-            .run(&self.pool)
+        let migrate_err = |source: sqlx::Error| StoreError::Migrate {
+            place: self.location.clone(),
+            source: source.into(),
+        };
+        let quiet = self
+            .pool
+            .connect_options()
+            .as_ref()
+            .clone()
+            .options([("client_min_messages", "warning")]);
+        let mut connection = PgConnection::connect_with(&quiet)
+            .await
+            .map_err(migrate_err)?;
+        let migrated = migrations::MIGRATOR
+            .run(&mut connection)
             .await
             .map_err(|source| StoreError::Migrate {
                 place: self.location.clone(),
                 source: source.into(),
-            })
+            });
+        connection.close().await.ok();
+        migrated
     }
 
     pub(super) async fn pending_migrations(&self) -> Result<Vec<String>> {
