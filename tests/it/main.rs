@@ -33,6 +33,7 @@ mod new_users_on_postgres;
 mod on_postgres;
 mod per_user_language;
 mod persona_client;
+mod postgres_password;
 mod postgres_schema;
 mod preview_sends_nothing;
 mod provisioning;

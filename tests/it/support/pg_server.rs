@@ -22,11 +22,14 @@ use sqlx::{Connection, Executor};
 
 /// Where Debian's `postgresql` package puts the server binaries: `<here>/<major>/bin`.
 pub const DEBIAN_PG_ROOT: &str = "/usr/lib/postgresql";
-/// The superuser initdb makes; loopback connections are trusted, so it needs no password.
+/// The superuser initdb makes; its loopback connections are trusted, so it needs no password.
 const SUPERUSER: &str = "postgres";
 /// The system user the package creates, which runs the server when we run as root (initdb
 /// and postgres refuse to run as root).
 const SYSTEM_USER: &str = "postgres";
+/// Loopback logins are trusted, except for the members of this role (which no one creates
+/// but a test that wants one): they must give their password (scram-sha-256).
+pub const PASSWORD_GROUP: &str = "password_logins";
 /// How often a bind race on the freshly picked port is retried with another port.
 const PORT_ATTEMPTS: usize = 3;
 /// How long initdb and the server's start may take.
@@ -114,13 +117,16 @@ fn server_binaries() -> Option<PathBuf> {
     found.pop().map(|(_, bin)| bin)
 }
 
-/// The watchdog shell: runs initdb, starts the server as its child, then waits for EOF on
-/// stdin (this process gone), stops the server and removes the folder. Arguments: the folder,
-/// initdb, the data folder, then the server's command line.
+/// The watchdog shell: runs initdb, puts [`PASSWORD_GROUP`]'s line first in pg_hba.conf,
+/// starts the server as its child, then waits for EOF on stdin (this process gone), stops the
+/// server and removes the folder. Arguments: the folder, initdb, the data folder, then the
+/// server's command line.
 const WATCHDOG: &str = r#"
 dir=$1 initdb=$2 data=$3; shift 3
 if "$initdb" --pgdata="$data" --username="$PG_TEST_SUPERUSER" --auth=trust --encoding=UTF8 --locale=C \
     --no-sync --no-instructions >>"$dir/server.log" 2>&1; then
+  { echo "host all +$PG_TEST_PASSWORD_GROUP 127.0.0.1/32 scram-sha-256"; cat "$data/pg_hba.conf"; } \
+    >"$data/pg_hba.first" && mv "$data/pg_hba.first" "$data/pg_hba.conf"
   "$@" -D "$data" </dev/null >>"$dir/server.log" 2>&1 &
   server=$!
 else
@@ -177,6 +183,7 @@ impl Server {
             .arg(bin.join("initdb"))
             .arg(&data)
             .env("PG_TEST_SUPERUSER", SUPERUSER)
+            .env("PG_TEST_PASSWORD_GROUP", PASSWORD_GROUP)
             .arg(bin.join("postgres"))
             .args(["-p", &port.to_string(), "-k"])
             .arg(&dir)
