@@ -143,11 +143,17 @@ pub async fn upsert_many(store: &Store, users: &[RawUser]) -> Result<Vec<Written
 }
 
 /// One attempt at [`upsert_many`]; `Ok(Err(_))` when an insert lost a race (the transaction is
-/// rolled back then).
+/// rolled back then). The rows are written in id order whatever their order in `users`, so two
+/// writers sharing ids lock them in the same order: on PostgreSQL one waits for the other
+/// instead of both waiting on each other (a deadlock, which the server breaks by failing one).
 async fn upsert_once(store: &Store, users: &[RawUser]) -> Result<Result<Vec<Written>, Refused>> {
+    // Stable: rows of one id keep their order.
+    let mut by_id: Vec<usize> = (0..users.len()).collect();
+    by_id.sort_by(|&a, &b| users[a].id.cmp(&users[b].id));
     let mut tx = store.begin_write().await?;
     let mut out = Vec::with_capacity(users.len());
-    for user in users {
+    for at in by_id {
+        let user = &users[at];
         let existing = on_tx!(tx, |c| sqlx::query(SELECT_ONE.as_str())
             .bind(&user.id)
             .fetch_optional(c)
@@ -179,10 +185,11 @@ async fn upsert_once(store: &Store, users: &[RawUser]) -> Result<Result<Vec<Writ
                 Written::Updated
             }
         };
-        out.push(written);
+        out.push((at, written));
     }
     tx.commit().await?;
-    Ok(Ok(out))
+    out.sort_by_key(|&(at, _)| at);
+    Ok(Ok(out.into_iter().map(|(_, written)| written).collect()))
 }
 
 /// The rows of `ids` that exist, in one statement whatever their number: the ids travel as

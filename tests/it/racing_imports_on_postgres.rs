@@ -1,7 +1,8 @@
 //! Writers racing on the same new ids on PostgreSQL, where (READ COMMITTED) both can find an id
 //! missing and both insert it: the loser ends as if the id had been there when it looked.
 //! `users add` of a known id is refused as existing; `users import` of rows another import
-//! added meanwhile counts them as unchanged. The users table holds each id once.
+//! added meanwhile counts them as unchanged; imports sharing existing rows in opposite orders
+//! do not deadlock. The users table holds each id once.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -178,4 +179,61 @@ async fn two_imports_of_overlapping_files_at_once_both_succeed_and_add_each_id_o
     let ids: BTreeSet<usize> = first.chain(second).collect();
     assert_eq!(added, ids.len(), "each id added by one import");
     assert_eq!(rows_and_ids(&stack).await, (ids.len(), ids.len()));
+}
+
+/// Two upserts at once of the same existing rows in opposite orders, each changing them: both
+/// succeed (one waits for the other's commit), where locking the rows in the order given would
+/// have each waiting on the other until the server failed one as a deadlock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upserts_of_shared_rows_in_opposite_orders_at_once_both_succeed() {
+    const ROWS: usize = 200;
+    let Some(stack) = Stack::start_on(Backend::Postgres, "session", &[POOL]).await else {
+        return;
+    };
+    let store = stack.store().await;
+    let ids: Vec<String> = (0..ROWS).map(|i| format!("usr_shared_{i:03}")).collect();
+    let rows: Vec<RawUser> = ids.iter().map(|id| user(id)).collect();
+    users::upsert_many(&store, &rows)
+        .await
+        .expect("the rows added");
+    for round in 0..4 {
+        let renamed = |to: &str| -> Vec<RawUser> {
+            rows.iter()
+                .map(|r| RawUser {
+                    name_first: Some(format!("{to}{round}")),
+                    ..r.clone()
+                })
+                .collect()
+        };
+        let forward = renamed("Forward");
+        let backward: Vec<RawUser> = renamed("Backward").into_iter().rev().collect();
+        let start = Arc::new(tokio::sync::Barrier::new(2));
+        let writers: Vec<_> = [forward, backward]
+            .into_iter()
+            .map(|rows| {
+                let (store, start) = (store.clone(), start.clone());
+                tokio::spawn(async move {
+                    start.wait().await;
+                    users::upsert_many(&store, &rows).await
+                })
+            })
+            .collect();
+        for writer in writers {
+            let written = writer
+                .await
+                .expect("writer")
+                .unwrap_or_else(|e| panic!("round {round}: an upsert failed: {e}"));
+            assert_eq!(written, vec![Written::Updated; ROWS], "round {round}");
+        }
+        // Whichever committed last holds every row: no row is left from the other.
+        let firsts: BTreeSet<String> = stack
+            .text_rows("SELECT DISTINCT name_first FROM users WHERE id LIKE 'usr_shared_%'")
+            .await
+            .into_iter()
+            .map(|r| r[0].clone().expect("name_first"))
+            .collect();
+        assert_eq!(firsts.len(), 1, "round {round}: {firsts:?}");
+    }
+    store.close().await;
+    assert_eq!(rows_and_ids(&stack).await, (ROWS, ROWS));
 }
