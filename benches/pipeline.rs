@@ -601,7 +601,7 @@ impl PostgresServer {
         if !stores.contains(&Store::Postgres) {
             return Ok(PostgresServer(None));
         }
-        let server = pg_server::Server::start(&Path::new(REPO).join("target/pg-test"))
+        let server = pg_server::Server::start(&Path::new(REPO).join("target/pg-test"), None)
             .with_context(|| {
                 format!(
                     "no PostgreSQL server binaries under {}/<major>/bin (apt-get install postgresql)",

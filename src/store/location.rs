@@ -21,7 +21,9 @@ impl fmt::Display for Location {
     }
 }
 
-/// A `postgres://USER@HOST:PORT/DB` URL without a password, so it can be shown anywhere.
+/// A `postgres://USER@HOST:PORT/DB` URL without a password (neither before the host nor as a
+/// `password=` parameter), so it can be shown anywhere. Its parameters (`sslmode`,
+/// `sslrootcert`, …) mean what they mean to libpq, as far as sqlx reads them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresUrl(Url);
 
@@ -33,7 +35,7 @@ impl PostgresUrl {
         if !matches!(url.scheme(), "postgres" | "postgresql") {
             return Err("must start with postgres:// or postgresql://".into());
         }
-        if url.password().is_some() {
+        if url.password().is_some() || url.query_pairs().any(|(key, _)| key == "password") {
             return Err(
                 "must not hold a password (it would be printed in logs and `check`): set DATABASE_PASSWORD or the database-password credential instead"
                     .into(),
@@ -66,6 +68,11 @@ mod postgres_url {
     #[test]
     fn a_url_with_a_password_is_refused_and_one_without_is_kept_as_written() {
         let err = PostgresUrl::parse("postgres://app:hunter2@db.internal:5432/app").unwrap_err();
+        assert!(err.contains("password"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err =
+            PostgresUrl::parse("postgres://app@db.internal/app?sslmode=require&password=hunter2")
+                .unwrap_err();
         assert!(err.contains("password"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
         let ok = PostgresUrl::parse("postgresql://app@db.internal:5432/app").unwrap();

@@ -333,7 +333,9 @@ impl Store {
         }
     }
 
-    /// The database engine and its version, as `check` prints it ("PostgreSQL 15.4").
+    /// The database engine and its version, as `check` prints it: "SQLite 3.46.0", and on
+    /// PostgreSQL with what protects the connection ("PostgreSQL 15.4, over TLSv1.3" or
+    /// "PostgreSQL 15.4, not encrypted").
     pub async fn server_version(&self) -> Result<String> {
         on_read!(
             self,
@@ -344,10 +346,17 @@ impl Store {
                 Ok(format!("SQLite {v}"))
             },
             postgres | c | {
-                let v: String = sqlx::query_scalar("SHOW server_version")
-                    .fetch_one(c)
-                    .await?;
-                Ok(format!("PostgreSQL {v}"))
+                // The server's view of this very connection: TLS and which version, or none.
+                let (v, tls): (String, Option<String>) = sqlx::query_as(
+                    "SELECT current_setting('server_version'), \
+                            (SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl)",
+                )
+                .fetch_one(c)
+                .await?;
+                Ok(match tls {
+                    Some(tls) => format!("PostgreSQL {v}, over {tls}"),
+                    None => format!("PostgreSQL {v}, not encrypted"),
+                })
             }
         )
     }

@@ -35,6 +35,7 @@ mod per_user_language;
 mod persona_client;
 mod postgres_password;
 mod postgres_schema;
+mod postgres_tls;
 mod preview_sends_nothing;
 mod provisioning;
 mod racing_imports_on_postgres;

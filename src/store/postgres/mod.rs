@@ -1,7 +1,7 @@
 //! The PostgreSQL backend: one pool for reads and writes on the application's database, and
 //! the migrations embedded from `migrations/postgres/`, and the LISTEN feed of new users
-//! (`feed`) on a connection of its own. No TLS stack: the connection is plain unless the server is local
-//! enough not to need it (`sslmode` in the URL is honoured as far as sqlx can without TLS).
+//! (`feed`) on a connection of its own. TLS is sqlx's rustls with ring (the provider the
+//! daemon's HTTPS and SMTP use) and the system's roots, as `sslmode` in the URL asks.
 
 pub(super) mod feed;
 mod migrations;

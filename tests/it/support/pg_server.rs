@@ -138,14 +138,15 @@ rm -rf "$dir"
 "#;
 
 impl Server {
-    /// initdb into a fresh folder under `parent` and the server on a free loopback port;
-    /// `None` when PostgreSQL is not installed, a panic with its log when it does not start.
-    pub fn start(parent: &Path) -> Option<Server> {
+    /// initdb into a fresh folder under `parent` and the server on a free loopback port, with
+    /// TLS on when `tls` gives it a certificate and its key (PEM); `None` when PostgreSQL is not
+    /// installed, a panic with its log when it does not start.
+    pub fn start(parent: &Path, tls: Option<(&str, &str)>) -> Option<Server> {
         let bin = server_binaries()?;
         let began = Instant::now();
         let run_as = RunAs::find();
         for attempt in 1..=PORT_ATTEMPTS {
-            match Server::launch(parent, &bin, run_as) {
+            match Server::launch(parent, &bin, run_as, tls) {
                 Ok(server) => {
                     eprintln!(
                         "PostgreSQL from {} on 127.0.0.1:{} ready in {} ms",
@@ -167,9 +168,30 @@ impl Server {
 
     /// initdb into a fresh folder, then the server under its watchdog on a free port;
     /// `Err(log)` when it does not come up (the watchdog has cleaned up by then).
-    fn launch(parent: &Path, bin: &Path, run_as: RunAs) -> Result<Server, String> {
+    fn launch(
+        parent: &Path,
+        bin: &Path,
+        run_as: RunAs,
+        tls: Option<(&str, &str)>,
+    ) -> Result<Server, String> {
         let dir = fresh_folder(parent, run_as);
         let data = dir.join("data");
+        let mut tls_settings = Vec::new();
+        if let Some((cert, key)) = tls {
+            // The server refuses a key that others may read.
+            for (name, pem, setting) in [
+                ("server.crt", cert, "ssl_cert_file"),
+                ("server.key", key, "ssl_key_file"),
+            ] {
+                let path = dir.join(name);
+                fs::write(&path, pem).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+                fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
+                    .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+                run_as.own(&path);
+                tls_settings.extend(["-c".to_owned(), format!("{setting}={}", path.display())]);
+            }
+            tls_settings.extend(["-c".to_owned(), "ssl=on".to_owned()]);
+        }
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("bind loopback port 0")
@@ -200,6 +222,7 @@ impl Server {
                 "-c",
                 "max_connections=200",
             ])
+            .args(&tls_settings)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

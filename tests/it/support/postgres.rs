@@ -9,8 +9,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::app::repo_root;
 use super::daemon::PATIENCE;
+use super::pg_server::DEBIAN_PG_ROOT;
+pub use super::pg_server::Server;
 pub use super::pg_server::TestDatabase;
-use super::pg_server::{DEBIAN_PG_ROOT, Server};
 
 impl TestDatabase {
     /// A small pool on this database.
@@ -30,23 +31,46 @@ pub async fn fresh_database() -> Option<TestDatabase> {
     let server = tokio::task::spawn_blocking(|| SERVER.get_or_init(start_server).as_ref())
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-    let Some(server) = server else {
+    Some(installed_or_skip(server)?.create_database().await)
+}
+
+/// A server of the test's own (with TLS when `tls` gives a certificate and key, PEM), stopped
+/// when dropped; `None` when PostgreSQL is not installed, as [`fresh_database`].
+pub async fn own_server(tls: Option<(String, String)>) -> Option<Server> {
+    let server = tokio::task::spawn_blocking(move || {
+        let tls = tls
+            .as_ref()
+            .map(|(cert, key)| (cert.as_str(), key.as_str()));
+        Server::start(&pg_test_folder(), tls)
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    installed_or_skip(server)
+}
+
+/// `found`, or `None` with a skip message; with `CI=true` a panic instead.
+fn installed_or_skip<T>(found: Option<T>) -> Option<T> {
+    if found.is_none() {
         let why = format!("no PostgreSQL server binaries under {DEBIAN_PG_ROOT}/<major>/bin");
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "CI=true but {why}: .ci/run installs Debian's postgresql package"
         );
         eprintln!("SKIPPED: {why} (apt-get install postgresql); CI=true makes this a failure");
-        return None;
-    };
-    Some(server.create_database().await)
+    }
+    found
 }
 
 /// The test process's server: `None` when PostgreSQL is not installed.
 static SERVER: OnceLock<Option<Server>> = OnceLock::new();
 
+/// Where the test servers' folders go: `target/pg-test/`.
+pub fn pg_test_folder() -> std::path::PathBuf {
+    repo_root().join("target/pg-test")
+}
+
 fn start_server() -> Option<Server> {
-    let server = Server::start(&repo_root().join("target/pg-test"))?;
+    let server = Server::start(&pg_test_folder(), None)?;
     // SAFETY: registers a plain function with no arguments; it runs at exit.
     let registered = unsafe { libc::atexit(stop_at_exit) };
     assert_eq!(registered, 0, "atexit");

@@ -77,6 +77,15 @@ impl Stack {
         Some(Self::start_in(database, kind, edits, tune).await)
     }
 
+    /// A stack on `database`, a database the test made on a server of its own.
+    pub async fn start_on_database(
+        database: TestDatabase,
+        kind: &str,
+        edits: &[(&str, &str)],
+    ) -> Stack {
+        Self::start_in(Some(database), kind, edits, |_| {}).await
+    }
+
     async fn start_in(
         database: Option<TestDatabase>,
         kind: &str,
