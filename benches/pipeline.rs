@@ -8,7 +8,7 @@
 //! cargo bench --bench pipeline -- refresh 10000       # Persona calls of refresh runs: full, nothing changed
 //! cargo bench --bench pipeline -- refresh 10000 50    # … and after 50 inquiries completed
 //! cargo bench --bench pipeline -- ready 10            # `run` start to READY=1, median of 10
-//! cargo bench --bench pipeline -- latency 20          # `run` up: insert → SMTP accepted, 20 users at random moments
+//! cargo bench --bench pipeline -- latency 20          # `run` up: insert → SMTP accepted, 20 users at random moments, SQLite and PostgreSQL
 //! cargo bench --bench pipeline -- idle 600            # `run` up with nothing to do: its CPU over 600 s, per hour
 //! cargo bench --bench pipeline -- bulk 50000 1000     # `run` up: 50,000 rows imported 1,000 a commit; runs, start, RSS
 //! ```
@@ -19,7 +19,7 @@
 //! `.ci/run` makes under `target/`). `BENCH_WRAP="perf record -g -o /tmp/perf.data"` runs each
 //! `once` under a profiler.
 //!
-//! `throughput` and `rate` take a last word, `sqlite`, `postgres` or `both` (the default): with
+//! `throughput`, `rate` and `latency` take a last word, `sqlite`, `postgres` or `both` (the default): with
 //! PostgreSQL the bench starts a throw-away server of its own (Debian's binaries, as the tests
 //! do: `tests/it/support/pg_server.rs`) and also reads the CPU of the server's processes.
 
@@ -72,14 +72,14 @@ fn main() -> anyhow::Result<()> {
         Some("rate") => rt.block_on(rate(number(1, 1500)?, &stores)),
         Some("refresh") => rt.block_on(refresh(number(1, 10_000)?, number(2, 0)?)),
         Some("ready") => rt.block_on(ready(number(1, 10)?)),
-        Some("latency") => rt.block_on(latency(number(1, 20)?)),
+        Some("latency") => rt.block_on(latency(number(1, 20)?, &stores)),
         Some("idle") => rt.block_on(idle(number(1, 600)?)),
         Some("bulk") => rt.block_on(bulk(number(1, 50_000)?, number(2, 1000)?)),
         _ => {
             eprintln!(
                 "usage: cargo bench --bench pipeline -- \
                  throughput [N] [STORE] | rss [N] [SECONDS] | rate [N] [STORE] | refresh [N] [K] | \
-                 ready [TIMES] | latency [USERS] | idle [SECONDS] | bulk [ROWS] [ROWS_PER_COMMIT] \
+                 ready [TIMES] | latency [USERS] [STORE] | idle [SECONDS] | bulk [ROWS] [ROWS_PER_COMMIT] \
                  (STORE: sqlite, postgres or both, the default)"
             );
             Ok(())
@@ -328,50 +328,67 @@ async fn ready(times: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `run` up with the shipped schedule (provision every minute): `users` rows inserted one at a
-/// time at random moments by another connection, each timed from its commit to the SMTP
-/// server's acceptance of its invite.
-async fn latency(users: u64) -> anyhow::Result<()> {
+/// Sign-up to inbox with `run` up and the shipped schedule, on each store in turn: `users`
+/// rows inserted one at a time at random moments by another connection, each timed from its
+/// commit to the SMTP server's 250 for its invite.
+async fn latency(users: u64, stores: &[Store]) -> anyhow::Result<()> {
     use rand::Rng as _;
-    let receiver = Receiver::start()?;
-    let (sim, work, daemon) = run_up(&receiver.url()).await?;
-    let app = work.application().await?;
-    let mut inserted = Vec::new();
-    for i in 0..users {
-        // Random gaps, so the inserts fall at every phase of the watch's poll and of the cron.
-        let gap = rand::rng().random_range(250..2000);
-        tokio::time::sleep(Duration::from_millis(gap)).await;
-        insert_users(&app, i, 1).await?;
-        inserted.push((format!("user{i}@example.com"), Instant::now()));
+    let postgres = PostgresServer::start_for(stores)?;
+    let mut rows = Vec::new();
+    for &store in stores {
+        let receiver = Receiver::start()?;
+        let database = postgres.database_for(store).await?;
+        let (sim, work, daemon) = run_up(&receiver.url(), database).await?;
+        let app = work.application().await?;
+        let mut inserted = Vec::new();
+        for i in 0..users {
+            // Random gaps, so the inserts fall at every phase of the watch's poll and of the cron.
+            let gap = rand::rng().random_range(250..2000);
+            tokio::time::sleep(Duration::from_millis(gap)).await;
+            app.insert_users(i, 1).await?;
+            inserted.push((format!("user{i}@example.com"), Instant::now()));
+        }
+        let accepted = receiver
+            .wait_for(users as usize, Duration::from_secs(120))
+            .await?;
+        let cpu = daemon.cpu()?;
+        daemon.stop()?;
+        let mut waits = inserted
+            .iter()
+            .map(|(rcpt, at)| {
+                let got = accepted
+                    .get(rcpt)
+                    .with_context(|| format!("{store}: {rcpt} never reached the SMTP server"))?;
+                Ok(got.duration_since(*at))
+            })
+            .collect::<anyhow::Result<Vec<Duration>>>()?;
+        waits.sort();
+        println!(
+            "{store} ({}): {} users at random moments",
+            work.database,
+            waits.len()
+        );
+        rows.push([
+            store.to_string(),
+            format!("{:.0?}", waits[waits.len() / 2]),
+            format!("{:.0?}", waits[waits.len() - 1]),
+            format!("{:.0?}", waits[0]),
+            format!("{cpu:.2?}"),
+        ]);
+        app.close().await;
+        sim.shutdown().await;
     }
-    let accepted = receiver
-        .wait_for(users as usize, Duration::from_secs(120))
-        .await?;
-    let cpu = daemon.cpu()?;
-    daemon.stop()?;
-    let mut waits = inserted
-        .iter()
-        .map(|(rcpt, at)| {
-            let got = accepted
-                .get(rcpt)
-                .with_context(|| format!("{rcpt} never reached the SMTP server"))?;
-            Ok(got.duration_since(*at))
-        })
-        .collect::<anyhow::Result<Vec<Duration>>>()?;
-    waits.sort();
-    println!(
-        "insert → SMTP accepted  median {:.0?}, max {:.0?}, min {:.0?} over {} users at random moments",
-        waits[waits.len() / 2],
-        waits[waits.len() - 1],
-        waits[0],
-        waits.len()
+    println!();
+    print_table(
+        &[
+            "store",
+            "insert → SMTP accepted, median",
+            "max",
+            "min",
+            "daemon CPU (start-up and the users)",
+        ],
+        &rows,
     );
-    println!(
-        "daemon CPU              {:.2?} in all (start-up and the {users} users)",
-        cpu
-    );
-    app.close().await;
-    sim.shutdown().await;
     Ok(())
 }
 
@@ -379,7 +396,7 @@ async fn latency(users: u64) -> anyhow::Result<()> {
 /// uses over `seconds`, which is the new-user watch's polls plus the cron runs that fall in.
 async fn idle(seconds: u64) -> anyhow::Result<()> {
     let sink = Sink::start()?;
-    let (sim, work, daemon) = run_up(&sink.url()).await?;
+    let (sim, work, daemon) = run_up(&sink.url(), Database::Sqlite).await?;
     // The start-up refresh follows the start-up provision run.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = daemon.cpu()?;
@@ -409,14 +426,14 @@ async fn idle(seconds: u64) -> anyhow::Result<()> {
 /// from before the import until every invite is accepted.
 async fn bulk(rows: u64, chunk: u64) -> anyhow::Result<()> {
     let receiver = Receiver::start()?;
-    let (sim, work, daemon) = run_up(&receiver.url()).await?;
+    let (sim, work, daemon) = run_up(&receiver.url(), Database::Sqlite).await?;
     let rss_before = daemon.rss_kib()?;
     let app = work.application().await?;
     let import_started = chrono::Utc::now();
     let started = Instant::now();
     let mut first_commit = None;
     for start in (0..rows).step_by(chunk.max(1) as usize) {
-        insert_users(&app, start, chunk.min(rows - start)).await?;
+        app.insert_users(start, chunk.min(rows - start)).await?;
         first_commit.get_or_insert_with(|| (Instant::now(), chrono::Utc::now()));
     }
     let imported = started.elapsed();
@@ -489,9 +506,12 @@ async fn bulk(rows: u64, chunk: u64) -> anyhow::Result<()> {
 
 /// `run` up on an empty migrated database with the shipped schedule, mailing to `smtp_url`, its
 /// start-up runs over.
-async fn run_up(smtp_url: &str) -> anyhow::Result<(SimHandle, Workdir, RunningDaemon)> {
+async fn run_up(
+    smtp_url: &str,
+    database: Database,
+) -> anyhow::Result<(SimHandle, Workdir, RunningDaemon)> {
     let sim = start_sim(|_| {}).await?;
-    let work = Workdir::new(&sim, smtp_url, Database::Sqlite, &[])?;
+    let work = Workdir::new(&sim, smtp_url, database, &[])?;
     work.seed(0).await?;
     let daemon = work.start_run()?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -510,33 +530,77 @@ async fn run_up(smtp_url: &str) -> anyhow::Result<(SimHandle, Workdir, RunningDa
     Ok((sim, work, daemon))
 }
 
-/// Inserts users `first..first + n` in one statement (one commit), as the application would.
-async fn insert_users(app: &sqlx::SqlitePool, first: u64, n: u64) -> anyhow::Result<()> {
-    sqlx::query(
-        "WITH RECURSIVE n(i) AS (SELECT ?1 WHERE ?2 > 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1 + ?2) \
-         INSERT INTO users (id, email, name_first, name_last, birthdate, phone_number) \
-         SELECT printf('usr_%08d', i), printf('user%d@example.com', i), 'Sam', printf('Walker%d', i), \
-                '1985-04-12', '+1 415 555 0100' FROM n",
-    )
-    .bind(first as i64)
-    .bind(n as i64)
-    .execute(app)
-    .await?;
-    Ok(())
+/// The application's own connections to the workdir's database.
+enum AppDb {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
 }
 
-/// Inserts users `1..=n` in one statement, as the application would on PostgreSQL.
-async fn insert_users_on_postgres(app: &sqlx::PgPool, n: u64) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO users (id, email, name_first, name_last, birthdate, phone_number) \
-         SELECT format('usr_%s', lpad(i::text, 8, '0')), format('user%s@example.com', i), 'Sam', \
-                format('Walker%s', i), '1985-04-12', '+1 415 555 0100' \
-         FROM generate_series(1, $1::bigint) AS i",
-    )
-    .bind(n as i64)
-    .execute(app)
-    .await?;
-    Ok(())
+impl AppDb {
+    /// Inserts users `first..first + n` in one statement (one commit), as the application would.
+    async fn insert_users(&self, first: u64, n: u64) -> anyhow::Result<()> {
+        match self {
+            AppDb::Sqlite(pool) => sqlx::query(
+                "WITH RECURSIVE n(i) AS (SELECT ?1 WHERE ?2 > 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?1 + ?2) \
+                 INSERT INTO users (id, email, name_first, name_last, birthdate, phone_number) \
+                 SELECT printf('usr_%08d', i), printf('user%d@example.com', i), 'Sam', printf('Walker%d', i), \
+                        '1985-04-12', '+1 415 555 0100' FROM n",
+            )
+            .bind(first as i64)
+            .bind(n as i64)
+            .execute(pool)
+            .await
+            .map(drop),
+            AppDb::Postgres(pool) => sqlx::query(
+                "INSERT INTO users (id, email, name_first, name_last, birthdate, phone_number) \
+                 SELECT format('usr_%s', lpad(i::text, 8, '0')), format('user%s@example.com', i), 'Sam', \
+                        format('Walker%s', i), '1985-04-12', '+1 415 555 0100' \
+                 FROM generate_series($1::bigint, $1::bigint + $2::bigint - 1) AS i",
+            )
+            .bind(first as i64)
+            .bind(n as i64)
+            .execute(pool)
+            .await
+            .map(drop),
+        }?;
+        Ok(())
+    }
+
+    /// Every run of `job` in `job_runs`, oldest first.
+    async fn runs_of(&self, job: &str) -> anyhow::Result<Vec<RunSpan>> {
+        match self {
+            AppDb::Sqlite(pool) => {
+                let rows: Vec<(String, Option<String>)> = sqlx::query_as(
+                    "SELECT started_at, finished_at FROM job_runs WHERE job = ? ORDER BY id",
+                )
+                .bind(job)
+                .fetch_all(pool)
+                .await?;
+                let parse = |t: &str| {
+                    inquiry_mailer::clock::parse_ts(t)
+                        .with_context(|| format!("job_runs time {t:?}"))
+                };
+                rows.iter()
+                    .map(|(started, finished)| {
+                        Ok((parse(started)?, finished.as_deref().map(parse).transpose()?))
+                    })
+                    .collect()
+            }
+            AppDb::Postgres(pool) => Ok(sqlx::query_as(
+                "SELECT started_at, finished_at FROM job_runs WHERE job = $1 ORDER BY id",
+            )
+            .bind(job)
+            .fetch_all(pool)
+            .await?),
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            AppDb::Sqlite(pool) => pool.close().await,
+            AppDb::Postgres(pool) => pool.close().await,
+        }
+    }
 }
 
 /// The store a bench's daemon runs on.
@@ -960,53 +1024,34 @@ dir = "{templates}"
             "migrate failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let app = self.application().await?;
         let started = Instant::now();
-        match &self.database {
-            Database::Sqlite => {
-                let pool = self.application().await?;
-                insert_users(&pool, 1, users).await?;
-                pool.close().await;
-            }
-            Database::Postgres(db) => {
-                let pool = sqlx::PgPool::connect(&db.url).await?;
-                insert_users_on_postgres(&pool, users).await?;
-                pool.close().await;
-            }
-        }
-        Ok(started.elapsed())
+        app.insert_users(1, users).await?;
+        let took = started.elapsed();
+        app.close().await;
+        Ok(took)
     }
 
-    /// A connection pool on the SQLite database, as the application has one.
-    async fn application(&self) -> anyhow::Result<sqlx::SqlitePool> {
-        anyhow::ensure!(
-            matches!(self.database, Database::Sqlite),
-            "this bench reads the database as SQLite"
-        );
-        let options = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(self.db())
-            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .busy_timeout(Duration::from_secs(30));
-        Ok(sqlx::SqlitePool::connect_with(options).await?)
+    /// A connection pool on the database, as the application has one.
+    async fn application(&self) -> anyhow::Result<AppDb> {
+        Ok(match &self.database {
+            Database::Sqlite => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(self.db())
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .busy_timeout(Duration::from_secs(30));
+                AppDb::Sqlite(sqlx::SqlitePool::connect_with(options).await?)
+            }
+            Database::Postgres(db) => AppDb::Postgres(sqlx::PgPool::connect(&db.url).await?),
+        })
     }
 
     /// Every run of `job` in `job_runs`, oldest first.
     async fn runs_of(&self, job: &str) -> anyhow::Result<Vec<RunSpan>> {
-        let pool = self.application().await?;
-        let rows: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT started_at, finished_at FROM job_runs WHERE job = ? ORDER BY id",
-        )
-        .bind(job)
-        .fetch_all(&pool)
-        .await?;
-        pool.close().await;
-        let parse = |t: &str| {
-            inquiry_mailer::clock::parse_ts(t).with_context(|| format!("job_runs time {t:?}"))
-        };
-        rows.iter()
-            .map(|(started, finished)| {
-                Ok((parse(started)?, finished.as_deref().map(parse).transpose()?))
-            })
-            .collect()
+        let app = self.application().await?;
+        let runs = app.runs_of(job).await;
+        app.close().await;
+        runs
     }
 
     /// How many users the daemon discovered, and the seconds from the first to the last.
