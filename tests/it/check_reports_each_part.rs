@@ -7,18 +7,10 @@ use crate::support::stack::Stack;
 
 const PARTS: [&str; 5] = ["config", "templates", "database", "persona", "mail"];
 
-/// The report line of `part`, e.g. `ok   persona    http://…: the API key works (…)`.
-fn line<'a>(run: &'a Run, part: &str) -> &'a str {
-    run.stdout
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some(part))
-        .unwrap_or_else(|| panic!("no {part} line in:\n{}", run.stdout))
-}
-
 fn assert_only_failing(run: &Run, failing: &str) {
     run.assert_code(1);
     for part in PARTS {
-        let verdict = line(run, part).split_whitespace().next().unwrap();
+        let verdict = run.check_line(part).split_whitespace().next().unwrap();
         let expected = if part == failing { "FAIL" } else { "ok" };
         assert_eq!(verdict, expected, "{part}:\n{}", run.stdout);
     }
@@ -37,11 +29,18 @@ async fn check_passes_against_the_stack_and_names_the_part_that_fails() {
     let ok = stack.run(&["check"]);
     ok.assert_code(0);
     for part in PARTS {
-        assert!(line(&ok, part).starts_with("ok "), "{part}:\n{}", ok.stdout);
+        assert!(
+            ok.check_line(part).starts_with("ok "),
+            "{part}:\n{}",
+            ok.stdout
+        );
     }
-    assert!(line(&ok, "persona").contains("the API key works"));
-    assert!(line(&ok, "mail").contains(&stack.smtp.addr().to_string()));
-    assert!(line(&ok, "database").contains("schema up to date"));
+    assert!(ok.check_line("persona").contains("the API key works"));
+    assert!(
+        ok.check_line("mail")
+            .contains(&stack.smtp.addr().to_string())
+    );
+    assert!(ok.check_line("database").contains("schema up to date"));
     assert_eq!(stack.sim.count_requests("GET", "/rate-limits"), 1);
 
     // A wrong key: Persona answers 401, and the key itself is printed nowhere.
@@ -54,7 +53,7 @@ async fn check_passes_against_the_stack_and_names_the_part_that_fails() {
     let bad_key = Run::from(out);
     assert_only_failing(&bad_key, "persona");
     assert!(
-        line(&bad_key, "persona").contains("401"),
+        bad_key.check_line("persona").contains("401"),
         "{}",
         bad_key.stdout
     );
@@ -67,7 +66,9 @@ async fn check_passes_against_the_stack_and_names_the_part_that_fails() {
     let no_smtp = stack.run(&["check"]);
     assert_only_failing(&no_smtp, "mail");
     assert!(
-        line(&no_smtp, "mail").contains(&stack.smtp.addr().to_string()),
+        no_smtp
+            .check_line("mail")
+            .contains(&stack.smtp.addr().to_string()),
         "the failing line names the server: {}",
         no_smtp.stdout
     );

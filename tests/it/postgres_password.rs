@@ -5,8 +5,6 @@
 //! needs the password too. Without it, or with a wrong one, `check` fails on the database part
 //! and exits 1. The password is in nothing the daemon prints, at debug level included.
 
-use std::time::{Duration, Instant};
-
 use inquiry_mailer::store::changes::FEED_APPLICATION_NAME;
 
 use crate::support::app::Run;
@@ -16,14 +14,6 @@ use crate::support::stack::{Backend, Stack};
 
 const PASSWORD: &str = "pg-role-password-never-printed-7f3a";
 const WRONG: &str = "pg-wrong-password-never-printed-91c2";
-
-/// The database part's line of a `check` report.
-fn database_line(run: &Run) -> &str {
-    run.stdout
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("database"))
-        .unwrap_or_else(|| panic!("no database line in:\n{}", run.stdout))
-}
 
 fn assert_not_printed(what: &str, text: &str, secret: &str) {
     assert!(!text.contains(secret), "{what} shows the password:\n{text}");
@@ -83,7 +73,7 @@ async fn a_role_with_a_password_connects_with_it_and_only_with_it_and_it_is_neve
     let wrong = run_with(&["check"], &[("DATABASE_PASSWORD", WRONG)]);
     wrong.assert_code(1);
     for (what, run) in [("no password", &none), ("a wrong password", &wrong)] {
-        let line = database_line(run);
+        let line = run.check_line("database");
         assert!(line.starts_with("FAIL"), "{what}: {line}");
         assert!(line.contains(&database.name), "names the database: {line}");
         assert!(
@@ -101,7 +91,7 @@ async fn a_role_with_a_password_connects_with_it_and_only_with_it_and_it_is_neve
     let migrate = run_with(&["migrate"], &env);
     migrate.assert_code(0);
     let check = run_with(&["check"], &env);
-    let line = database_line(&check);
+    let line = check.check_line("database");
     assert!(line.starts_with("ok"), "{line}\n{}", check.stderr);
     assert!(line.contains("schema up to date"), "{line}");
     for run in [&migrate, &check] {
@@ -144,20 +134,10 @@ async fn a_role_with_a_password_connects_with_it_and_only_with_it_and_it_is_neve
     .execute(&admin)
     .await
     .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while !stack
+    stack
         .smtp
-        .messages()
-        .iter()
-        .any(|m| m.rcpt_to == "pw@example.com")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no invite within {PATIENCE:?}\n{}",
-            daemon.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .wait_for_mail_to("pw@example.com", PATIENCE, || daemon.stderr())
+        .await;
     let listening: Vec<(String,)> = sqlx::query_as(
         "SELECT usename::text FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()",
     )

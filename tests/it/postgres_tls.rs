@@ -5,13 +5,10 @@
 //! not encrypt. `check` says which, from the server's side of the connection, and `run`'s pool
 //! and its LISTEN session both go over TLS.
 
-use std::time::{Duration, Instant};
-
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 use inquiry_mailer::store::changes::FEED_APPLICATION_NAME;
 
-use crate::support::app::Run;
 use crate::support::daemon::{Daemon, PATIENCE, free_port, listen_on};
 use crate::support::postgres::own_server;
 use crate::support::stack::Stack;
@@ -29,17 +26,6 @@ fn certificates() -> (String, String, String) {
         .signed_by(&server_key, &issuer)
         .expect("server certificate");
     (ca_cert.pem(), server_cert.pem(), server_key.serialize_pem())
-}
-
-/// The database part's line of a `check` report.
-fn database_line(run: &Run) -> &str {
-    let line = run
-        .stdout
-        .lines()
-        .find(|l| l.split_whitespace().nth(1) == Some("database"))
-        .unwrap_or_else(|| panic!("no database line in:\n{}", run.stdout));
-    eprintln!("{line}");
-    line
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +58,7 @@ async fn sslmode_in_the_url_encrypts_and_verifies_as_libpq_means_it() {
     with_url("sslmode=verify-full");
     let unverified = stack.run(&["check"]);
     unverified.assert_code(1);
-    let line = database_line(&unverified);
+    let line = unverified.check_line("database");
     assert!(line.starts_with("FAIL"), "{line}");
     assert!(line.contains(&database.name), "names the database: {line}");
     assert!(
@@ -86,7 +72,7 @@ async fn sslmode_in_the_url_encrypts_and_verifies_as_libpq_means_it() {
     let plain = stack.run(&["check"]);
     plain.assert_code(0);
     assert!(
-        database_line(&plain).contains("not encrypted"),
+        plain.check_line("database").contains("not encrypted"),
         "{}",
         plain.stdout
     );
@@ -94,7 +80,7 @@ async fn sslmode_in_the_url_encrypts_and_verifies_as_libpq_means_it() {
     let required = stack.run(&["check"]);
     required.assert_code(0);
     assert!(
-        database_line(&required).contains(", over TLSv1."),
+        required.check_line("database").contains(", over TLSv1."),
         "{}",
         required.stdout
     );
@@ -106,7 +92,7 @@ async fn sslmode_in_the_url_encrypts_and_verifies_as_libpq_means_it() {
     ));
     let verified = stack.run(&["check"]);
     verified.assert_code(0);
-    let line = database_line(&verified);
+    let line = verified.check_line("database");
     assert!(line.contains(", over TLSv1."), "{line}");
     assert!(line.contains("schema up to date"), "{line}");
     let mut daemon = Daemon::start(&stack, port, &[]);
@@ -118,20 +104,10 @@ async fn sslmode_in_the_url_encrypts_and_verifies_as_libpq_means_it() {
     .execute(&admin)
     .await
     .unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while !stack
+    stack
         .smtp
-        .messages()
-        .iter()
-        .any(|m| m.rcpt_to == "tls@example.com")
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no invite within {PATIENCE:?}\n{}",
-            daemon.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .wait_for_mail_to("tls@example.com", PATIENCE, || daemon.stderr())
+        .await;
     // Every session of the daemon's on the database, the pool's and the LISTEN one, as the
     // server sees it.
     let sessions: Vec<(String, bool)> = sqlx::query_as(

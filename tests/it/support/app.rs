@@ -152,4 +152,14 @@ impl Run {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
+
+    /// The line of a `check` report about `part`, e.g. `ok   persona    http://…: the API key
+    /// works (…)`.
+    #[track_caller]
+    pub fn check_line(&self, part: &str) -> &str {
+        self.stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(part))
+            .unwrap_or_else(|| panic!("no {part} line in:\n{}", self.stdout))
+    }
 }

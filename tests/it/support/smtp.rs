@@ -174,6 +174,20 @@ impl SmtpServer {
         )
     }
 
+    /// Waits until a mail to `rcpt` has arrived, for up to `within`; fails the test otherwise,
+    /// with `log()` (the daemon's stderr, say).
+    pub async fn wait_for_mail_to(&self, rcpt: &str, within: Duration, log: impl Fn() -> String) {
+        let deadline = Instant::now() + within;
+        while !self.messages().iter().any(|m| m.rcpt_to == rcpt) {
+            assert!(
+                Instant::now() < deadline,
+                "no mail to {rcpt} within {within:?}\n{}",
+                log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits (bounded) until `n` mails have arrived, then returns them all.
     pub async fn wait_for_messages(&self, n: usize) -> Vec<ReceivedMail> {
         let deadline = Instant::now() + Duration::from_secs(10);
