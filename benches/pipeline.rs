@@ -35,7 +35,9 @@ use inquiry_mailer::clock::Clock;
 use inquiry_mailer::domain::EnvironmentId;
 use persona_sim::{self as sim, SimConfig, SimHandle};
 
+// The server the tests start; the bench needs neither its TLS nor its login groups.
 #[path = "../tests/it/support/pg_server.rs"]
+#[allow(dead_code)]
 mod pg_server;
 
 const API_KEY: &str = "bench-key-for-the-simulator-only";

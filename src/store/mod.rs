@@ -164,13 +164,37 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// What the database driver said, kept opaque so that no driver type is part of the store's
-/// face; it displays as the driver's own message.
+/// face; it displays as the driver's own message, except for a PostgreSQL server's error:
+/// sqlx ends that with the line of the server's C source that raised it ("… at line 428"),
+/// which reads as a line of the operator's SQL or config. It shows the SQLSTATE instead, with
+/// the server's detail and hint when it gave them.
 #[derive(Debug)]
 pub struct DbError(Box<dyn std::error::Error + Send + Sync>);
 
 impl std::fmt::Display for DbError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
+        let server = match self.0.downcast_ref::<sqlx::Error>() {
+            Some(sqlx::Error::Database(e)) => {
+                e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            }
+            _ => None,
+        };
+        let Some(server) = server else {
+            return self.0.fmt(f);
+        };
+        write!(
+            f,
+            "error returned from database: {} (SQLSTATE {})",
+            server.message(),
+            server.code()
+        )?;
+        if let Some(detail) = server.detail() {
+            write!(f, ": {detail}")?;
+        }
+        if let Some(hint) = server.hint() {
+            write!(f, " (hint: {hint})")?;
+        }
+        Ok(())
     }
 }
 

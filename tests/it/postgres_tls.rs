@@ -5,33 +5,69 @@
 //! not encrypt. `check` says which, from the server's side of the connection, and `run`'s pool
 //! and its LISTEN session both go over TLS.
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
 use inquiry_mailer::store::changes::FEED_APPLICATION_NAME;
 
 use crate::support::daemon::{Daemon, PATIENCE, free_port, listen_on};
-use crate::support::postgres::own_server;
+use crate::support::pg_server::CERTIFICATE_GROUP;
+use crate::support::postgres::{Server, own_server_with_tls};
 use crate::support::stack::Stack;
 
-/// A CA's certificate (PEM), and a server certificate and key it signed for 127.0.0.1.
-fn certificates() -> (String, String, String) {
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().expect("CA key");
-    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::new(ca, ca_key);
-    let server_key = KeyPair::generate().expect("server key");
-    let server_cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .expect("server params")
-        .signed_by(&server_key, &issuer)
-        .expect("server certificate");
-    (ca_cert.pem(), server_cert.pem(), server_key.serialize_pem())
+/// A CA the test makes, and certificates it signs.
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().expect("CA key");
+        let pem = params.self_signed(&key).expect("CA certificate").pem();
+        Ca {
+            pem,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A certificate and its key (PEM) for `name`: the subject's alternative name (a host or
+    /// an address) and its common name (what PostgreSQL's `cert` login reads as the role).
+    fn issue(&self, name: &str) -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.signed_by(&key, &self.issuer).expect("certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A server of the test's own with TLS on, its certificate for 127.0.0.1 from this CA,
+    /// which also vouches for its clients' certificates.
+    async fn server(&self) -> Option<Server> {
+        let (cert, key) = self.issue("127.0.0.1");
+        own_server_with_tls(cert, key, self.pem.clone()).await
+    }
+}
+
+/// Points the stack's `[database] url` at `url`.
+fn use_url(stack: &Stack, url: &str) {
+    let config = std::fs::read_to_string(&stack.app.config).unwrap();
+    let current = config
+        .lines()
+        .find(|l| l.starts_with("url = \"postgres://"))
+        .expect("a PostgreSQL url line");
+    std::fs::write(
+        &stack.app.config,
+        config.replace(current, &format!("url = \"{url}\"")),
+    )
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sslmode_in_the_url_encrypts_and_verifies_as_libpq_means_it() {
-    let (ca, cert, key) = certificates();
-    let Some(server) = own_server(Some((cert, key))).await else {
+    let ca = Ca::new();
+    let Some(server) = ca.server().await else {
         return;
     };
     let database = server.create_database().await;
@@ -43,16 +79,8 @@ async fn sslmode_in_the_url_encrypts_and_verifies_as_libpq_means_it() {
         &[(listen.0, listen.1.as_str())],
     )
     .await;
-    let ca_file = stack.app.write("ca.pem", &ca);
-    let config = std::fs::read_to_string(&stack.app.config).unwrap();
-    assert!(config.contains(&format!("url = \"{}\"", database.url)));
-    let with_url = |query: &str| {
-        let text = config.replace(
-            &format!("url = \"{}\"", database.url),
-            &format!("url = \"{}?{query}\"", database.url),
-        );
-        std::fs::write(&stack.app.config, text).unwrap();
-    };
+    let ca_file = stack.app.write("ca.pem", &ca.pem);
+    let with_url = |query: &str| use_url(&stack, &format!("{}?{query}", database.url));
 
     // A root that does not vouch for the server (the system's): refused, and check says why.
     with_url("sslmode=verify-full");
@@ -131,6 +159,100 @@ async fn sslmode_in_the_url_encrypts_and_verifies_as_libpq_means_it() {
         "every session of the daemon is encrypted: {sessions:?}"
     );
     assert!(daemon.stop().await.success(), "{}", daemon.stderr());
+    admin.close().await;
+    server.stop();
+}
+
+/// A role that must log in with a client certificate (`cert` in pg_hba.conf for the members of
+/// `certificate_logins`): `sslcert` and `sslkey` in the URL log it in; no certificate, or one
+/// for another name, is refused and `check` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_in_the_url_logs_in_a_role_that_needs_one() {
+    let ca = Ca::new();
+    let Some(server) = ca.server().await else {
+        return;
+    };
+    let database = server.create_database().await;
+    let stack = Stack::start_on_database(database.clone(), "session", &[]).await;
+    let role = format!("{}_cert", database.name);
+    let admin = database.pool().await;
+    for statement in [
+        format!(
+            "DO $$ BEGIN CREATE ROLE {CERTIFICATE_GROUP} NOLOGIN; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        ),
+        format!("CREATE ROLE {role} LOGIN IN ROLE {CERTIFICATE_GROUP}"),
+        format!("ALTER DATABASE {} OWNER TO {role}", database.name),
+    ] {
+        sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
+    let write_pair = |stem: &str, (cert, key): (String, String)| {
+        (
+            stack.app.write(&format!("{stem}.crt"), &cert),
+            stack.app.write(&format!("{stem}.key"), &key),
+        )
+    };
+    let (own_cert, own_key) = write_pair("client", ca.issue(&role));
+    let (other_cert, other_key) = write_pair("other", ca.issue("someone_else"));
+    let ca_file = stack.app.write("ca.pem", &ca.pem);
+    let as_role = database
+        .url
+        .replace("postgres://postgres@", &format!("postgres://{role}@"));
+    let verified = format!(
+        "{as_role}?sslmode=verify-full&sslrootcert={}",
+        ca_file.display()
+    );
+    let with_certificate = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "{verified}&sslcert={}&sslkey={}",
+            cert.display(),
+            key.display()
+        )
+    };
+
+    use_url(&stack, &verified);
+    let none = stack.run(&["check"]);
+    none.assert_code(1);
+    let line = none.check_line("database");
+    assert!(
+        line.starts_with("FAIL") && line.contains("certificate"),
+        "{line}"
+    );
+    // The server's own words and SQLSTATE (invalid_authorization_specification), not the line
+    // of its C source that sqlx would add.
+    assert!(line.contains("(SQLSTATE 28000)"), "{line}");
+    assert!(!line.contains(" at line "), "{line}");
+
+    use_url(&stack, &with_certificate(&other_cert, &other_key));
+    let other = stack.run(&["check"]);
+    other.assert_code(1);
+    let line = other.check_line("database");
+    assert!(
+        line.starts_with("FAIL") && line.contains("certificate authentication failed"),
+        "{line}"
+    );
+
+    use_url(&stack, &with_certificate(&own_cert, &own_key));
+    stack.run(&["migrate"]).assert_code(0);
+    let own = stack.run(&["check"]);
+    own.assert_code(0);
+    let line = own.check_line("database");
+    assert!(line.contains(", over TLSv1."), "{line}");
+    assert!(line.contains("schema up to date"), "{line}");
+    let owners: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT tableowner::text FROM pg_tables WHERE tablename IN ('user_states', 'mails')",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        owners,
+        [(role.clone(),)],
+        "the role made the daemon's tables"
+    );
     admin.close().await;
     server.stop();
 }

@@ -30,6 +30,17 @@ const SYSTEM_USER: &str = "postgres";
 /// Loopback logins are trusted, except for the members of this role (which no one creates
 /// but a test that wants one): they must give their password (scram-sha-256).
 pub const PASSWORD_GROUP: &str = "password_logins";
+/// On a server with [`Tls`], the members of this role (likewise) must log in over TLS with a
+/// client certificate from [`Tls::client_ca`] whose common name is the role's name.
+pub const CERTIFICATE_GROUP: &str = "certificate_logins";
+
+/// What a server with TLS on is given, in PEM.
+pub struct Tls<'a> {
+    pub cert: &'a str,
+    pub key: &'a str,
+    /// The CA whose client certificates the server accepts.
+    pub client_ca: &'a str,
+}
 /// How often a bind race on the freshly picked port is retried with another port.
 const PORT_ATTEMPTS: usize = 3;
 /// How long initdb and the server's start may take.
@@ -117,15 +128,15 @@ fn server_binaries() -> Option<PathBuf> {
     found.pop().map(|(_, bin)| bin)
 }
 
-/// The watchdog shell: runs initdb, puts [`PASSWORD_GROUP`]'s line first in pg_hba.conf,
-/// starts the server as its child, then waits for EOF on stdin (this process gone), stops the
-/// server and removes the folder. Arguments: the folder, initdb, the data folder, then the
-/// server's command line.
+/// The watchdog shell: runs initdb, puts `$PG_TEST_HBA`'s lines first in pg_hba.conf, starts
+/// the server as its child, then waits for EOF on stdin (this process gone), stops the server
+/// and removes the folder. Arguments: the folder, initdb, the data folder, then the server's
+/// command line.
 const WATCHDOG: &str = r#"
 dir=$1 initdb=$2 data=$3; shift 3
 if "$initdb" --pgdata="$data" --username="$PG_TEST_SUPERUSER" --auth=trust --encoding=UTF8 --locale=C \
     --no-sync --no-instructions >>"$dir/server.log" 2>&1; then
-  { echo "host all +$PG_TEST_PASSWORD_GROUP 127.0.0.1/32 scram-sha-256"; cat "$data/pg_hba.conf"; } \
+  { printf '%s\n' "$PG_TEST_HBA"; cat "$data/pg_hba.conf"; } \
     >"$data/pg_hba.first" && mv "$data/pg_hba.first" "$data/pg_hba.conf"
   "$@" -D "$data" </dev/null >>"$dir/server.log" 2>&1 &
   server=$!
@@ -139,9 +150,9 @@ rm -rf "$dir"
 
 impl Server {
     /// initdb into a fresh folder under `parent` and the server on a free loopback port, with
-    /// TLS on when `tls` gives it a certificate and its key (PEM); `None` when PostgreSQL is not
-    /// installed, a panic with its log when it does not start.
-    pub fn start(parent: &Path, tls: Option<(&str, &str)>) -> Option<Server> {
+    /// TLS on when `tls` is given; `None` when PostgreSQL is not installed, a panic with its log
+    /// when it does not start.
+    pub fn start(parent: &Path, tls: Option<&Tls<'_>>) -> Option<Server> {
         let bin = server_binaries()?;
         let began = Instant::now();
         let run_as = RunAs::find();
@@ -172,25 +183,32 @@ impl Server {
         parent: &Path,
         bin: &Path,
         run_as: RunAs,
-        tls: Option<(&str, &str)>,
+        tls: Option<&Tls<'_>>,
     ) -> Result<Server, String> {
         let dir = fresh_folder(parent, run_as);
         let data = dir.join("data");
+        let mut hba = vec![format!(
+            "host all +{PASSWORD_GROUP} 127.0.0.1/32 scram-sha-256"
+        )];
         let mut tls_settings = Vec::new();
-        if let Some((cert, key)) = tls {
-            // The server refuses a key that others may read.
+        if let Some(tls) = tls {
             for (name, pem, setting) in [
-                ("server.crt", cert, "ssl_cert_file"),
-                ("server.key", key, "ssl_key_file"),
+                ("server.crt", tls.cert, "ssl_cert_file"),
+                ("server.key", tls.key, "ssl_key_file"),
+                ("client-ca.crt", tls.client_ca, "ssl_ca_file"),
             ] {
                 let path = dir.join(name);
                 fs::write(&path, pem).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+                // The server refuses a key that others may read.
                 fs::set_permissions(&path, fs::Permissions::from_mode(0o600))
                     .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
                 run_as.own(&path);
                 tls_settings.extend(["-c".to_owned(), format!("{setting}={}", path.display())]);
             }
             tls_settings.extend(["-c".to_owned(), "ssl=on".to_owned()]);
+            hba.push(format!(
+                "hostssl all +{CERTIFICATE_GROUP} 127.0.0.1/32 cert"
+            ));
         }
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -205,7 +223,7 @@ impl Server {
             .arg(bin.join("initdb"))
             .arg(&data)
             .env("PG_TEST_SUPERUSER", SUPERUSER)
-            .env("PG_TEST_PASSWORD_GROUP", PASSWORD_GROUP)
+            .env("PG_TEST_HBA", hba.join("\n"))
             .arg(bin.join("postgres"))
             .args(["-p", &port.to_string(), "-k"])
             .arg(&dir)

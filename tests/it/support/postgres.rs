@@ -9,9 +9,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 use super::app::repo_root;
 use super::daemon::PATIENCE;
-use super::pg_server::DEBIAN_PG_ROOT;
 pub use super::pg_server::Server;
 pub use super::pg_server::TestDatabase;
+use super::pg_server::{DEBIAN_PG_ROOT, Tls};
 
 impl TestDatabase {
     /// A small pool on this database.
@@ -34,14 +34,16 @@ pub async fn fresh_database() -> Option<TestDatabase> {
     Some(installed_or_skip(server)?.create_database().await)
 }
 
-/// A server of the test's own (with TLS when `tls` gives a certificate and key, PEM), stopped
-/// when dropped; `None` when PostgreSQL is not installed, as [`fresh_database`].
-pub async fn own_server(tls: Option<(String, String)>) -> Option<Server> {
+/// A server of the test's own with TLS on, stopped when dropped; `None` when PostgreSQL is not
+/// installed, as [`fresh_database`].
+pub async fn own_server_with_tls(cert: String, key: String, client_ca: String) -> Option<Server> {
     let server = tokio::task::spawn_blocking(move || {
-        let tls = tls
-            .as_ref()
-            .map(|(cert, key)| (cert.as_str(), key.as_str()));
-        Server::start(&pg_test_folder(), tls)
+        let tls = Tls {
+            cert: &cert,
+            key: &key,
+            client_ca: &client_ca,
+        };
+        Server::start(&pg_test_folder(), Some(&tls))
     })
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
