@@ -132,8 +132,21 @@ impl SmtpServer {
             login,
             child: None,
         };
-        server.spawn();
-        server
+        // The port is free when picked but not held: another test may bind it before aiosmtpd
+        // does, and then another port is picked.
+        for attempt in 1..=PORT_ATTEMPTS {
+            match server.try_spawn() {
+                Ok(()) => return server,
+                Err(log)
+                    if attempt < PORT_ATTEMPTS
+                        && log.to_lowercase().contains("address already in use") =>
+                {
+                    server.addr = free_port();
+                }
+                Err(log) => panic!("aiosmtpd did not start on {}: {log}", server.addr),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -160,7 +173,9 @@ impl SmtpServer {
     /// Starts again on the same port with the same Maildir.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        if let Err(log) = self.try_spawn() {
+            panic!("aiosmtpd did not start again on {}: {log}", self.addr);
+        }
     }
 
     pub fn messages(&self) -> Vec<ReceivedMail> {
@@ -200,7 +215,8 @@ impl SmtpServer {
         }
     }
 
-    fn spawn(&mut self) {
+    /// Starts aiosmtpd and waits until it greets; `Err(log)` when it exits or does not listen.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
         let mut cmd = Command::new(python());
         if let Some((user, password)) = &self.login {
@@ -234,11 +250,11 @@ impl SmtpServer {
             .spawn()
             .expect("python3 with aiosmtpd (pip install aiosmtpd)");
         self.child = Some(child);
-        self.wait_until_ready();
+        self.wait_until_ready()
     }
 
-    /// Bounded: the server must greet with 220 within 15 s, or the test fails with its log.
-    fn wait_until_ready(&mut self) {
+    /// Bounded: the server must greet with 220 within 15 s; `Err` with its log otherwise.
+    fn wait_until_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Some(status) = self
@@ -246,10 +262,11 @@ impl SmtpServer {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
-                    "aiosmtpd exited ({status}) before listening: {}",
+                self.child = None;
+                return Err(format!(
+                    "exited ({status}) before listening: {}",
                     self.log()
-                );
+                ));
             }
             let ready = match self.tls {
                 // The greeting comes inside TLS: listening is all a plain probe can see.
@@ -257,14 +274,11 @@ impl SmtpServer {
                 _ => greets(self.addr),
             };
             if ready {
-                return;
+                return Ok(());
             }
             if Instant::now() > deadline {
-                panic!(
-                    "aiosmtpd did not listen on {} within 15 s: {}",
-                    self.addr,
-                    self.log()
-                );
+                self.stop();
+                return Err(format!("did not listen within 15 s: {}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -300,6 +314,9 @@ fn greets(addr: SocketAddr) -> bool {
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("220")
 }
+
+/// How often a bind race on the freshly picked port is retried with another port.
+const PORT_ATTEMPTS: usize = 3;
 
 fn free_port() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
