@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use inquiry_mailer::config::{PERSONA_API_KEY, SMTP_PASSWORD, WEBHOOK_SECRET};
+use inquiry_mailer::config::{DATABASE_PASSWORD, PERSONA_API_KEY, SMTP_PASSWORD, WEBHOOK_SECRET};
 
 use crate::support::app::{BIN, repo_root};
 
@@ -140,7 +140,14 @@ fn the_unit_is_a_notify_service_with_a_watchdog_and_reload() {
     assert_eq!(setting("WatchdogSec"), "30");
     assert_eq!(setting("StateDirectory"), "inquiry-mailer");
     let text = unit_text();
-    for credential in [PERSONA_API_KEY, SMTP_PASSWORD, WEBHOOK_SECRET].map(|s| s.credential) {
+    for credential in [
+        PERSONA_API_KEY,
+        SMTP_PASSWORD,
+        WEBHOOK_SECRET,
+        DATABASE_PASSWORD,
+    ]
+    .map(|s| s.credential)
+    {
         assert!(
             text.contains(&format!(
                 "LoadCredential={credential}:/etc/inquiry-mailer/credentials/{credential}"
