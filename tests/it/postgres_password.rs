@@ -10,6 +10,7 @@ use inquiry_mailer::store::changes::FEED_APPLICATION_NAME;
 use crate::support::app::Run;
 use crate::support::daemon::{Daemon, PATIENCE, free_port, listen_on};
 use crate::support::pg_server::PASSWORD_GROUP;
+use crate::support::postgres::daemon_table_owners;
 use crate::support::stack::{Backend, Stack};
 
 const PASSWORD: &str = "pg-role-password-never-printed-7f3a";
@@ -33,26 +34,11 @@ async fn a_role_with_a_password_connects_with_it_and_only_with_it_and_it_is_neve
         return;
     };
     let database = stack.database.clone().expect("a PostgreSQL stack");
-    let role = format!("{}_app", database.name);
     let admin = database.pool().await;
-    for statement in [
-        format!(
-            "DO $$ BEGIN CREATE ROLE {PASSWORD_GROUP} NOLOGIN; \
-             EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-        ),
-        format!("CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}' IN ROLE {PASSWORD_GROUP}"),
-        // The owner may create the daemon's tables in `public`, as an application's role would.
-        format!("ALTER DATABASE {} OWNER TO {role}", database.name),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
-            .execute(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
-    let as_role = database
-        .url
-        .replace("postgres://postgres@", &format!("postgres://{role}@"));
-    assert_ne!(as_role, database.url);
+    let role = database
+        .owning_role(&admin, "app", PASSWORD_GROUP, Some(PASSWORD))
+        .await;
+    let as_role = database.url_as(&role);
     let config = std::fs::read_to_string(&stack.app.config).unwrap();
     assert!(config.contains(&database.url));
     std::fs::write(&stack.app.config, config.replace(&database.url, &as_role)).unwrap();
@@ -98,15 +84,9 @@ async fn a_role_with_a_password_connects_with_it_and_only_with_it_and_it_is_neve
         assert_not_printed("stdout", &run.stdout, PASSWORD);
         assert_not_printed("stderr", &run.stderr, PASSWORD);
     }
-    let owners: Vec<(String,)> = sqlx::query_as(
-        "SELECT DISTINCT tableowner::text FROM pg_tables WHERE tablename IN ('user_states', 'mails')",
-    )
-    .fetch_all(&admin)
-    .await
-    .unwrap();
     assert_eq!(
-        owners,
-        [(role.clone(),)],
+        daemon_table_owners(&admin).await,
+        [role.as_str()],
         "the role made the daemon's tables"
     );
 

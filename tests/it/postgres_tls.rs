@@ -11,7 +11,7 @@ use inquiry_mailer::store::changes::FEED_APPLICATION_NAME;
 
 use crate::support::daemon::{Daemon, PATIENCE, free_port, listen_on};
 use crate::support::pg_server::CERTIFICATE_GROUP;
-use crate::support::postgres::{Server, own_server_with_tls};
+use crate::support::postgres::{Server, daemon_table_owners, own_server_with_tls};
 use crate::support::stack::Stack;
 
 /// A CA the test makes, and certificates it signs.
@@ -174,21 +174,10 @@ async fn a_client_certificate_in_the_url_logs_in_a_role_that_needs_one() {
     };
     let database = server.create_database().await;
     let stack = Stack::start_on_database(database.clone(), "session", &[]).await;
-    let role = format!("{}_cert", database.name);
     let admin = database.pool().await;
-    for statement in [
-        format!(
-            "DO $$ BEGIN CREATE ROLE {CERTIFICATE_GROUP} NOLOGIN; \
-             EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-        ),
-        format!("CREATE ROLE {role} LOGIN IN ROLE {CERTIFICATE_GROUP}"),
-        format!("ALTER DATABASE {} OWNER TO {role}", database.name),
-    ] {
-        sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
-            .execute(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-    }
+    let role = database
+        .owning_role(&admin, "cert", CERTIFICATE_GROUP, None)
+        .await;
     let write_pair = |stem: &str, (cert, key): (String, String)| {
         (
             stack.app.write(&format!("{stem}.crt"), &cert),
@@ -198,9 +187,7 @@ async fn a_client_certificate_in_the_url_logs_in_a_role_that_needs_one() {
     let (own_cert, own_key) = write_pair("client", ca.issue(&role));
     let (other_cert, other_key) = write_pair("other", ca.issue("someone_else"));
     let ca_file = stack.app.write("ca.pem", &ca.pem);
-    let as_role = database
-        .url
-        .replace("postgres://postgres@", &format!("postgres://{role}@"));
+    let as_role = database.url_as(&role);
     let verified = format!(
         "{as_role}?sslmode=verify-full&sslrootcert={}",
         ca_file.display()
@@ -242,15 +229,9 @@ async fn a_client_certificate_in_the_url_logs_in_a_role_that_needs_one() {
     let line = own.check_line("database");
     assert!(line.contains(", over TLSv1."), "{line}");
     assert!(line.contains("schema up to date"), "{line}");
-    let owners: Vec<(String,)> = sqlx::query_as(
-        "SELECT DISTINCT tableowner::text FROM pg_tables WHERE tablename IN ('user_states', 'mails')",
-    )
-    .fetch_all(&admin)
-    .await
-    .unwrap();
     assert_eq!(
-        owners,
-        [(role.clone(),)],
+        daemon_table_owners(&admin).await,
+        [role.as_str()],
         "the role made the daemon's tables"
     );
     admin.close().await;

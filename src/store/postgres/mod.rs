@@ -64,9 +64,9 @@ impl Db {
     /// migrator creates its bookkeeping table `IF NOT EXISTS`, and the server's NOTICE that it
     /// already exists would be logged at INFO on every start.
     pub(super) async fn migrate(&self) -> Result<()> {
-        let migrate_err = |source: sqlx::Error| StoreError::Migrate {
+        let migrate_err = |source: super::DbError| StoreError::Migrate {
             place: self.location.clone(),
-            source: source.into(),
+            source,
         };
         let quiet = self
             .pool
@@ -76,14 +76,11 @@ impl Db {
             .options([("client_min_messages", "warning")]);
         let mut connection = PgConnection::connect_with(&quiet)
             .await
-            .map_err(migrate_err)?;
+            .map_err(|e| migrate_err(e.into()))?;
         let migrated = migrations::MIGRATOR
             .run(&mut connection)
             .await
-            .map_err(|source| StoreError::Migrate {
-                place: self.location.clone(),
-                source: source.into(),
-            });
+            .map_err(|e| migrate_err(e.into()));
         connection.close().await.ok();
         migrated
     }

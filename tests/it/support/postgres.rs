@@ -14,6 +14,43 @@ pub use super::pg_server::TestDatabase;
 use super::pg_server::{DEBIAN_PG_ROOT, Tls};
 
 impl TestDatabase {
+    /// This database's URL logging in as `role` instead of the superuser.
+    pub fn url_as(&self, role: &str) -> String {
+        let url = self
+            .url
+            .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+        assert_ne!(url, self.url, "the URL names the superuser");
+        url
+    }
+
+    /// A login role `<database>_<suffix>`, a member of `group` (made if missing: pg_hba.conf
+    /// may name it, see `pg_server.rs`), with `password` if given, that owns this database, so
+    /// it may create the daemon's tables in `public` as an application's role would. Its name.
+    pub async fn owning_role(
+        &self,
+        admin: &PgPool,
+        suffix: &str,
+        group: &str,
+        password: Option<&str>,
+    ) -> String {
+        let role = format!("{}_{suffix}", self.name);
+        let password = password.map_or(String::new(), |p| format!(" PASSWORD '{p}'"));
+        for statement in [
+            format!(
+                "DO $$ BEGIN CREATE ROLE {group} NOLOGIN; \
+                 EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            ),
+            format!("CREATE ROLE {role} LOGIN{password} IN ROLE {group}"),
+            format!("ALTER DATABASE {} OWNER TO {role}", self.name),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                .execute(admin)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        role
+    }
+
     /// A small pool on this database.
     pub async fn pool(&self) -> PgPool {
         PgPoolOptions::new()
@@ -83,4 +120,14 @@ extern "C" fn stop_at_exit() {
     if let Some(Some(server)) = SERVER.get() {
         server.stop();
     }
+}
+
+/// Who owns the daemon's tables (`user_states`, `mails`), each name once.
+pub async fn daemon_table_owners(admin: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT tableowner::text FROM pg_tables WHERE tablename IN ('user_states', 'mails')",
+    )
+    .fetch_all(admin)
+    .await
+    .expect("pg_tables")
 }
